@@ -1,0 +1,1 @@
+"""daemonpool operator: reconciles DaemonPools into Deployments."""

@@ -1,0 +1,384 @@
+"""The Daemon class: classic Unix daemon semantics for one worker process."""
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import signal
+import time
+
+from . import _files
+
+__all__ = ["Daemon", "DaemonError"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+# How often start() re-tries a slot whose lock is held for a moment only:
+# probes take a shared lock for microseconds to ask "is anybody home?".
+_LOCK_RETRIES = 3
+_LOCK_RETRY_SLEEP = 0.005
+
+
+class DaemonError(Exception):
+    """The runtime cannot do what was asked; the message names the path and the fix."""
+
+
+def _positive(value, name, kind):
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+class Daemon:
+    """One worker under the classic daemon contract, ready for a kubelet or a crontab.
+
+    ``start()`` does these steps, in this order:
+
+    1. Create the run directory (``run_dir``) if missing and prove it writable
+       by writing a file there; otherwise raise ``DaemonError`` naming the path
+       and the fix (set ``DAEMONPOOL_RUN_DIR``).
+    2. Install the signal handlers from ``signal_map`` (SIGHUP, SIGINT and
+       SIGTERM set the kill flag by default), before any slot is held, so a
+       signal that arrives while starting is not lost.
+    3. Take the first free PID slot of ``max_peers``: open ``NAME.SLOT.pid``,
+       ``flock`` it exclusively without blocking, check the path still names
+       the locked file, then write a new PID file holding our PID, lock it and
+       rename it over the old one (a reader never sees a half-written PID).
+       A slot whose holder died is free: the kernel dropped its lock. The
+       lock, not the PID number, is the truth.
+    4. If every slot is held by a live process: restore the signal handlers,
+       return False.
+    5. Write the first heartbeat, the state file (``idle``) and the ready
+       file, and return True.
+
+    ``heartbeat()`` returns False once a stop signal arrived or once the PID
+    file was removed or replaced; it writes the heartbeat file at most every
+    ``min(1 s, timeout / 10)``, so calling it on every loop is cheap.
+
+    ``stop()`` removes the probe files and its PID file (a clean exit leaves
+    nothing behind; a crash leaves the PID file, and the next start() takes
+    the slot over), releases the lock and restores the signal handlers. It is
+    safe to call twice.
+
+    Time is injectable (``clock`` for wall time, ``monotonic`` for intervals)
+    so tests run fast.
+    """
+
+    #: What each signal does. "stop" sets the kill flag (a second SIGINT or
+    #: SIGTERM while stopping exits at once with 128+signal); "ignore";
+    #: "default" (the OS default). Override in a subclass or per instance.
+    signal_map = {
+        signal.SIGHUP: "stop",
+        signal.SIGINT: "stop",
+        signal.SIGTERM: "stop",
+    }
+
+    def __init__(
+        self,
+        name: str,
+        timeout: float = _files.DEFAULT_TIMEOUT,
+        max_peers: int = _files.DEFAULT_MAX_PEERS,
+        run_dir: "str | None" = None,
+        *,
+        signal_map: "dict | None" = None,
+        clock=time.time,
+        monotonic=time.monotonic,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ValueError(
+                f"name must be 1-100 characters of letters, digits, '_', '.', '-' "
+                f"starting with a letter or digit, got {name!r}"
+            )
+        self.name = name
+        self.timeout = float(_positive(timeout, "timeout", (int, float)))
+        self.max_peers = _positive(max_peers, "max_peers", int)
+        self._explicit_run_dir = run_dir is not None or bool(os.environ.get(_files.ENV_RUN_DIR))
+        self.run_dir = run_dir if run_dir is not None else _files.default_run_dir()
+        self.signal_map = dict(type(self).signal_map)
+        if signal_map is not None:
+            self.signal_map.update(signal_map)
+        self._clock = clock
+        self._monotonic = monotonic
+        # Beat at least ten times per timeout, and at least once a second so
+        # the file's age tells a human something.
+        self.beat_interval = min(1.0, self.timeout / 10.0)
+
+        self.slot: "int | None" = None
+        self._fd: "int | None" = None
+        self._ident: "tuple | None" = None
+        self._next_beat = 0.0
+        self._ready = True
+        self._lost = False
+        self.stop_signal: "int | None" = None
+        self._old_handlers: dict = {}
+
+    # -- construction from the environment the operator sets ---------------
+    @classmethod
+    def from_env(cls, **overrides) -> "Daemon":
+        """Build from DAEMONPOOL_NAME, DAEMONPOOL_TIMEOUT_SECONDS, DAEMONPOOL_MAX_PEERS, DAEMONPOOL_RUN_DIR."""
+        env = os.environ
+        name = overrides.pop("name", None) or env.get(_files.ENV_NAME)
+        if not name:
+            raise DaemonError(f"{_files.ENV_NAME} is not set: set it to the worker's name (e.g. mailer)")
+        kwargs = {"name": name}
+        for key, var, conv in (
+            ("timeout", _files.ENV_TIMEOUT, float),
+            ("max_peers", _files.ENV_MAX_PEERS, int),
+        ):
+            raw = env.get(var)
+            if raw:
+                try:
+                    kwargs[key] = conv(raw)
+                except ValueError:
+                    raise ValueError(
+                        f"{var}={raw!r} is not a valid {'number' if conv is float else 'whole number'}"
+                    ) from None
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- paths ---------------------------------------------------------------
+    def _path(self, kind: str, slot: "int | None" = None) -> str:
+        return _files.slot_path(self.run_dir, self.name, self.slot if slot is None else slot, kind)
+
+    @property
+    def pid_file(self) -> "str | None":
+        return None if self.slot is None else self._path("pid")
+
+    @property
+    def heartbeat_file(self) -> "str | None":
+        return None if self.slot is None else self._path("heartbeat")
+
+    @property
+    def running(self) -> bool:
+        """True while a slot is held and no stop was asked for."""
+        return self._fd is not None and self.stop_signal is None and not self._lost
+
+    # -- start ---------------------------------------------------------------
+    def start(self) -> bool:
+        """Take a PID slot; see the class docstring for the steps. Safe to call twice."""
+        if self._fd is not None:
+            return self.running
+        self._prepare_run_dir()
+        self._install_signals()
+        for slot in range(self.max_peers):
+            if self._take_slot(slot):
+                break
+        else:
+            self._restore_signals()
+            return False
+        self._lost = False
+        self._beat(self._monotonic())
+        self._write_state("idle")
+        self._sync_ready()
+        return True
+
+    def _prepare_run_dir(self) -> None:
+        fix = (
+            f"set {_files.ENV_RUN_DIR} to a writable folder (in a pod: an emptyDir volume)"
+            if self._explicit_run_dir
+            else f"set {_files.ENV_RUN_DIR} to a writable folder"
+        )
+        try:
+            os.makedirs(self.run_dir, mode=0o755, exist_ok=True)
+            probe = os.path.join(self.run_dir, f".write-test.{os.getpid()}")
+            _files.atomic_write(probe, b"ok\n")
+            os.unlink(probe)
+        except OSError as exc:
+            reason = {
+                errno.EACCES: "permission denied (wrong owner or mode)",
+                errno.EPERM: "operation not permitted",
+                errno.EROFS: "read-only file system",
+                errno.ENOSPC: "no space left on device",
+                errno.EDQUOT: "disk quota exceeded",
+                errno.ENOTDIR: "a path component is not a folder",
+            }.get(exc.errno, exc.strerror or str(exc))
+            raise DaemonError(f"run directory {self.run_dir!r} is not usable: {reason}; {fix}") from exc
+
+    def _take_slot(self, slot: int) -> bool:
+        path = self._path("pid", slot)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if not self._lock(fd):
+                os.close(fd)
+                return False
+            st = os.fstat(fd)
+            try:
+                cur = os.stat(path)
+            except FileNotFoundError:
+                cur = None
+            if cur is None or (cur.st_dev, cur.st_ino) != (st.st_dev, st.st_ino):
+                # Someone replaced the file while we waited: ask again.
+                os.close(fd)
+                continue
+            break
+        # We hold the slot through the old file's lock. Publish a complete PID
+        # file under a new inode, locked before it becomes visible.
+        tmp = _files.temp_name(path)
+        new = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(new, f"{os.getpid()}\n".encode())
+            os.rename(tmp, path)
+        except BaseException:
+            os.close(new)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.close(fd)
+            raise
+        os.close(fd)
+        nst = os.fstat(new)
+        self._fd, self.slot, self._ident = new, slot, (nst.st_dev, nst.st_ino)
+        return True
+
+    @staticmethod
+    def _lock(fd: int) -> bool:
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if attempt + 1 < _LOCK_RETRIES:
+                    time.sleep(_LOCK_RETRY_SLEEP)
+        return False
+
+    # -- the loop ------------------------------------------------------------
+    def heartbeat(self) -> bool:
+        """True to go on; False once signalled, or once the PID file was removed or taken over."""
+        if self.stop_signal is not None or self._fd is None or self._lost:
+            return False
+        now = self._monotonic()
+        if now < self._next_beat:
+            return True
+        return self._beat(now)
+
+    def _beat(self, now: float) -> bool:
+        if not self._still_ours():
+            self._lost = True
+            with contextlib.suppress(OSError):
+                os.unlink(self._path("ready"))
+            return False
+        _files.atomic_write(self._path("heartbeat"), f"{self._clock():.3f}\n".encode())
+        self._next_beat = now + self.beat_interval
+        return self.stop_signal is None
+
+    def _still_ours(self) -> bool:
+        try:
+            st = os.stat(self._path("pid"))
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self._ident
+
+    def set_ready(self, ready: bool = True) -> None:
+        """Readiness for a dependency outage: False fails the readiness probe, not liveness."""
+        self._ready = bool(ready)
+        if self._fd is not None:
+            self._sync_ready()
+
+    def _sync_ready(self) -> None:
+        path = self._path("ready")
+        if self._ready and self.running:
+            if not os.path.exists(path):
+                _files.atomic_write(path, f"{os.getpid()}\n".encode())
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    @contextlib.contextmanager
+    def busy(self):
+        """Mark this worker busy for the block (idle workers go first when a pool scales in)."""
+        self._write_state("busy")
+        try:
+            yield self
+        finally:
+            self._write_state("idle")
+
+    def _write_state(self, state: str) -> None:
+        if self._fd is None or self._lost:
+            return
+        if self.stop_signal is not None:
+            state = "stopping"
+        _files.atomic_write(self._path("state"), f"{state}\n".encode())
+
+    # -- signals -------------------------------------------------------------
+    def _install_signals(self) -> None:
+        for signum, action in self.signal_map.items():
+            if action == "ignore":
+                handler = signal.SIG_IGN
+            elif action == "default":
+                handler = signal.SIG_DFL
+            elif action == "stop" or callable(action):
+                handler = self._handle_signal
+            else:
+                raise ValueError(f"signal_map[{signum!r}] must be 'stop', 'ignore', 'default' or a callable, got {action!r}")
+            try:
+                self._old_handlers.setdefault(signum, signal.getsignal(signum))
+                signal.signal(signum, handler)
+            except ValueError as exc:
+                raise DaemonError(
+                    "start() must run in the main thread to install signal handlers; "
+                    "call it there or pass signal_map={} and handle signals yourself"
+                ) from exc
+
+    def _restore_signals(self) -> None:
+        for signum, old in self._old_handlers.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, old if old is not None else signal.SIG_DFL)
+        self._old_handlers = {}
+
+    def _handle_signal(self, signum, frame) -> None:
+        action = self.signal_map.get(signum)
+        if callable(action):
+            action(signum)
+            return
+        self.on_signal(signum)
+
+    def on_signal(self, signum: int) -> None:
+        """Subclass hook: what a "stop" signal does. Default: set the kill flag."""
+        if self.stop_signal is not None:
+            if signum in (signal.SIGINT, signal.SIGTERM):
+                # Asked twice: the operator (or a human at a terminal) means it.
+                self._cleanup_files()
+                os._exit(128 + signum)
+            return
+        self.stop_signal = signum
+        with contextlib.suppress(OSError):
+            os.unlink(self._path("ready")) if self.slot is not None else None
+        with contextlib.suppress(OSError):
+            self._write_state("stopping")
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask the loop to end, as if ``signum`` arrived."""
+        if self.stop_signal is None:
+            self.on_signal(signum)
+
+    # -- stop ----------------------------------------------------------------
+    def _cleanup_files(self) -> None:
+        if self._fd is None:
+            return
+        if self._still_ours():
+            for kind in ("ready", "state", "heartbeat", "pid"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path(kind))
+
+    def stop(self) -> None:
+        """Remove the probe files and the PID file, release the slot, restore signals. Safe to call twice."""
+        if self._fd is not None:
+            try:
+                self._cleanup_files()
+            finally:
+                os.close(self._fd)
+                self._fd = None
+        self._restore_signals()
+
+    def __enter__(self) -> "Daemon":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Daemon(name={self.name!r}, slot={self.slot}, running={self.running}, run_dir={self.run_dir!r})"
