@@ -43,12 +43,13 @@ class Daemon:
     2. Install the signal handlers from ``signal_map`` (SIGHUP, SIGINT and
        SIGTERM set the kill flag by default), before any slot is held, so a
        signal that arrives while starting is not lost.
-    3. Take the first free PID slot of ``max_peers``: open ``NAME.SLOT.pid``,
-       ``flock`` it exclusively without blocking, check the path still names
-       the locked file, then write a new PID file holding our PID, lock it and
-       rename it over the old one (a reader never sees a half-written PID).
-       A slot whose holder died is free: the kernel dropped its lock. The
-       lock, not the PID number, is the truth.
+    3. Take the first free PID slot of ``max_peers``: write a complete PID
+       file under a temporary name and ``flock`` it; if ``NAME.SLOT.pid`` does
+       not exist, hard-link ours there (atomic create); if it does, ``flock``
+       it without blocking, check the path still names the locked file, and
+       rename ours over it. A reader never sees a half-written PID file. A
+       slot whose holder died is free because the kernel dropped its lock:
+       the lock, not the PID number, is the truth.
     4. If every slot is held by a live process: restore the signal handlers,
        return False.
     5. Write the first heartbeat, the state file (``idle``) and the ready
@@ -100,6 +101,12 @@ class Daemon:
         self.signal_map = dict(type(self).signal_map)
         if signal_map is not None:
             self.signal_map.update(signal_map)
+        for signum, action in self.signal_map.items():
+            if action not in ("stop", "ignore", "default") and not callable(action):
+                raise ValueError(
+                    f"signal_map[{signal.Signals(signum).name}] must be 'stop', 'ignore', 'default' "
+                    f"or a callable, got {action!r}"
+                )
         self._clock = clock
         self._monotonic = monotonic
         # Beat at least ten times per timeout, and at least once a second so
@@ -199,39 +206,51 @@ class Daemon:
 
     def _take_slot(self, slot: int) -> bool:
         path = self._path("pid", slot)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            if not self._lock(fd):
-                os.close(fd)
-                return False
-            st = os.fstat(fd)
-            try:
-                cur = os.stat(path)
-            except FileNotFoundError:
-                cur = None
-            if cur is None or (cur.st_dev, cur.st_ino) != (st.st_dev, st.st_ino):
-                # Someone replaced the file while we waited: ask again.
-                os.close(fd)
-                continue
-            break
-        # We hold the slot through the old file's lock. Publish a complete PID
-        # file under a new inode, locked before it becomes visible.
+        # A complete PID file, locked before it becomes visible at ``path``.
         tmp = _files.temp_name(path)
         new = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(new, f"{os.getpid()}\n".encode())
-            os.rename(tmp, path)
+            taken = self._publish(path, tmp)
         except BaseException:
             os.close(new)
+            raise
+        finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            os.close(fd)
-            raise
-        os.close(fd)
+        if not taken:
+            os.close(new)
+            return False
         nst = os.fstat(new)
         self._fd, self.slot, self._ident = new, slot, (nst.st_dev, nst.st_ino)
         return True
+
+    def _publish(self, path: str, tmp: str) -> bool:
+        """Put our locked ``tmp`` at ``path`` if the slot is free; False if a live process holds it."""
+        while True:
+            try:
+                os.link(tmp, path)  # a free, never-used slot: atomic create
+                return True
+            except FileExistsError:
+                pass
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # removed meanwhile: try to create it again
+            try:
+                if not self._lock(fd):
+                    return False
+                st, cur = os.fstat(fd), None
+                with contextlib.suppress(FileNotFoundError):
+                    cur = os.stat(path)
+                if cur is None or (cur.st_dev, cur.st_ino) != (st.st_dev, st.st_ino):
+                    continue  # replaced while we waited for the lock: ask again
+                # The old holder is gone and we hold its lock: replace its file.
+                os.rename(tmp, path)
+                return True
+            finally:
+                os.close(fd)
 
     @staticmethod
     def _lock(fd: int) -> bool:
@@ -309,10 +328,8 @@ class Daemon:
                 handler = signal.SIG_IGN
             elif action == "default":
                 handler = signal.SIG_DFL
-            elif action == "stop" or callable(action):
-                handler = self._handle_signal
             else:
-                raise ValueError(f"signal_map[{signum!r}] must be 'stop', 'ignore', 'default' or a callable, got {action!r}")
+                handler = self._handle_signal
             try:
                 self._old_handlers.setdefault(signum, signal.getsignal(signum))
                 signal.signal(signum, handler)

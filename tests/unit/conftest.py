@@ -1,0 +1,9 @@
+import pytest
+
+HARD_TIMEOUT = 30  # unit tests are fast; a hang is a bug, not a slow machine
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(HARD_TIMEOUT))
