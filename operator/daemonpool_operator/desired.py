@@ -1,0 +1,180 @@
+"""spec -> Deployment: the pure builder. Imports neither kopf nor kubernetes.
+
+Probe timing (T = timeoutSeconds, P = the probe period):
+
+- The worker beats at least every min(1 s, T/10), so a healthy worker's
+  heartbeat is at most about a second old.
+- The liveness probe fails when the heartbeat is older than T - P, and the
+  kubelet acts after 2 failures in a row. A hung worker's first failing probe
+  comes within P after its beat turns T - P old, the second P later: the kill
+  happens between T and T + P after the last beat, never before T. One slow
+  or timed-out probe on a busy node is forgiven by the second.
+- A liveness kill gives the worker 2 s (probe-level
+  terminationGracePeriodSeconds) instead of the pool's grace period: a hung
+  worker will not finish anything, so it is restarted within T + P + 2 s.
+- Readiness uses the same limit, runs every min(P, 2) s and fails at once
+  (threshold 1), so an unready worker shows promptly; startup probes every
+  second for startupTimeoutSeconds, so a new worker is Ready within a few
+  seconds of calling start().
+"""
+
+from __future__ import annotations
+
+import copy
+
+from . import model
+from .model import DaemonPoolSpec
+
+RUN_DIR = "/run/daemonpool"
+RUN_VOLUME = "daemonpool-run"
+# The cheap sh probe installed with worker_runtime (see worker_runtime/worker-runtime-probe).
+PROBE_COMMAND = "worker-runtime-probe"
+LIVENESS_FAILURES = 2
+HUNG_KILL_GRACE_SECONDS = 2
+MANAGED_BY = "daemonpool-operator"
+
+RESTRICTED_POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def deployment_name(pool_name: str) -> str:
+    """The Deployment has the pool's name: deterministic, and what `kubectl get deploy` users expect."""
+    return pool_name
+
+
+def selector_labels(pool_name: str) -> dict:
+    """Never changes for a pool across operator versions: a Deployment's selector is immutable."""
+    return {model.POOL_LABEL: pool_name}
+
+
+def selector_string(pool_name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(pool_name).items())
+
+
+def labels(pool_name: str) -> dict:
+    return {
+        "app.kubernetes.io/name": "daemonpool-worker",
+        "app.kubernetes.io/instance": pool_name,
+        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        **selector_labels(pool_name),
+    }
+
+
+def owner_reference(pool: dict) -> dict:
+    meta = pool["metadata"]
+    return {
+        "apiVersion": model.API_VERSION,
+        "kind": model.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _defaults(user: dict | None, defaults: dict) -> dict:
+    """Restricted-profile defaults where the user is silent; the user wins where they speak."""
+    out = copy.deepcopy(defaults)
+    for k, v in (user or {}).items():
+        out[k] = copy.deepcopy(v)
+    return out
+
+
+def _probe(kind: str, limit: int, period: int, failures: int, timeout: int) -> dict:
+    return {
+        "exec": {"command": [PROBE_COMMAND, kind, "--timeout", str(limit)]},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+        "timeoutSeconds": timeout,
+    }
+
+
+def runtime_env(pool_name: str, spec: DaemonPoolSpec) -> list:
+    return [
+        {"name": "DAEMONPOOL_NAME", "value": pool_name},
+        {"name": "DAEMONPOOL_TIMEOUT_SECONDS", "value": str(spec.timeout_seconds)},
+        {"name": "DAEMONPOOL_MAX_PEERS", "value": "1"},  # one worker per pod; peers are pods
+        {"name": "DAEMONPOOL_RUN_DIR", "value": RUN_DIR},
+    ]
+
+
+def _worker(container: dict, pool_name: str, spec: DaemonPoolSpec) -> dict:
+    c = copy.deepcopy(container)
+    ours = runtime_env(pool_name, spec)
+    names = {e["name"] for e in ours}
+    # The operator owns DAEMONPOOL_*: a template's own values would break the probes.
+    c["env"] = [e for e in c.get("env", []) if e.get("name") not in names] + ours
+    c["volumeMounts"] = [m for m in c.get("volumeMounts", []) if m.get("name") != RUN_VOLUME] + [
+        {"name": RUN_VOLUME, "mountPath": RUN_DIR}
+    ]
+    period = spec.effective_probe_period
+    limit = spec.timeout_seconds - period
+    # A probe slower than its period is a probe that cannot keep up; cap it there.
+    probe_timeout = max(1, min(period, 5))
+    live = _probe("liveness", limit, period, LIVENESS_FAILURES, probe_timeout)
+    live["terminationGracePeriodSeconds"] = HUNG_KILL_GRACE_SECONDS
+    c["livenessProbe"] = live
+    # Readiness every <= 2 s: a new worker joins promptly after its startup probe passes.
+    c["readinessProbe"] = _probe("readiness", limit, min(period, 2), 1, min(probe_timeout, 2))
+    c["startupProbe"] = _probe("startup", limit, 1, spec.startup_timeout_seconds, 1)
+    return c
+
+
+def build_pod_template(pool_name: str, spec: DaemonPoolSpec) -> dict:
+    tmpl = spec.template.dump()
+    pod_spec = tmpl["spec"]
+    worker_name = spec.worker_container_name()
+    pod_spec["containers"] = [
+        _worker(c, pool_name, spec) if c["name"] == worker_name else c for c in pod_spec["containers"]
+    ]
+    for key in ("containers", "initContainers"):
+        if key in pod_spec:
+            pod_spec[key] = [
+                {**c, "securityContext": _defaults(c.get("securityContext"), RESTRICTED_CONTAINER_SECURITY)}
+                for c in pod_spec[key]
+            ]
+    pod_spec["securityContext"] = _defaults(pod_spec.get("securityContext"), RESTRICTED_POD_SECURITY)
+    pod_spec["volumes"] = [v for v in pod_spec.get("volumes", []) if v.get("name") != RUN_VOLUME] + [
+        {"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+    ]
+    pod_spec["terminationGracePeriodSeconds"] = spec.grace_period_seconds
+    meta = tmpl.get("metadata", {})
+    return {
+        "metadata": {
+            "labels": {**meta.get("labels", {}), **labels(pool_name)},
+            **({"annotations": meta["annotations"]} if meta.get("annotations") else {}),
+        },
+        "spec": pod_spec,
+    }
+
+
+def build_strategy(spec: DaemonPoolSpec) -> dict:
+    if spec.strategy.type == "Recreate":
+        return {"type": "Recreate"}
+    ru = spec.strategy.rolling_update or model.RollingUpdate()
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": ru.max_surge, "maxUnavailable": ru.max_unavailable}}
+
+
+def build_deployment(pool: dict, spec: DaemonPoolSpec | None = None) -> dict:
+    """The Deployment a pool should have. ``pool`` is the DaemonPool object (metadata.name, namespace, uid)."""
+    meta = pool["metadata"]
+    name = meta["name"]
+    spec = spec if spec is not None else model.parse_spec(pool.get("spec"))
+    dmeta = {"name": deployment_name(name), "labels": labels(name)}
+    if meta.get("namespace"):
+        dmeta["namespace"] = meta["namespace"]
+    if meta.get("uid"):
+        dmeta["ownerReferences"] = [owner_reference(pool)]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": dmeta,
+        "spec": {
+            "replicas": spec.peers,
+            "selector": {"matchLabels": selector_labels(name)},
+            "strategy": build_strategy(spec),
+            "template": build_pod_template(name, spec),
+        },
+    }
