@@ -1,0 +1,47 @@
+"""hack/local-cluster up|down|status|env|load-image ARCHIVE|build-image DOCKERFILE TAG|install"""
+
+import argparse
+import sys
+
+from . import cluster, config, images, install
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="hack/local-cluster", description="A real single-node Kubernetes from upstream binaries.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="start the cluster (installs and builds what is missing)")
+    sub.add_parser("down", help="stop everything and put the host back; idempotent")
+    sub.add_parser("status", help="what runs (exit 0 when the cluster is up)")
+    sub.add_parser("env", help="print export lines for KUBECONFIG and PATH")
+    sub.add_parser("install", help="only install packages, build binaries and helm")
+    li = sub.add_parser("load-image", help="import an image archive (docker save or OCI layout) into the cluster")
+    li.add_argument("archive")
+    bi = sub.add_parser("build-image", help="docker build a project Dockerfile on the local base and load it")
+    bi.add_argument("dockerfile")
+    bi.add_argument("tag")
+    a = p.parse_args(argv)
+    try:
+        if a.cmd == "up":
+            cluster.up()
+        elif a.cmd == "down":
+            cluster.down()
+            images.docker_down()
+        elif a.cmd == "status":
+            return cluster.status()
+        elif a.cmd == "env":
+            print(f"export KUBECONFIG={config.KUBECONFIG}")
+            print(f"export PATH={config.BIN}:{config.TOOLS}:$PATH")
+        elif a.cmd == "install":
+            install.ensure_all()
+        elif a.cmd == "load-image":
+            print(images.load_image(a.archive))
+        elif a.cmd == "build-image":
+            images.build_image(a.dockerfile, a.tag)
+    except cluster.ClusterError as exc:
+        print(f"[local-cluster] up failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

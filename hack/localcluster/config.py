@@ -1,0 +1,52 @@
+"""Where things live and which addresses the local cluster uses. One place for all of it."""
+
+import os
+import pathlib
+
+HACK = pathlib.Path(__file__).resolve().parent.parent
+ROOT = HACK.parent
+
+
+def _versions() -> dict:
+    out = {}
+    for line in (HACK / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v
+    return out
+
+
+K8S_VERSION = _versions()["K8S_VERSION"]
+# Cached outside the repo, keyed by version; survives `down` so `up` is fast.
+CACHE = pathlib.Path(os.environ.get("DAEMONPOOL_CACHE", pathlib.Path.home() / ".cache" / "daemonpool"))
+BIN = CACHE / f"k8s-{K8S_VERSION}" / "bin"
+TOOLS = CACHE / "tools"
+IMAGES = CACHE / "images"
+# containerd's content store lives in the cache too: imported images survive `down`.
+CONTAINERD_ROOT = CACHE / "containerd-root"
+# Everything one running cluster owns; removed by `down` except the logs.
+RUN = pathlib.Path(os.environ.get("DAEMONPOOL_CLUSTER_DIR", CACHE / "cluster"))
+LOGS = RUN / "logs"
+PKI = RUN / "pki"
+KUBECONFIG = RUN / "admin.kubeconfig"
+
+# The node's name must resolve to 127.0.0.1 so exec and logs stay on loopback.
+NODE_NAME = "localhost"
+BRIDGE = "dpbr0"
+POD_CIDR = "10.99.0.0/24"
+GATEWAY = "10.99.0.1"
+SERVICE_CIDR = "10.98.0.0/24"
+SERVICE_IP = "10.98.0.1"
+API_PORT = 6443
+ETCD_CLIENT = "http://127.0.0.1:23790"
+ETCD_PEER = "http://127.0.0.1:23800"
+CONTAINERD_SOCK = RUN / "containerd" / "containerd.sock"
+GUARD_TABLE = "daemonpool_guard"
+PAUSE_IMAGE = "registry.k8s.io/pause:daemonpool"
+BASE_IMAGE = "daemonpool/python-base:bookworm"
+SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "net.ipv4.ip_forward",
+           "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables")
+
+APT_PACKAGES = ["etcd-server", "containerd", "runc", "containernetworking-plugins", "debootstrap", "openssl",
+                "iptables", "nftables", "iproute2", "conntrack", "gcc", "libc6-dev", "docker.io", "kmod", "util-linux"]
