@@ -164,7 +164,6 @@ def take_baseline() -> dict:
         "nft_tables": _nft_tables(),
         "links": sorted(os.listdir("/sys/class/net")),
         "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
-        "var_log_containers": sorted(os.listdir("/var/log/containers")) if os.path.isdir("/var/log/containers") else None,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(base, indent=1))
@@ -352,8 +351,8 @@ def up() -> None:
         say("already up")
         print_env()
         return
-    if any(pid_of(c) for c in COMPONENTS):
-        say("a partial cluster is running: taking it down first")
+    if any(pid_of(c) for c in COMPONENTS) or (C.RUN / "pids").exists() or (C.RUN / "etcd").exists():
+        say("a partial cluster or the leftovers of one are here: taking it down first")
         down()
     if C.LOGS.exists():
         prev = C.RUN.parent / "cluster-logs.prev"
@@ -389,6 +388,8 @@ def up() -> None:
         "--audit-policy-file", e / "audit-policy.yaml", "--audit-log-path", d / "audit" / "audit.log",
         "--audit-log-format", "json", "--audit-log-maxsize", "200", "--audit-log-maxbackup", "2",
         "--profiling=false",
+        # As on most clusters: PodSecurity admission, not this flag, decides who may run privileged.
+        "--allow-privileged=true",
     ])
     wait_for("kube-apiserver", _api_ready, 90, "ready")
     say("starting containerd")
@@ -492,13 +493,15 @@ def down() -> None:
         for key, value in base["sysctls"].items():
             if value is not None and _sysctl_read(key) != value:
                 _sysctl_write(key, value)
-        if base.get("var_log_containers") is not None and os.path.isdir("/var/log/containers"):
-            for entry in os.listdir("/var/log/containers"):
-                if entry not in base["var_log_containers"]:
-                    os.unlink(os.path.join("/var/log/containers", entry))
     else:
         sh("nft", "delete", "table", "inet", C.GUARD_TABLE, check=False)
     _remove_kubepods_cgroups()
+    # The kubelet links each container's log here; ours point into our pod-logs folder.
+    if os.path.isdir("/var/log/containers"):
+        for entry in os.listdir("/var/log/containers"):
+            link = os.path.join("/var/log/containers", entry)
+            if os.path.islink(link) and os.readlink(link).startswith(str(C.RUN / "pod-logs")):
+                os.unlink(link)
     for sub in ("etcd", "kubelet", "containerd", "cni", "pod-logs", "pids", "audit", "etc", "pki", "baseline.json",
                 "admin.kubeconfig"):
         path = C.RUN / sub

@@ -178,6 +178,9 @@ def docker_down() -> None:
     from .cluster import stop  # noqa: PLC0415
 
     stop("dockerd", grace=20)
+    from .cluster import _unmount_under  # noqa: PLC0415
+
+    _unmount_under(DOCKER_ROOT, C.RUN / "docker")
 
 
 def ensure_base_in_docker() -> None:

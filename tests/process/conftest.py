@@ -1,60 +1,12 @@
-import os
-import shutil
-import subprocess
-import sys
-import time
-
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-PROG = os.path.join(HERE, "worker_prog.py")
-PROBE_SH = os.path.join(ROOT, "worker_runtime", "worker-runtime-probe")
+from proc import HERE, Worker
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         if str(item.fspath).startswith(HERE):
             item.add_marker(pytest.mark.process)
-
-
-def child_env(**extra):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("DAEMONPOOL_RUN_DIR", None)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-class Worker:
-    def __init__(self, name, run_dir, *args, **popen):
-        self.proc = subprocess.Popen(
-            [sys.executable, PROG, name, str(run_dir), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), **popen,
-        )
-        self.lines = []
-
-    def expect(self, prefix, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            self.lines.append(line.strip())
-            if line.startswith(prefix):
-                return line.strip()
-        raise AssertionError(f"no {prefix!r} from worker; got {self.lines}; stderr={self.proc.stderr.read() if self.proc.poll() is not None else ''}")
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
 
 
 @pytest.fixture
@@ -76,17 +28,3 @@ def workers():
     yield spawn
     for w in started:
         w.kill()
-
-
-def wr(*args, env=None, timeout=20):
-    """Run the worker-runtime CLI as a real subprocess."""
-    return subprocess.run([sys.executable, "-m", "worker_runtime", *args], capture_output=True, text=True,
-                          env=env or child_env(), timeout=timeout)
-
-
-def probe_cmds():
-    """Both probe implementations: the Python reference and the sh one the kubelet runs."""
-    cmds = {"python": [sys.executable, "-m", "worker_runtime", "probe"]}
-    if shutil.which("sh"):
-        cmds["sh"] = ["sh", PROBE_SH]
-    return cmds

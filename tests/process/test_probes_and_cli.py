@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import PROBE_SH, child_env, probe_cmds, wr
+from proc import PROBE_SH, child_env, probe_cmds, wr
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,0 +1,84 @@
+"""What cluster tests use: a handle on the cluster under test, kubectl, waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import uuid
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))
+
+from localcluster import config as C  # noqa: E402
+
+
+class Cluster:
+    """The cluster the tests run against: the local one, or the one in KUBECONFIG."""
+
+    def __init__(self, kubeconfig: str, local: bool, host_ip: str):
+        self.kubeconfig = kubeconfig
+        self.local = local
+        # Where pods reach servers the tests start on this machine (PostgreSQL, SMTP).
+        self.host_ip = host_ip
+        self.kubectl_bin = str(C.BIN / "kubectl") if (C.BIN / "kubectl").exists() else "kubectl"
+
+    @property
+    def audit_log(self) -> pathlib.Path | None:
+        return C.RUN / "audit" / "audit.log" if self.local else None
+
+    def env(self) -> dict:
+        return dict(os.environ, KUBECONFIG=self.kubeconfig, PATH=f"{C.BIN}:{C.TOOLS}:{os.environ.get('PATH', '')}")
+
+    def kubectl(self, *args, check=True, input=None, timeout=120) -> subprocess.CompletedProcess:
+        r = subprocess.run([self.kubectl_bin, *map(str, args)], capture_output=True, text=True, env=self.env(),
+                           input=input, timeout=timeout)
+        if check and r.returncode:
+            raise AssertionError(f"kubectl {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr}{r.stdout}")
+        return r
+
+    def get(self, *args, ns=None, check=True):
+        a = list(args) + (["-n", ns] if ns else []) + ["-o", "json"]
+        r = self.kubectl("get", *a, check=check)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def apply(self, obj: dict | list, ns=None, server_side=False, dry_run=False, check=True):
+        docs = obj if isinstance(obj, list) else [obj]
+        text = "\n---\n".join(json.dumps(d) for d in docs)
+        args = ["apply", "-f", "-"] + (["-n", ns] if ns else [])
+        if server_side:
+            args += ["--server-side", "--force-conflicts", "--field-manager", "daemonpool-tests"]
+        if dry_run:
+            args += ["--dry-run=server"]
+        return self.kubectl(*args, input=text, check=check)
+
+    def namespace(self, prefix: str, labels: dict | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+        self.apply(ns)
+        # The ServiceAccount controller creates "default"; pods cannot be created before it.
+        wait(lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0, 60,
+             f"default ServiceAccount in {name}")
+        return name
+
+    def events(self, ns: str, name: str | None = None) -> list:
+        items = self.get("events", ns=ns)["items"]
+        return [e for e in items if name is None or e["involvedObject"].get("name") == name]
+
+
+def wait(check, timeout: float, what: str, interval: float = 0.5):
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except AssertionError as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"; last error: {last}" if last else ""))
