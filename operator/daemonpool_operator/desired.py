@@ -178,3 +178,98 @@ def build_deployment(pool: dict, spec: DaemonPoolSpec | None = None) -> dict:
             "template": build_pod_template(name, spec),
         },
     }
+
+
+# -- comparing with what exists ----------------------------------------------------------
+
+_QUANTITY_SUFFIX = {"": 1, "m": 0.001, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+                    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def _quantity(v):
+    """A Kubernetes quantity as a number, or None: the API server normalizes "0.5" to "500m"."""
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        return None
+    s = str(v)
+    for suffix in sorted(_QUANTITY_SUFFIX, key=len, reverse=True):
+        if suffix and s.endswith(suffix):
+            num, mult = s[: -len(suffix)], _QUANTITY_SUFFIX[suffix]
+            break
+    else:
+        num, mult = s, 1
+    try:
+        return round(float(num) * mult, 9)
+    except ValueError:
+        return None
+
+
+def differences(want, have, path: str = "") -> list:
+    """Paths where ``have`` (as the API server returns it) differs from ``want`` (as we build it).
+
+    Keys ``have`` carries beyond ``want`` are server defaults and ignored; lists must match
+    item by item (an added env var is drift); empty and false values match an omitted field
+    (the server drops them); quantities compare by value.
+    """
+    if isinstance(want, dict):
+        if not isinstance(have, dict):
+            return [] if not want and have is None else [path or "."]
+        out = []
+        for k, v in want.items():
+            out += differences(v, have.get(k), f"{path}.{k}" if path else k)
+        return out
+    if isinstance(want, list):
+        if have is None and not want:
+            return []
+        if not isinstance(have, list) or len(have) != len(want):
+            return [path]
+        out = []
+        for i, (w, h) in enumerate(zip(want, have)):
+            out += differences(w, h, f"{path}[{i}]")
+        return out
+    if have is None and want in (False, 0, "", None):
+        return []
+    if want == have:
+        return []
+    qw, qh = _quantity(want), _quantity(have)
+    if qw is not None and qw == qh and isinstance(want, str):
+        return []
+    return [path]
+
+
+def controller_uid(obj: dict) -> str | None:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def plan(pool: dict, want: dict, have: dict | None):
+    """What to do about the pool's Deployment: ("create", body) | ("update", body, paths) | ("conflict", why) | ("none",).
+
+    A Deployment controlled by another owner, or with no owner and not labelled as this
+    pool's, is never touched. An orphan labelled as this pool's (left by
+    `kubectl delete --cascade=orphan`) is adopted.
+    """
+    if have is None:
+        return ("create", want)
+    name = pool["metadata"]["name"]
+    uid = controller_uid(have)
+    if uid is not None and uid != pool["metadata"]["uid"]:
+        return ("conflict", f"controlled by another owner (uid {uid})")
+    if uid is None:
+        labels_ = have["metadata"].get("labels") or {}
+        if labels_.get(model.POOL_LABEL) != name or labels_.get("app.kubernetes.io/managed-by") != MANAGED_BY:
+            return ("conflict", "not created by this pool (no owner reference)")
+    paths = differences({"metadata": {"labels": want["metadata"]["labels"]}, "spec": want["spec"]}, have)
+    (ours,) = want["metadata"]["ownerReferences"]
+    if not any(not differences(ours, ref) for ref in have["metadata"].get("ownerReferences") or []):
+        paths.append("metadata.ownerReferences")
+    if not paths:
+        return ("none",)
+    body = copy.deepcopy(have)
+    body.pop("status", None)
+    body["metadata"]["labels"] = {**(have["metadata"].get("labels") or {}), **want["metadata"]["labels"]}
+    others = [r for r in have["metadata"].get("ownerReferences") or [] if not r.get("controller")]
+    body["metadata"]["ownerReferences"] = others + want["metadata"]["ownerReferences"]
+    body["spec"] = copy.deepcopy(want["spec"])
+    return ("update", body, paths)

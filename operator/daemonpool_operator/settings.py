@@ -1,0 +1,28 @@
+"""kopf settings, each with its reason."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from . import model
+
+
+def register() -> None:
+    @kopf.on.startup()
+    def configure(settings: kopf.OperatorSettings, **_) -> None:
+        # kopf's bookkeeping lives in the pool's annotations under our own prefix, never in
+        # .status: status is ours, rebuilt from the world on every pass.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=model.GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=model.GROUP, key="last-handled-configuration")
+        # One replica (the chart's Deployment uses Recreate): no peering objects, no RBAC for them.
+        settings.peering.standalone = True
+        # Events are ours (Created, Scaled, Updated, InvalidSpec, ...); kopf posts only its failures.
+        settings.posting.level = logging.WARNING
+        # Sync handlers run in threads; a few are enough for a pool's bursts of pod events.
+        settings.execution.max_workers = 8
+        # Reconnect watches well before proxies cut idle connections.
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
