@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         quiet=args.log_level == "warning",
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    for noisy in ("kubernetes", "urllib3"):
+    for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     liveness = args.liveness if args.liveness is not None else (None if args.dev else DEFAULT_LIVENESS)
     settings.register()

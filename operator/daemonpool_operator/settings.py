@@ -19,6 +19,8 @@ def register() -> None:
             prefix=model.GROUP, key="last-handled-configuration")
         # One replica (the chart's Deployment uses Recreate): no peering objects, no RBAC for them.
         settings.peering.standalone = True
+        # Our resources are known at start; watching CRDs for new ones would need RBAC we do not ask for.
+        settings.scanning.disabled = True
         # Events are ours (Created, Scaled, Updated, InvalidSpec, ...); kopf posts only its failures.
         settings.posting.level = logging.WARNING
         # Sync handlers run in threads; a few are enough for a pool's bursts of pod events.

@@ -1,0 +1,55 @@
+{{- define "daemonpool-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Selector labels: never change across upgrades (a Deployment's selector is immutable). */}}
+{{- define "daemonpool-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* All labels: selector labels plus what may change with each release. */}}
+{{- define "daemonpool-operator.labels" -}}
+{{ include "daemonpool-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: daemonpool
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "daemonpool-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "daemonpool-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The rules the operator needs, each with its reason. */}}
+{{- define "daemonpool-operator.rules" -}}
+# The pools: watch them; patch is for kopf's bookkeeping annotations on the pool.
+- apiGroups: ["daemonpool.dev"]
+  resources: ["daemonpools"]
+  verbs: ["get", "list", "watch", "patch"]
+# The pools' status, rebuilt by the operator on every change.
+- apiGroups: ["daemonpool.dev"]
+  resources: ["daemonpools/status"]
+  verbs: ["patch"]
+# The workers' Deployments: create, read, and put back to the desired state (drift).
+# No delete: garbage collection removes them through the ownerReference.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "update"]
+# The workers' pods, read only: readiness and restarts for the status.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# Events on the pools (Created, Scaled, InvalidSpec, WorkerRestarted, ...).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
