@@ -94,3 +94,57 @@ def images(cluster):
     finally:
         img.docker_down()
     return {k: v[1] for k, v in tags.items()}
+
+
+OPERATOR_NS = "daemonpool-system"
+RELEASE = "daemonpool-operator"
+
+
+def helm(cluster, *args, check=True, timeout=300):
+    from localcluster import install
+
+    r = subprocess.run([install.ensure_helm(), *map(str, args)], capture_output=True, text=True, env=cluster.env(),
+                       timeout=timeout)
+    if check and r.returncode:
+        raise AssertionError(f"helm {' '.join(map(str, args))} failed:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def install_operator(cluster, images, *extra):
+    """helm install (or upgrade) the chart into a namespace that enforces the restricted profile."""
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": OPERATOR_NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    repo, tag = images["operator"].rsplit(":", 1)
+    return helm(cluster, "upgrade", "--install", RELEASE, ROOT / "helm" / "daemonpool-operator", "-n", OPERATOR_NS,
+                "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "logLevel=debug",
+                *extra, "--wait", "--timeout", "180s")
+
+
+class Operator:
+    namespace = OPERATOR_NS
+    release = RELEASE
+    service_account = RELEASE  # the chart's fullname when the release is named like the chart
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    def pod(self) -> dict | None:
+        items = self.cluster.get("pods", "-l", "app.kubernetes.io/name=daemonpool-operator", ns=self.namespace)["items"]
+        live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
+        return live[0] if live else None
+
+    def logs(self) -> str:
+        return self.cluster.kubectl("logs", "-n", self.namespace, "deploy/" + self.service_account, "--tail=200",
+                                    check=False).stdout
+
+
+@pytest.fixture(scope="session")
+def operator(cluster, images):
+    """The operator, installed with its Helm chart and running as a pod under its own ServiceAccount."""
+    install_operator(cluster, images)
+    yield Operator(cluster)
+    helm(cluster, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", check=False)
