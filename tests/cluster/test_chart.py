@@ -1,0 +1,121 @@
+"""The Helm chart on a real cluster: lint, strict templates, least-privilege RBAC, upgrade, uninstall."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import yaml
+
+from conftest import helm, install_operator
+from kube import ROOT, wait
+
+pytestmark = pytest.mark.timeout(600)
+CHART = ROOT / "helm" / "daemonpool-operator"
+
+# What the operator's ServiceAccount may do beyond what every ServiceAccount may do.
+# Widening the chart's RBAC fails this test; so does narrowing it.
+EXPECTED_RBAC = {
+    ("daemonpools.daemonpool.dev", ("get", "list", "patch", "watch")),
+    ("daemonpools.daemonpool.dev/status", ("patch",)),
+    ("deployments.apps", ("create", "get", "list", "update", "watch")),
+    ("pods", ("get", "list", "watch")),
+    ("events", ("create",)),
+}
+
+
+def test_helm_lint_strict(cluster):
+    r = helm(cluster, "lint", "--strict", CHART)
+    assert "0 chart(s) failed" in r.stdout
+
+
+@pytest.mark.parametrize("values", sorted((CHART / "ci").glob("*-values.yaml")), ids=lambda p: p.name)
+def test_templates_pass_strict_server_side_dry_run(cluster, operator, values):
+    vals = yaml.safe_load(values.read_text()) or {}
+    for ns in vals.get("watchNamespaces", []):
+        cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    out = helm(cluster, "template", "dryrun", CHART, "-n", operator.namespace, "-f", values).stdout
+    r = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=out)
+    assert r.returncode == 0
+    kinds = {d["kind"] for d in yaml.safe_load_all(out) if d}
+    if vals.get("watchNamespaces"):
+        assert "ClusterRole" not in kinds and "Role" in kinds
+    else:
+        assert "ClusterRole" in kinds and "Role" not in kinds
+
+
+def test_mistyped_value_is_refused(cluster):
+    r = helm(cluster, "template", "x", CHART, "--set", "imagee.tag=1", check=False)
+    assert r.returncode != 0 and "imagee" in r.stderr
+
+
+def _can_i(cluster, user, ns):
+    out = cluster.kubectl("auth", "can-i", "--list", f"--as={user}", "-n", ns).stdout.splitlines()[1:]
+    rules = set()
+    for line in out:
+        parts = line.split()
+        if not parts or parts[0].startswith("/") or "[" not in line:
+            continue
+        verbs = line[line.rindex("[") + 1:line.rindex("]")].split()
+        rules.add((parts[0], tuple(sorted(verbs))))
+    return rules
+
+
+def test_operator_rbac_is_exactly_what_it_uses(cluster, operator):
+    ns = cluster.namespace("rbac")
+    mine = _can_i(cluster, operator.username, ns)
+    base = _can_i(cluster, f"system:serviceaccount:{ns}:default", ns)
+    extra = mine - base
+    assert extra == EXPECTED_RBAC, f"granted beyond the baseline: {sorted(extra)}"
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_operator_runs_under_the_restricted_profile(cluster, operator):
+    ns = cluster.get("namespace", operator.namespace)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pod = operator.pod()
+    assert pod and pod["status"]["phase"] == "Running"
+    ctx = pod["spec"]["containers"][0]["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+
+
+def test_zz_upgrade_keeps_pools_and_uninstall_leaves_them(cluster, operator, images):
+    """Last in this module: it uninstalls the operator (and installs it again for later tests)."""
+    ns = cluster.namespace("chart", labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    cluster.apply(yaml.safe_load((ROOT / "examples" / "pool.yaml").read_text()), ns=ns)
+
+    def pool_ready():
+        p = cluster.get("dp", "example", ns=ns)
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
+
+    wait(pool_ready, 120, "the example pool Ready")
+    dep = cluster.get("deployment", "example", ns=ns)
+    pods_before = sorted(p["metadata"]["uid"] for p in cluster.get("pods", "-l", "daemonpool.dev/pool=example", ns=ns)["items"])
+
+    t0 = time.monotonic()
+    install_operator(cluster, images, "--set", "logFormat=json", "--set", "resources.limits.memory=300Mi")
+    wait(lambda: (p := operator.pod()) and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))
+         and p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "300Mi", 120, "the upgraded operator Ready")
+    upgrade_s = time.monotonic() - t0
+    wait(lambda: json.loads(next(line for line in operator.logs().splitlines()[-5:] if line.startswith("{")) or "{}")
+         is not None, 60, "JSON logs")
+    time.sleep(3)
+    after = cluster.get("deployment", "example", ns=ns)
+    assert after["metadata"]["uid"] == dep["metadata"]["uid"]
+    assert after["metadata"]["generation"] == dep["metadata"]["generation"], "the upgrade rewrote the pool's Deployment"
+    assert sorted(p["metadata"]["uid"] for p in cluster.get("pods", "-l", "daemonpool.dev/pool=example", ns=ns)["items"]) == pods_before
+    assert pool_ready()
+
+    helm(cluster, "uninstall", operator.release, "-n", operator.namespace, "--wait")
+    wait(lambda: operator.pod() is None, 60, "the operator gone")
+    assert cluster.get("crd", "daemonpools.daemonpool.dev", check=False), "Helm keeps CRDs on uninstall"
+    assert cluster.get("dp", "example", ns=ns, check=False), "pools stay"
+    assert cluster.get("deployment", "example", ns=ns, check=False), "their workers stay"
+
+    t0 = time.monotonic()
+    install_operator(cluster, images)
+    print(f"MEASURED helm install {time.monotonic() - t0:.1f}s, upgrade {upgrade_s:.1f}s")
+    wait(pool_ready, 120, "the pool Ready under the reinstalled operator")
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")

@@ -1,0 +1,76 @@
+"""The generated CRD on a real API server: it applies, it refuses bad pools with the field named, it explains."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from kube import ROOT
+
+sys.path.insert(0, str(ROOT / "tests" / "unit"))
+from test_api import INVALID  # noqa: E402  (the same table the model is tested with)
+
+pytestmark = pytest.mark.timeout(300)
+CRD = ROOT / "crds" / "daemonpools.daemonpool.dev.yaml"
+# Refused by the model only: the schema allows each value, the pair makes no rollout possible.
+MODEL_ONLY = {"strategy-both-zero"}
+
+
+@pytest.fixture(scope="module")
+def crd_ns(cluster, operator):
+    # `operator` installs the chart, which installs the CRD from the chart's byte copy.
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", CRD)
+    cluster.kubectl("wait", "--for=condition=Established", "crd/daemonpools.daemonpool.dev", "--timeout=60s")
+    ns = cluster.namespace("crd")
+    yield ns
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_crd_applies_with_server_side_dry_run(cluster, crd_ns):
+    r = cluster.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", CRD)
+    assert "serverside-applied" in r.stdout or "configured" in r.stdout or "unchanged" in r.stdout, r.stdout
+    crd = cluster.get("crd", "daemonpools.daemonpool.dev")
+    assert {c["type"]: c["status"] for c in crd["status"]["conditions"]}["Established"] == "True"
+
+
+@pytest.mark.parametrize("case", [c for c in INVALID if c[0] not in MODEL_ONLY], ids=lambda c: c[0])
+def test_api_server_rejects_invalid_pool_naming_the_field(cluster, crd_ns, case):
+    _id, spec, name, needle = case
+    obj = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool",
+           "metadata": {"name": name if name != "ok" else _id, "namespace": crd_ns}, "spec": spec}
+    r = cluster.kubectl("create", "-f", "-", "--dry-run=server", input=json.dumps(obj), check=False)
+    assert r.returncode != 0, f"{_id} was accepted"
+    assert needle in r.stderr, r.stderr
+
+
+def test_model_only_cases_pass_the_api_server(cluster, crd_ns):
+    # They reach the operator, which reports them as Degraded/InvalidSpec (tested in test_operator).
+    for _id, spec, name, _ in (c for c in INVALID if c[0] in MODEL_ONLY):
+        obj = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool",
+               "metadata": {"name": _id, "namespace": crd_ns}, "spec": spec}
+        cluster.kubectl("create", "-f", "-", "--dry-run=server", input=json.dumps(obj))
+
+
+def test_examples_are_accepted(cluster, crd_ns):
+    for path in sorted((ROOT / "examples").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "DaemonPool":
+                cluster.kubectl("create", "-f", "-", "--dry-run=server", "-n", crd_ns, input=json.dumps(doc))
+
+
+def test_kubectl_explain_prints_descriptions(cluster, crd_ns):
+    out = cluster.kubectl("explain", "daemonpool.spec.peers").stdout
+    assert "How many workers run" in out
+    out = cluster.kubectl("explain", "dp.spec.timeoutSeconds").stdout
+    assert "heartbeat is older than this many seconds" in out
+
+
+def test_printer_columns(cluster, crd_ns, images):
+    obj = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool", "metadata": {"name": "cols", "namespace": crd_ns},
+           "spec": {"peers": 0, "template": {"spec": {"containers": [{"name": "w", "image": images["example-worker"]}]}}}}
+    cluster.apply(obj)
+    header = cluster.kubectl("get", "dp", "-n", crd_ns).stdout.splitlines()[0].split()
+    assert header == ["NAME", "PEERS", "READY", "TIMEOUT", "STATUS", "AGE"]
