@@ -49,4 +49,6 @@ SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "net.
            "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables")
 
 APT_PACKAGES = ["etcd-server", "containerd", "runc", "containernetworking-plugins", "debootstrap", "openssl",
-                "iptables", "nftables", "iproute2", "conntrack", "gcc", "libc6-dev", "docker.io", "kmod", "util-linux"]
+                "iptables", "nftables", "iproute2", "conntrack", "gcc", "libc6-dev", "docker.io", "kmod", "util-linux",
+                # Services the tests start (the mailer example).
+                "postgresql"]

@@ -1,0 +1,196 @@
+"""The worker loop on the daemon contract: start -> (claim, throttle, send, mark; heartbeat)* -> stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import smtplib
+import socket
+import time
+import uuid
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import psycopg
+
+from worker_runtime import Daemon
+
+from . import outbox
+from .config import Config
+
+log = logging.getLogger("mailer")
+# Failures of the connection rather than of one message: the server is unreachable.
+UNREACHABLE = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, ConnectionError, TimeoutError, socket.timeout,
+               OSError)
+
+
+def message_id(msg_id: int, domain: str) -> str:
+    """Stable per outbox row: a duplicate send (worker killed between send and mark) is visible to the receiver."""
+    return f"<outbox-{msg_id}@{domain}>"
+
+
+class Mailer:
+    def __init__(self, cfg: Config, daemon: Daemon):
+        self.cfg = cfg
+        self.d = daemon
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
+        self.db = None
+        self.smtp = None
+        self.outage = 0  # consecutive failed connection attempts, for backoff
+        self.counts = {"sent": 0, "retry": 0, "dead": 0}
+
+    # -- waiting without going silent ------------------------------------------------------
+    def pause(self, seconds: float) -> bool:
+        """Sleep, beating; False as soon as a stop was asked for."""
+        end = time.monotonic() + seconds
+        while True:
+            if not self.d.heartbeat():
+                return False
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, self.d.beat_interval))
+
+    def _backoff(self) -> float:
+        self.outage += 1
+        return min(self.cfg.backoff_max, self.cfg.backoff_base * 2 ** min(self.outage - 1, 16)) * random.uniform(0.5, 1.0)
+
+    # -- dependencies ----------------------------------------------------------------------
+    def ensure_db(self) -> bool:
+        if self.db is not None and not self.db.closed:
+            return True
+        try:
+            self.db = psycopg.connect(self.cfg.dsn, autocommit=True, connect_timeout=5)
+            outbox.migrate(self.db)
+            return True
+        except psycopg.Error as exc:
+            log.warning("PostgreSQL unreachable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            self.db = None
+            return False
+
+    def ensure_smtp(self) -> bool:
+        if self.smtp is not None:
+            return True
+        try:
+            self.smtp = smtplib.SMTP(self.cfg.smtp_host, self.cfg.smtp_port, timeout=self.cfg.smtp_timeout)
+            self.smtp.ehlo_or_helo_if_needed()
+            return True
+        except UNREACHABLE as exc:
+            log.warning("SMTP %s:%s unreachable: %s", self.cfg.smtp_host, self.cfg.smtp_port, exc)
+            self.drop_smtp()
+            return False
+
+    def drop_smtp(self) -> None:
+        if self.smtp is not None:
+            try:
+                self.smtp.close()
+            except OSError:
+                pass
+        self.smtp = None
+
+    # -- one message -----------------------------------------------------------------------
+    def build(self, m: outbox.Message) -> EmailMessage:
+        e = EmailMessage()
+        e["Message-ID"] = message_id(m.id, self.cfg.domain)
+        e["From"] = m.sender or self.cfg.sender
+        e["To"] = m.recipient
+        e["Subject"] = m.subject
+        e["Date"] = formatdate(localtime=False)
+        e.set_content(m.body)
+        return e
+
+    def deliver(self, m: outbox.Message) -> str:
+        """Send one message and record the outcome; returns sent, retry or dead."""
+        try:
+            self.smtp.send_message(self.build(m))
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            return self._failed(m, code, f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}")
+        except smtplib.SMTPResponseException as exc:
+            msg = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            if exc.smtp_code in (421,):
+                self.drop_smtp()
+            return self._failed(m, exc.smtp_code, f"{exc.smtp_code} {msg}")
+        except UNREACHABLE as exc:
+            self.drop_smtp()
+            return self._failed(m, None, f"SMTP unreachable: {exc}")
+        outbox.mark_sent(self.db, m.id, self.owner)
+        self.outage = 0
+        return "sent"
+
+    def _failed(self, m: outbox.Message, code, error: str) -> str:
+        if code is not None and 500 <= code < 600:
+            outbox.mark_dead(self.db, m.id, self.owner, f"permanent failure: {error}")
+            return "dead"
+        attempt = m.attempts + 1
+        if attempt >= self.cfg.max_attempts:
+            outbox.mark_dead(self.db, m.id, self.owner, f"gave up after {attempt} attempts: {error}")
+            return "dead"
+        delay = min(self.cfg.backoff_max, self.cfg.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        outbox.mark_retry(self.db, m.id, self.owner, error, delay)
+        return "retry"
+
+    def wait_for_slot(self) -> bool:
+        while True:
+            wait = outbox.take_slot(self.db, self.cfg.rate)
+            if wait == 0.0:
+                return True
+            if not self.pause(wait):
+                return False
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        running = self.d.start()
+        if not running:
+            log.error("all %s slot(s) of %r are held by live workers", self.d.max_peers, self.d.name)
+            return 3
+        log.info("mailer %s started (slot %s, rate %.3g/s pool-wide)", self.owner, self.d.slot, self.cfg.rate)
+        last_report = time.monotonic()
+        try:
+            while running:
+                try:
+                    if not (self.ensure_db() and self.ensure_smtp()):
+                        # Readiness, not liveness: an outage must not cause a restart storm.
+                        self.d.set_ready(False)
+                        running = self.pause(self._backoff())
+                        continue
+                    self.outage = 0
+                    self.d.set_ready(True)
+                    running = self.drain_once()
+                except psycopg.OperationalError as exc:
+                    log.warning("lost PostgreSQL: %s", exc)
+                    self.db = None
+                    self.d.set_ready(False)
+                    running = self.pause(self._backoff())
+                if time.monotonic() - last_report > 10:
+                    log.info("sent %(sent)d, retried %(retry)d, dead %(dead)d so far", self.counts)
+                    last_report = time.monotonic()
+        finally:
+            log.info("stopping (signal %s): sent %d, retried %d, dead %d", self.d.stop_signal, *self.counts.values())
+            self.drop_smtp()
+            if self.db is not None:
+                self.db.close()
+            self.d.stop()
+        return 0
+
+    def drain_once(self) -> bool:
+        batch = outbox.claim(self.db, self.owner, self.cfg.batch, self.cfg.lease_seconds)
+        if not batch:
+            return self.pause(self.cfg.poll_seconds)
+        left = [m.id for m in batch]
+        try:
+            for m in batch:
+                if not self.d.heartbeat() or not self.wait_for_slot():
+                    break
+                with self.d.busy():
+                    outcome = self.deliver(m)
+                self.counts[outcome] += 1
+                left.remove(m.id)
+                if self.smtp is None and not self.ensure_smtp():
+                    break
+        finally:
+            if left and self.db is not None and not self.db.closed:
+                # Stopping or SMTP gone: give the rest back now, not after the lease.
+                outbox.release(self.db, left, self.owner)
+        return self.d.heartbeat()

@@ -1,0 +1,250 @@
+"""The mailer example with real PostgreSQL, a real SMTP server, real worker processes and SIGKILL chaos."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from proc import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "examples", "mailer"))
+
+psycopg = pytest.importorskip("psycopg")
+import services  # noqa: E402
+from mailer import outbox  # noqa: E402
+from mailer.config import ConfigError, parse_dsn, parse_rate  # noqa: E402
+
+pytestmark = pytest.mark.timeout(400)
+MEASURE = os.path.join(ROOT, "_out", "measurements.json")
+
+
+def record(key, value):
+    os.makedirs(os.path.dirname(MEASURE), exist_ok=True)
+    data = json.load(open(MEASURE)) if os.path.exists(MEASURE) else {}
+    data[key] = value
+    with open(MEASURE, "w") as f:
+        json.dump(data, f, indent=1)
+    print(f"MEASURED {key} = {value}")
+
+
+@pytest.fixture(scope="module")
+def pg():
+    try:
+        p = services.Postgres().start()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL could not start: {exc}")
+        pytest.skip(f"PostgreSQL could not start: {exc}")
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def db(pg):
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        outbox.migrate(conn)
+        conn.execute("TRUNCATE mailer_outbox RESTART IDENTITY")
+        conn.execute("UPDATE mailer_throttle SET next_slot = now()")
+        yield conn
+
+
+@pytest.fixture
+def smtp():
+    s = services.MailSink().start()
+    yield s
+    s.stop()
+
+
+class Pool:
+    """Mailer worker processes, started and killed like a kubelet would."""
+
+    def __init__(self, tmp_path, pg, smtp, **env):
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "examples", "mailer")]),
+                        MAILER_DSN=pg.dsn(), MAILER_SMTP=f"127.0.0.1:{smtp.port}", DAEMONPOOL_NAME="mailer",
+                        DAEMONPOOL_RUN_DIR=str(tmp_path / "run"), DAEMONPOOL_TIMEOUT_SECONDS="2",
+                        MAILER_LOG_LEVEL="WARNING", **{k: str(v) for k, v in env.items()})
+        self.procs = []
+        self.log = open(tmp_path / "workers.log", "ab")
+
+    def start(self):
+        p = subprocess.Popen([sys.executable, "-m", "mailer", "worker"], env=self.env, stdout=self.log,
+                             stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def live(self):
+        return [p for p in self.procs if p.poll() is None]
+
+    def stop(self):
+        for p in self.live():
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def wait_drained(db, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = outbox.stats(db)
+        if s["pending"] == 0 and s["sending"] == 0:
+            return s
+        time.sleep(0.2)
+    raise AssertionError(f"not drained after {timeout}s: {outbox.stats(db)}")
+
+
+def test_chaos_three_workers_two_thousand_messages_nothing_lost(tmp_path, pg, db, smtp):
+    n, rate = 2000, 50.0
+    outbox.enqueue_many(db, [(f"user{i}@example.com", f"order {i}", f"Thanks for order {i}.") for i in range(n)])
+    pool = Pool(tmp_path, pg, smtp, MAILER_RATE=f"{rate:g}/s", DAEMONPOOL_MAX_PEERS=3, MAILER_BATCH=5)
+    for _ in range(3):
+        pool.start()
+    kills, t0 = 0, time.monotonic()
+    rng = random.Random(7)
+    try:
+        # Chaos for a bounded time: SIGKILL a random worker every ~0.5 s and restart it, as the kubelet would.
+        while time.monotonic() - t0 < 25:
+            time.sleep(rng.uniform(0.3, 0.7))
+            live = pool.live()
+            if live:
+                victim = rng.choice(live)
+                victim.kill()
+                victim.wait()
+                kills += 1
+            pool.start()
+            while len(pool.live()) > 3:
+                time.sleep(0.05)
+        stats = wait_drained(db, 240)
+        drained = time.monotonic() - t0
+    finally:
+        pool.stop()
+    rows = db.execute("SELECT id, state, last_error FROM mailer_outbox").fetchall()
+    ids = smtp.ids()
+    received = {int(mid.split("-")[1].split("@")[0]) for mid in ids}
+    sent = {r[0] for r in rows if r[1] == "sent"}
+    dead = [r for r in rows if r[1] == "dead"]
+    lost = [r[0] for r in rows if r[0] not in received and r[1] != "dead"]
+    assert len(rows) == n
+    assert all(r[2] for r in dead), "every dead message carries its reason"
+    assert lost == [], f"{len(lost)} messages lost"
+    assert sent <= received, "a message marked sent never reached the server"
+    duplicates = len(ids) - len(set(ids))
+    times = sorted(t for t, _, _ in smtp.received)
+    lo, hi = times[len(times) // 20], times[len(times) * 19 // 20]
+    measured = (len(times) * 18 // 20) / (hi - lo)
+    record("mailer_chaos", {"messages": n, "kills": kills, "lost": len(lost), "duplicates": duplicates,
+                            "dead": len(dead), "rate_limit_per_s": rate, "measured_rate_per_s": round(measured, 2),
+                            "rate_ratio": round(measured / rate, 3), "drain_seconds": round(drained, 1),
+                            "stats": stats})
+    assert kills >= 30
+    assert abs(measured / rate - 1) <= 0.05, f"send rate {measured:.2f}/s vs limit {rate}/s"
+
+
+def test_451_is_retried_and_delivered_550_is_dead_with_reason(tmp_path, pg, db, smtp):
+    smtp.tempfail_until = time.monotonic() + 3
+    ok = [outbox.enqueue(db, f"u{i}@example.com", "hi", "body") for i in range(5)]
+    bounce = outbox.enqueue(db, "bounce@example.com", "hi", "body")
+    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="100/s", MAILER_BACKOFF_BASE="0.5", MAILER_BACKOFF_MAX="2")
+    pool.start()
+    try:
+        wait_drained(db, 60)
+    finally:
+        pool.stop()
+    rows = {r[0]: r for r in db.execute("SELECT id, state, attempts, last_error FROM mailer_outbox")}
+    assert smtp.tempfailed >= 1
+    for i in ok:
+        assert rows[i][1] == "sent"
+    assert any(rows[i][2] > 1 and "451" in rows[i][3] for i in ok), "some message was retried after a 451"
+    assert rows[bounce][1] == "dead" and "550" in rows[bounce][3] and "permanent" in rows[bounce][3]
+
+
+def test_exhausted_retries_go_dead_with_the_last_error(tmp_path, pg, db, smtp):
+    smtp.tempfail_until = time.monotonic() + 60
+    i = outbox.enqueue(db, "x@example.com", "hi", "body")
+    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="100/s", MAILER_BACKOFF_BASE="0.05", MAILER_MAX_ATTEMPTS=3)
+    pool.start()
+    try:
+        wait_drained(db, 30)
+    finally:
+        pool.stop()
+    state, attempts, err = db.execute("SELECT state, attempts, last_error FROM mailer_outbox WHERE id = %s", (i,)).fetchone()
+    assert (state, attempts) == ("dead", 3) and "gave up after 3 attempts" in err and "451" in err
+
+
+def test_smtp_outage_fails_readiness_not_liveness_and_recovers(tmp_path, pg, db):
+    port = services.free_port()
+    pool = Pool(tmp_path, pg, type("S", (), {"port": port}), MAILER_RATE="100/s", MAILER_BACKOFF_BASE="0.2",
+                MAILER_BACKOFF_MAX="0.5")
+    pool.start()
+    run = str(tmp_path / "run")
+    probe = [sys.executable, "-m", "worker_runtime", "probe", "--name", "mailer", "--run-dir", run, "--timeout", "2"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and subprocess.run(probe + ["liveness"], env=env).returncode != 0:
+            time.sleep(0.2)
+        time.sleep(1.5)
+        live = subprocess.run(probe + ["liveness"], env=env, capture_output=True, text=True)
+        ready = subprocess.run(probe + ["readiness"], env=env, capture_output=True, text=True)
+        assert live.returncode == 0, live.stdout
+        assert ready.returncode == 1 and "not ready" in ready.stdout
+        i = outbox.enqueue(db, "a@example.com", "during outage", "body")
+        time.sleep(1)
+        assert db.execute("SELECT attempts FROM mailer_outbox WHERE id = %s", (i,)).fetchone()[0] == 0, \
+            "no attempts are burnt while the server is known to be down"
+        smtp = services.MailSink(port=port).start()
+        try:
+            wait_drained(db, 20)
+            assert subprocess.run(probe + ["readiness"], env=env).returncode == 0
+            assert len(smtp.ids()) == 1
+        finally:
+            smtp.stop()
+    finally:
+        pool.stop()
+
+
+def test_sigterm_finishes_the_current_message_and_exits(tmp_path, pg, db, smtp):
+    outbox.enqueue_many(db, [(f"u{i}@example.com", "s", "b") for i in range(200)])
+    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="20/s", MAILER_BATCH=10)
+    p = pool.start()
+    time.sleep(2)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 0
+    assert time.monotonic() - t0 < 3
+    s = outbox.stats(db)
+    assert s["sending"] == 0, "claimed but unsent messages are given back at once"
+    assert s["sent"] == len(set(smtp.ids()))
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"MAILER_RATE": "fast"}, "MAILER_RATE='fast' is not a rate; expected N/s, N/min or N/h"),
+    ({"MAILER_DSN": "host='unterminated"}, "MAILER_DSN is not a valid PostgreSQL connection string"),
+    ({"MAILER_DSN": ""}, "MAILER_DSN is not set"),
+    ({"MAILER_SMTP": "host:99999"}, "MAILER_SMTP='host:99999' is not HOST:PORT"),
+    ({"MAILER_BATCH": "ten"}, "MAILER_BATCH='ten' is not a whole number"),
+])
+def test_bad_configuration_names_the_variable(tmp_path, env, needle):
+    full = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "examples", "mailer")]),
+                MAILER_DSN="postgresql://u@localhost/db", DAEMONPOOL_RUN_DIR=str(tmp_path))
+    full.update(env)
+    r = subprocess.run([sys.executable, "-m", "mailer", "worker"], env=full, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+
+
+def test_rate_parsing():
+    assert parse_rate("120/min") == 2.0 and parse_rate("5/s") == 5.0 and parse_rate("3600/h") == 1.0
+    with pytest.raises(ConfigError):
+        parse_rate("0/s")
+    with pytest.raises(ConfigError):
+        parse_dsn("host='unterminated")
