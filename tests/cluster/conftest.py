@@ -82,6 +82,7 @@ def images(cluster):
         "worker-base": ("images/worker-base/Dockerfile", "daemonpool/worker-base:dev"),
         "example-worker": ("examples/worker/Dockerfile", "daemonpool/example-worker:dev"),
         "operator": ("operator/Dockerfile", "daemonpool/operator:dev"),
+        "mailer": ("examples/mailer/Dockerfile", "daemonpool/mailer:dev"),
     }
     if not cluster.local:
         # Another cluster: its images are the user's business (kind: `kind load docker-image`).

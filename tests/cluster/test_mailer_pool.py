@@ -1,0 +1,81 @@
+"""A DaemonPool of mailers on the real cluster drains a real PostgreSQL outbox over real SMTP, through scaling and pod deletion."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from kube import ROOT, wait
+
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "examples" / "mailer"))
+psycopg = pytest.importorskip("psycopg")
+import services  # noqa: E402
+from mailer import outbox  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture
+def backing(cluster):
+    if not cluster.host_ip:
+        pytest.skip("set DAEMONPOOL_HOST_IP to an address of this machine that pods can reach")
+    pg = services.Postgres(addresses=("127.0.0.1", cluster.host_ip)).start()
+    smtp = services.MailSink(host=cluster.host_ip).start()
+    yield pg, smtp
+    smtp.stop()
+    pg.stop()
+
+
+def test_mailer_pool_drains_500_through_scale_and_pod_deletion(cluster, operator, images, backing):
+    pg, smtp = backing
+    n = 500
+    with psycopg.connect(pg.dsn(), autocommit=True) as db:
+        outbox.migrate(db)
+        outbox.enqueue_many(db, [(f"customer{i}@example.com", f"Your order {i}", "Thank you.") for i in range(n)])
+        ns = cluster.namespace("mailer", labels={"pod-security.kubernetes.io/enforce": "restricted"})
+        pool = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool", "metadata": {"name": "mailer", "namespace": ns},
+                "spec": {"peers": 3, "timeoutSeconds": 6, "gracePeriodSeconds": 20, "template": {"spec": {"containers": [{
+                    "name": "mailer", "image": images["mailer"], "imagePullPolicy": "IfNotPresent",
+                    "env": [{"name": "MAILER_DSN", "value": pg.dsn(cluster.host_ip)},
+                            {"name": "MAILER_SMTP", "value": f"{cluster.host_ip}:{smtp.port}"},
+                            {"name": "MAILER_RATE", "value": "20/s"},
+                            {"name": "MAILER_BATCH", "value": "5"}],
+                    "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}}}]}}}}
+        t0 = time.monotonic()
+        cluster.apply(pool)
+
+        def sent_at_least(k):
+            return lambda: outbox.stats(db)["sent"] >= k
+
+        wait(sent_at_least(100), 180, "100 mails sent")
+        cluster.kubectl("scale", "dp", "mailer", "--replicas=1", "-n", ns)
+        wait(lambda: cluster.get("deployment", "mailer", ns=ns)["spec"]["replicas"] == 1, 30, "scaled to 1")
+        wait(sent_at_least(200), 180, "200 mails sent")
+        cluster.kubectl("scale", "dp", "mailer", "--replicas=3", "-n", ns)
+        wait(sent_at_least(300), 180, "300 mails sent")
+        pods = [p for p in cluster.get("pods", "-l", "daemonpool.dev/pool=mailer", ns=ns)["items"]
+                if not p["metadata"].get("deletionTimestamp")]
+        cluster.kubectl("delete", "pod", pods[0]["metadata"]["name"], "-n", ns, "--wait=false")
+
+        def drained():
+            s = outbox.stats(db)
+            return s["pending"] == 0 and s["sending"] == 0 and s
+
+        stats = wait(drained, 300, "the outbox to drain")
+        took = time.monotonic() - t0
+        rows = db.execute("SELECT id, state, last_error FROM mailer_outbox").fetchall()
+    ids = smtp.ids()
+    received = {int(mid.split("-")[1].split("@")[0]) for mid in ids}
+    lost = [r[0] for r in rows if r[1] != "dead" and r[0] not in received]
+    dead = [r for r in rows if r[1] == "dead"]
+    result = {"messages": n, "lost": len(lost), "duplicates": len(ids) - len(set(ids)), "dead": len(dead),
+              "drain_seconds": round(took, 1), "stats": stats}
+    print("MEASURED mailer_pool", json.dumps(result))
+    assert lost == []
+    assert all(r[2] for r in dead)
+    assert stats["sent"] + stats["dead"] == n
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
