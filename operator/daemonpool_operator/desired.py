@@ -244,7 +244,7 @@ def controller_uid(obj: dict) -> str | None:
 
 
 def plan(pool: dict, want: dict, have: dict | None):
-    """What to do about the pool's Deployment: ("create", body) | ("update", body, paths) | ("conflict", why) | ("none",).
+    """What to do about the pool's Deployment: ("create", body) | ("update", patch, paths) | ("conflict", why) | ("none",).
 
     A Deployment controlled by another owner, or with no owner and not labelled as this
     pool's, is never touched. An orphan labelled as this pool's (left by
@@ -266,10 +266,19 @@ def plan(pool: dict, want: dict, have: dict | None):
         paths.append("metadata.ownerReferences")
     if not paths:
         return ("none",)
-    body = copy.deepcopy(have)
-    body.pop("status", None)
-    body["metadata"]["labels"] = {**(have["metadata"].get("labels") or {}), **want["metadata"]["labels"]}
     others = [r for r in have["metadata"].get("ownerReferences") or [] if not r.get("controller")]
-    body["metadata"]["ownerReferences"] = others + want["metadata"]["ownerReferences"]
-    body["spec"] = copy.deepcopy(want["spec"])
-    return ("update", body, paths)
+    return ("update", update_patch(want, others), paths)
+
+
+def update_patch(want: dict, other_owners: list) -> dict:
+    """A JSON merge patch that puts the Deployment back: lists (containers, volumes) are replaced whole,
+    maps are merged. No resourceVersion: the Deployment controller's status writes cannot conflict with it.
+    """
+    spec = copy.deepcopy(want["spec"])
+    if spec["strategy"]["type"] == "Recreate":
+        spec["strategy"]["rollingUpdate"] = None  # merge would keep an old one, which Recreate forbids
+    return {
+        "metadata": {"labels": want["metadata"]["labels"],
+                     "ownerReferences": other_owners + want["metadata"]["ownerReferences"]},
+        "spec": spec,
+    }

@@ -62,6 +62,13 @@ def _transition_events(pool: dict, new: dict) -> list:
 
 
 def reconcile(namespace: str, name: str, logger, *, body: dict | None = None, from_change: bool = False) -> None:
+    try:
+        _reconcile(namespace, name, logger, body=body, from_change=from_change)
+    except kube.NamespaceTerminating:
+        logger.info(f"namespace {namespace} is being deleted; leaving pool {name} to go with it")
+
+
+def _reconcile(namespace: str, name: str, logger, *, body: dict | None, from_change: bool) -> None:
     with _lock((namespace, name)):
         pool = kube.get_pool(namespace, name) if body is None else body
         if pool is None or pool["metadata"].get("deletionTimestamp"):
@@ -86,9 +93,9 @@ def reconcile(namespace: str, name: str, logger, *, body: dict | None = None, fr
             events.append(("Normal", "Created", f"created Deployment {dname} with {spec.peers} worker(s)"))
             logger.info(f"created Deployment {dname}")
         elif action[0] == "update":
-            _, body_, paths = action
+            _, patch, paths = action
             before = have["spec"].get("replicas")
-            have = kube.replace_deployment(namespace, dname, body_)
+            have = kube.patch_deployment(namespace, dname, patch)
             if paths == ["spec.replicas"]:
                 events.append(("Normal", "Scaled", f"scaled workers from {before} to {spec.peers}"))
             else:

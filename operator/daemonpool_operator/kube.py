@@ -42,7 +42,13 @@ def _raw(resp) -> dict:
     return json.loads(resp.data)
 
 
+class NamespaceTerminating(Exception):
+    """The namespace is being deleted: nothing may be created there, and the pool goes with it."""
+
+
 def _retryable(exc: ApiException, what: str):
+    if exc.status == 403 and "being terminated" in (exc.body or ""):
+        raise NamespaceTerminating(what) from exc
     if exc.status in RETRYABLE:
         raise kopf.TemporaryError(f"{what}: API answered {exc.status} {exc.reason}; retrying", delay=RETRY_DELAY) from exc
     raise exc
@@ -70,11 +76,12 @@ def create_deployment(namespace: str, body: dict) -> dict | None:
         _retryable(exc, f"creating Deployment {namespace}/{body['metadata']['name']}")
 
 
-def replace_deployment(namespace: str, name: str, body: dict) -> dict:
-    """PUT, guarded by the resourceVersion in ``body``: a concurrent change makes it retry."""
+def patch_deployment(namespace: str, name: str, patch: dict) -> dict:
+    """A JSON merge patch (see desired.update_patch)."""
     try:
-        return _raw(client.AppsV1Api(api()).replace_namespaced_deployment(
-            name, namespace, body, field_manager=FIELD_MANAGER, _preload_content=False))
+        return _raw(client.AppsV1Api(api()).patch_namespaced_deployment(
+            name, namespace, patch, field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",
+            _preload_content=False))
     except ApiException as exc:
         _retryable(exc, f"updating Deployment {namespace}/{name}")
 

@@ -19,7 +19,7 @@ CHART = ROOT / "helm" / "daemonpool-operator"
 EXPECTED_RBAC = {
     ("daemonpools.daemonpool.dev", ("get", "list", "patch", "watch")),
     ("daemonpools.daemonpool.dev/status", ("patch",)),
-    ("deployments.apps", ("create", "get", "list", "update", "watch")),
+    ("deployments.apps", ("create", "get", "list", "patch", "watch")),
     ("pods", ("get", "list", "watch")),
     ("events", ("create",)),
 }

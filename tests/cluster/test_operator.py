@@ -278,6 +278,9 @@ def _writes_by(cluster, username, since_line):
 def test_idle_means_quiet(cluster, operator, images, ns):
     if cluster.audit_log is None:
         pytest.skip("needs the local cluster's audit log")
+    # "Nothing changing": earlier tests' namespaces (and their pools) must be gone first.
+    wait(lambda: not [n for n in cluster.get("namespaces")["items"] if n["status"].get("phase") == "Terminating"],
+         180, "earlier test namespaces to be deleted", interval=2)
     names = [f"idle-{i:02d}" for i in range(20)]
     cluster.apply([pool(n, ns, images["example-worker"], peers=1, env=[{"name": "WORK_SECONDS", "value": "5"}])
                    for n in names])

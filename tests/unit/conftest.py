@@ -5,5 +5,9 @@ HARD_TIMEOUT = 30  # unit tests are fast; a hang is a bug, not a slow machine
 
 def pytest_collection_modifyitems(items):
     for item in items:
+        if "tests/unit/" not in str(item.fspath):
+            continue
+        # Warnings are errors in this tier.
+        item.add_marker(pytest.mark.filterwarnings("error"))
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(HARD_TIMEOUT))

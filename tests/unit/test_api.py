@@ -439,3 +439,63 @@ def test_builders_import_no_io(module):
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             mods.add(node.module.split(".")[0])
     assert not mods & {"kopf", "kubernetes", "requests", "urllib3", "aiohttp", "socket", "subprocess"}, mods
+
+
+# -- plan: what to do about an existing Deployment --------------------------------------
+
+def _as_server_returns(d):
+    """What the API server adds: defaults, normalized quantities, status."""
+    out = copy.deepcopy(d)
+    out["metadata"].update(uid="dep-uid", resourceVersion="7", generation=1)
+    tmpl = out["spec"]["template"]["spec"]
+    tmpl.update(restartPolicy="Always", dnsPolicy="ClusterFirst", schedulerName="default-scheduler")
+    for c in tmpl["containers"]:
+        c.update(imagePullPolicy="IfNotPresent", terminationMessagePath="/dev/termination-log")
+        c["livenessProbe"].setdefault("initialDelaySeconds", 0)
+    out["spec"].update(revisionHistoryLimit=10, progressDeadlineSeconds=600)
+    out["status"] = {"replicas": 1}
+    return out
+
+
+def test_plan_nothing_to_do_for_a_defaulted_copy():
+    spec = pool()["spec"]
+    spec["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "0.5", "memory": "1Gi"}}
+    p = pool(spec)
+    want = desired.build_deployment(p)
+    have = _as_server_returns(want)
+    have["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "500m"  # normalized
+    assert desired.plan(p, want, have) == ("none",)
+
+
+def test_plan_create_update_conflict_adopt():
+    p = pool()
+    want = desired.build_deployment(p)
+    assert desired.plan(p, want, None) == ("create", want)
+    drifted = _as_server_returns(want)
+    drifted["spec"]["replicas"] = 5
+    drifted["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "X", "value": "1"})
+    action, patch, paths = desired.plan(p, want, drifted)
+    assert action == "update" and "spec.replicas" in paths and any("env" in x for x in paths)
+    assert patch["spec"] == want["spec"] and "resourceVersion" not in patch["metadata"]
+    foreign = _as_server_returns(want)
+    foreign["metadata"]["ownerReferences"] = [{**want["metadata"]["ownerReferences"][0], "uid": "other"}]
+    assert desired.plan(p, want, foreign)[0] == "conflict"
+    unlabelled = _as_server_returns(want)
+    unlabelled["metadata"]["ownerReferences"] = []
+    unlabelled["metadata"]["labels"] = {"app": "x"}
+    assert desired.plan(p, want, unlabelled)[0] == "conflict"
+    orphan = _as_server_returns(want)
+    orphan["metadata"]["ownerReferences"] = []
+    action, patch, paths = desired.plan(p, want, orphan)
+    assert action == "update" and paths == ["metadata.ownerReferences"]
+    assert patch["metadata"]["ownerReferences"] == want["metadata"]["ownerReferences"]
+
+
+def test_recreate_patch_clears_rolling_update():
+    spec = pool()["spec"]
+    spec["strategy"] = {"type": "Recreate"}
+    p = pool(spec)
+    want = desired.build_deployment(p)
+    have = _as_server_returns(desired.build_deployment(pool()))
+    action, patch, _ = desired.plan(p, want, have)
+    assert action == "update" and patch["spec"]["strategy"] == {"type": "Recreate", "rollingUpdate": None}

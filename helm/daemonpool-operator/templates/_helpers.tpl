@@ -39,11 +39,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["daemonpool.dev"]
   resources: ["daemonpools/status"]
   verbs: ["patch"]
-# The workers' Deployments: create, read, and put back to the desired state (drift).
+# The workers' Deployments: create, read, and patch back to the desired state (drift).
 # No delete: garbage collection removes them through the ownerReference.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # The workers' pods, read only: readiness and restarts for the status.
 - apiGroups: [""]
   resources: ["pods"]
