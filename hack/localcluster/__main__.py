@@ -25,7 +25,6 @@ def main(argv=None) -> int:
             cluster.up()
         elif a.cmd == "down":
             cluster.down()
-            images.docker_down()
         elif a.cmd == "status":
             return cluster.status()
         elif a.cmd == "env":

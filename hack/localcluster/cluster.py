@@ -438,19 +438,26 @@ def _kill_containers():
         for c in ctr("containers", "ls", "-q", check=False, timeout=30).stdout.split():
             ctr("containers", "delete", c, check=False, timeout=30)
     # Shims of our containerd outlive it: end them by their -address argument.
-    sock = str(C.CONTAINERD_SOCK).encode()
+    _kill_matching(lambda cmd: b"containerd-shim" in cmd and str(C.CONTAINERD_SOCK).encode() in cmd)
+
+
+def _kill_matching(match) -> int:
+    """SIGKILL every process whose command line ``match``es; returns how many."""
+    n = 0
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             cmd = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"containerd-shim" in cmd and sock in cmd:
+        if match(cmd):
             try:
                 os.kill(int(pid), signal.SIGKILL)
+                n += 1
             except ProcessLookupError:
                 pass
+    return n
 
 
 def _unmount_under(*roots):
@@ -467,11 +474,16 @@ def down() -> None:
     t0 = time.monotonic()
     base_path = C.RUN / "baseline.json"
     base = json.loads(base_path.read_text()) if base_path.exists() else None
+    images.docker_down()
     for name in ("kube-scheduler", "kube-controller-manager", "kube-proxy", "kubelet"):
         stop(name)
     _kill_containers()
     for name in ("containerd", "kube-apiserver", "etcd"):
         stop(name, grace=20)
+    # Anything of ours whose PID file is gone (an interrupted run): found by the folders it names.
+    run = str(C.RUN).encode() + b"/"
+    if _kill_matching(lambda cmd: run in cmd and not cmd.startswith(b"python")):
+        time.sleep(0.5)
     if (C.BIN / "kube-proxy").exists():
         sh(C.BIN / "kube-proxy", "--cleanup", "--proxy-mode", "nftables", check=False, timeout=60)
     _unmount_under(C.RUN, C.CONTAINERD_ROOT, "/run/containerd/io.containerd.grpc.v1.cri")
