@@ -54,68 +54,60 @@ def _retryable(exc: ApiException, what: str):
     raise exc
 
 
+def _call(what: str, fn, *args, absent: tuple = (), **kwargs):
+    """Call the API and return the parsed JSON body; None when the answer's status is in ``absent``."""
+    try:
+        return _raw(fn(*args, _preload_content=False, **kwargs))
+    except ApiException as exc:
+        if exc.status in absent:
+            return None
+        _retryable(exc, what)
+
+
+def _apps():
+    return client.AppsV1Api(api())
+
+
+def _custom():
+    return client.CustomObjectsApi(api())
+
+
 # -- Deployments -------------------------------------------------------------------
 
 def get_deployment(namespace: str, name: str) -> dict | None:
-    try:
-        return _raw(client.AppsV1Api(api()).read_namespaced_deployment(name, namespace, _preload_content=False))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        _retryable(exc, f"reading Deployment {namespace}/{name}")
+    return _call(f"reading Deployment {namespace}/{name}", _apps().read_namespaced_deployment, name, namespace,
+                 absent=(404,))
 
 
 def create_deployment(namespace: str, body: dict) -> dict | None:
     """Create; None when one of that name appeared meanwhile (the caller reads it again)."""
-    try:
-        return _raw(client.AppsV1Api(api()).create_namespaced_deployment(
-            namespace, body, field_manager=FIELD_MANAGER, _preload_content=False))
-    except ApiException as exc:
-        if exc.status == 409:
-            return None
-        _retryable(exc, f"creating Deployment {namespace}/{body['metadata']['name']}")
+    return _call(f"creating Deployment {namespace}/{body['metadata']['name']}", _apps().create_namespaced_deployment,
+                 namespace, body, field_manager=FIELD_MANAGER, absent=(409,))
 
 
 def patch_deployment(namespace: str, name: str, patch: dict) -> dict:
     """A JSON merge patch (see desired.update_patch)."""
-    try:
-        return _raw(client.AppsV1Api(api()).patch_namespaced_deployment(
-            name, namespace, patch, field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",
-            _preload_content=False))
-    except ApiException as exc:
-        _retryable(exc, f"updating Deployment {namespace}/{name}")
+    return _call(f"updating Deployment {namespace}/{name}", _apps().patch_namespaced_deployment, name, namespace,
+                 patch, field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
 
 
 # -- Pods and pools ------------------------------------------------------------------
 
 def list_pods(namespace: str, selector: str) -> list:
-    try:
-        return _raw(client.CoreV1Api(api()).list_namespaced_pod(
-            namespace, label_selector=selector, _preload_content=False))["items"]
-    except ApiException as exc:
-        _retryable(exc, f"listing pods in {namespace}")
+    return _call(f"listing pods in {namespace}", client.CoreV1Api(api()).list_namespaced_pod, namespace,
+                 label_selector=selector)["items"]
 
 
 def get_pool(namespace: str, name: str) -> dict | None:
-    try:
-        return _raw(client.CustomObjectsApi(api()).get_namespaced_custom_object(
-            model.GROUP, model.VERSION, namespace, model.PLURAL, name, _preload_content=False))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        _retryable(exc, f"reading DaemonPool {namespace}/{name}")
+    return _call(f"reading DaemonPool {namespace}/{name}", _custom().get_namespaced_custom_object, model.GROUP,
+                 model.VERSION, namespace, model.PLURAL, name, absent=(404,))
 
 
 def patch_pool_status(namespace: str, name: str, status: dict) -> None:
-    """Replace the status fields we own (merge patch on the status subresource)."""
-    try:
-        client.CustomObjectsApi(api()).patch_namespaced_custom_object_status(
-            model.GROUP, model.VERSION, namespace, model.PLURAL, name, {"status": status},
-            field_manager=FIELD_MANAGER, _preload_content=False)
-    except ApiException as exc:
-        if exc.status == 404:
-            return  # the pool is gone: nothing to report on
-        _retryable(exc, f"updating the status of DaemonPool {namespace}/{name}")
+    """Replace the status fields we own (merge patch on the status subresource); a pool that is gone is fine."""
+    _call(f"updating the status of DaemonPool {namespace}/{name}", _custom().patch_namespaced_custom_object_status,
+          model.GROUP, model.VERSION, namespace, model.PLURAL, name, {"status": status}, field_manager=FIELD_MANAGER,
+          absent=(404,))
 
 
 # -- Events --------------------------------------------------------------------------
@@ -137,7 +129,5 @@ def post_event(pool: dict, type_: str, reason: str, message: str) -> None:
         "source": {"component": FIELD_MANAGER},
         "reportingComponent": FIELD_MANAGER,
     }
-    try:
-        client.CoreV1Api(api()).create_namespaced_event(meta["namespace"], body, _preload_content=False)
-    except ApiException as exc:
-        _retryable(exc, f"posting an Event on DaemonPool {meta['namespace']}/{meta['name']}")
+    _call(f"posting an Event on DaemonPool {meta['namespace']}/{meta['name']}",
+          client.CoreV1Api(api()).create_namespaced_event, meta["namespace"], body)
