@@ -10,7 +10,7 @@ All outputs are cached under ~/.cache/daemonpool.
 
 from __future__ import annotations
 
-import gzip  # noqa: F401  (kept for users who pass compressed archives to load-image)
+import gzip
 import hashlib
 import io
 import json

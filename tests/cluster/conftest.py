@@ -52,7 +52,11 @@ def cluster():
 
     if os.environ.get("DAEMONPOOL_KIND") == "1":
         kind = _kind_cluster()
-        yield Cluster(str(kind.kubeconfig_path), local=False, host_ip=os.environ.get("DAEMONPOOL_HOST_IP", "172.17.0.1"))
+        gateway = subprocess.run(["docker", "network", "inspect", "kind", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
+                                 capture_output=True, text=True).stdout.strip()
+        c = Cluster(str(kind.kubeconfig_path), local=False, host_ip=os.environ.get("DAEMONPOOL_HOST_IP", gateway))
+        c.kind = kind
+        yield c
         if os.environ.get("DAEMONPOOL_KEEP_CLUSTER") != "1":
             kind.delete()
         return
@@ -84,8 +88,14 @@ def images(cluster):
         "operator": ("operator/Dockerfile", "daemonpool/operator:dev"),
         "mailer": ("examples/mailer/Dockerfile", "daemonpool/mailer:dev"),
     }
+    if getattr(cluster, "kind", None) is not None:
+        # kind: the same Dockerfiles, built by the user's Docker on the public Python image, then loaded.
+        for dockerfile, tag in tags.values():
+            subprocess.run(["docker", "build", "-f", str(ROOT / dockerfile), "-t", tag, str(ROOT)], check=True)
+            cluster.kind.load_docker_image(tag)
+        return {k: v[1] for k, v in tags.items()}
     if not cluster.local:
-        # Another cluster: its images are the user's business (kind: `kind load docker-image`).
+        # Another cluster: its images are the user's business (pushed to a registry it pulls from).
         return {k: v[1] for k, v in tags.items()}
     from localcluster import images as img
 

@@ -24,6 +24,7 @@ class Cluster:
         self.local = local
         # Where pods reach servers the tests start on this machine (PostgreSQL, SMTP).
         self.host_ip = host_ip
+        self.kind = None  # a pytest-kind-ng KindCluster when the tests made one
         self.kubectl_bin = str(C.BIN / "kubectl") if (C.BIN / "kubectl").exists() else "kubectl"
 
     @property
