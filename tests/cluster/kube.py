@@ -70,6 +70,18 @@ class Cluster:
         return [e for e in items if name is None or e["involvedObject"].get("name") == name]
 
 
+MEASURE = ROOT / "_out" / "measurements.json"
+
+
+def record(key, value):
+    """Keep a measurement for the closing note (and print it)."""
+    MEASURE.parent.mkdir(exist_ok=True)
+    data = json.loads(MEASURE.read_text()) if MEASURE.exists() else {}
+    data[key] = value
+    MEASURE.write_text(json.dumps(data, indent=1))
+    print(f"MEASURED {key} = {value}")
+
+
 def wait(check, timeout: float, what: str, interval: float = 0.5):
     """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

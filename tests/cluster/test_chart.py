@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import helm, install_operator
-from kube import ROOT, wait
+from kube import ROOT, record, wait
 
 pytestmark = pytest.mark.timeout(600)
 CHART = ROOT / "helm" / "daemonpool-operator"
@@ -116,6 +116,6 @@ def test_zz_upgrade_keeps_pools_and_uninstall_leaves_them(cluster, operator, ima
 
     t0 = time.monotonic()
     install_operator(cluster, images)
-    print(f"MEASURED helm install {time.monotonic() - t0:.1f}s, upgrade {upgrade_s:.1f}s")
+    record("helm_seconds", {"install_to_ready": round(time.monotonic() - t0, 1), "upgrade_to_ready": round(upgrade_s, 1)})
     wait(pool_ready, 120, "the pool Ready under the reinstalled operator")
     cluster.kubectl("delete", "namespace", ns, "--wait=false")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 import pytest
 
-from kube import ROOT, wait
+from kube import ROOT, record, wait
 
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "examples" / "mailer"))
@@ -74,7 +73,7 @@ def test_mailer_pool_drains_500_through_scale_and_pod_deletion(cluster, operator
     dead = [r for r in rows if r[1] == "dead"]
     result = {"messages": n, "lost": len(lost), "duplicates": len(ids) - len(set(ids)), "dead": len(dead),
               "drain_seconds": round(took, 1), "stats": stats}
-    print("MEASURED mailer_pool", json.dumps(result))
+    record("mailer_pool", result)
     assert lost == []
     assert all(r[2] for r in dead)
     assert stats["sent"] + stats["dead"] == n

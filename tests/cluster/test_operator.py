@@ -10,18 +10,9 @@ import time
 import pytest
 
 from daemonpool_operator import desired
-from kube import ROOT, wait
+from kube import record, wait
 
 pytestmark = pytest.mark.timeout(600)
-MEASURE = ROOT / "_out" / "measurements.json"
-
-
-def record(key, value):
-    MEASURE.parent.mkdir(exist_ok=True)
-    data = json.loads(MEASURE.read_text()) if MEASURE.exists() else {}
-    data[key] = value
-    MEASURE.write_text(json.dumps(data, indent=1))
-    print(f"MEASURED {key} = {value}")
 
 
 def pool(name, ns, image, peers=2, timeout=10, **spec):
