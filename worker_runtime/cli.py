@@ -138,10 +138,10 @@ def cmd_run(args, cmd) -> int:
 def _wait_released(pid_path, seconds):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not probe._holder(pid_path)[0]:
+        if not probe.holder(pid_path)[0]:
             return True
         time.sleep(0.05)
-    return not probe._holder(pid_path)[0]
+    return not probe.holder(pid_path)[0]
 
 
 def cmd_watchdog(args, cmd) -> int:

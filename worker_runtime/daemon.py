@@ -96,7 +96,6 @@ class Daemon:
         self.name = name
         self.timeout = float(_positive(timeout, "timeout", (int, float)))
         self.max_peers = _positive(max_peers, "max_peers", int)
-        self._explicit_run_dir = run_dir is not None or bool(os.environ.get(_files.ENV_RUN_DIR))
         self.run_dir = run_dir if run_dir is not None else _files.default_run_dir()
         self.signal_map = dict(type(self).signal_map)
         if signal_map is not None:
@@ -183,11 +182,7 @@ class Daemon:
         return True
 
     def _prepare_run_dir(self) -> None:
-        fix = (
-            f"set {_files.ENV_RUN_DIR} to a writable folder (in a pod: an emptyDir volume)"
-            if self._explicit_run_dir
-            else f"set {_files.ENV_RUN_DIR} to a writable folder"
-        )
+        fix = f"set {_files.ENV_RUN_DIR} to a writable folder (in a pod: an emptyDir volume)"
         try:
             os.makedirs(self.run_dir, mode=0o755, exist_ok=True)
             probe = os.path.join(self.run_dir, f".write-test.{os.getpid()}")
@@ -361,8 +356,10 @@ class Daemon:
                 os._exit(128 + signum)
             return
         self.stop_signal = signum
+        if self._fd is None:
+            return  # signalled before a slot was held: heartbeat() will see the flag
         with contextlib.suppress(OSError):
-            os.unlink(self._path("ready")) if self.slot is not None else None
+            self._sync_ready()  # no longer running: the ready file goes
         with contextlib.suppress(OSError):
             self._write_state("stopping")
 

@@ -14,7 +14,7 @@ from . import _files
 KINDS = ("liveness", "readiness", "startup")
 
 
-def _holder(pid_path: str):
+def holder(pid_path: str):
     """(held, pid) for one PID file."""
     try:
         fd = os.open(pid_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -43,7 +43,7 @@ def _read(path: str):
 
 
 def slot_status(run_dir: str, name: str, slot: int, now: float) -> dict:
-    held, pid = _holder(_files.slot_path(run_dir, name, slot, "pid"))
+    held, pid = holder(_files.slot_path(run_dir, name, slot, "pid"))
     hb_path = _files.slot_path(run_dir, name, slot, "heartbeat")
     try:
         # mtime, not content: `worker-runtime run` children beat with `touch`.

@@ -103,11 +103,8 @@ def pause_archive() -> pathlib.Path:
 
 
 def has_image(name: str) -> bool:
-    ref = name if "/" in name.split(":")[0] and "." in name.split("/")[0] else f"docker.io/{name}"
-    if "/" not in name:
-        ref = f"docker.io/library/{name}"
-    names = _ctr("images", "ls", "-q", check=False).stdout.split()
-    return name in names or ref in names
+    """``name`` fully qualified (as containerd lists it), e.g. registry.k8s.io/pause:daemonpool."""
+    return name in _ctr("images", "ls", "-q", check=False).stdout.split()
 
 
 def ensure_pause_loaded() -> None:

@@ -25,6 +25,8 @@ EVENT_TRIES = 5
 _locks: dict = {}
 _locks_guard = threading.Lock()
 RES = (model.GROUP, model.VERSION, model.PLURAL)
+# The status keys the operator owns (as published, camelCase); kopf and others may add their own.
+STATUS_KEYS = frozenset(f.alias or n for n, f in model.DaemonPoolStatus.model_fields.items())
 
 
 def _lock(key) -> threading.Lock:
@@ -39,8 +41,7 @@ def _conditions(status: dict | None) -> dict:
 def _publish(pool: dict, new: dict, events: list) -> None:
     """Patch status only when it changed; post the events this pass found."""
     meta = pool["metadata"]
-    old = {k: v for k, v in (pool.get("status") or {}).items() if k in model.DaemonPoolStatus.model_fields
-           or k in {f.alias for f in model.DaemonPoolStatus.model_fields.values()}}
+    old = {k: v for k, v in (pool.get("status") or {}).items() if k in STATUS_KEYS}
     if new != old:
         patch = dict(new)
         patch.update({k: None for k in old if k not in new})

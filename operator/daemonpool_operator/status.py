@@ -15,13 +15,7 @@ READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 
 def controlled_by(obj: dict | None, pool: dict) -> bool:
     """True when ``obj``'s controller ownerReference is this pool (by uid)."""
-    if obj is None:
-        return False
-    uid = pool["metadata"].get("uid")
-    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("uid") == uid:
-            return True
-    return False
+    return obj is not None and desired.controller_uid(obj) == pool["metadata"].get("uid")
 
 
 def _worker_statuses(pods: list, worker: str) -> list:
@@ -133,9 +127,9 @@ def build_status(
 
 
 def restart_events(pool: dict, pods: list, spec: DaemonPoolSpec | None) -> list:
-    """(reason, message) for each worker whose restart count is above what the pool last reported.
+    """[(reason, message)] when the workers' restarts exceed ``status.restarts`` as last published.
 
-    Keyed per pod in ``status``-independent form so a repeated pass reports nothing new.
+    Compared with the published count, so a repeated pass reports nothing new.
     """
     if spec is None:
         return []
