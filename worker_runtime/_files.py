@@ -8,6 +8,7 @@ Kept tiny and import-light: the probe path imports this module.
 
 import itertools
 import os
+import stat  # os imports it anyway: free
 
 _tmp_counter = itertools.count()
 
@@ -26,6 +27,55 @@ DEFAULT_MAX_PEERS = 1
 
 SUFFIXES = ("pid", "heartbeat", "ready", "state")
 
+# Worker names become file names and sh glob prefixes: no slashes, no
+# newlines, no glob characters. Checked without `re` to keep the probe's imports minimal.
+_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_CHARS = _NAME_FIRST | frozenset("_.-")
+NAME_RULE = "1-100 characters of letters, digits, '_', '.', '-' starting with a letter or digit"
+
+
+def valid_name(name) -> bool:
+    return (isinstance(name, str) and 0 < len(name) <= 100 and name[0] in _NAME_FIRST
+            and all(c in _NAME_CHARS for c in name))
+
+
+def positive_seconds(value, what: str) -> float:
+    """A finite number > 0, else ValueError naming ``what``: nan passes every comparison, inf never goes stale."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a positive number, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")) or value <= 0:
+        raise ValueError(f"{what} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def beat_age_problem(age: float, timeout: float):
+    """None when a beat ``age`` seconds old is fresh, else why not.
+
+    A beat in the future by more than the limit is stale too: the clock was
+    stepped back, and a healthy worker would have rewritten it within a second.
+    """
+    if age > timeout:
+        return f"heartbeat is {age:.1f}s old, limit {timeout:g}s (worker hung?)"
+    if age < -timeout:
+        return f"heartbeat is {-age:.1f}s in the future, limit {timeout:g}s (clock stepped back; worker hung?)"
+    return None
+
+
+def proc_start(pid="self") -> str:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or "" off Linux.
+
+    A PID alone does not name a process: a restarted container's worker is PID 1
+    again. PID and start time together do, and the sh probe can compare them
+    with shell builtins only.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    fields = raw.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
+
 
 def slot_path(run_dir: str, name: str, slot: int, kind: str) -> str:
     return os.path.join(run_dir, f"{name}.{slot}.{kind}")
@@ -37,6 +87,35 @@ def fallback_run_dir() -> str:
     if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
         return os.path.join(xdg, "daemonpool")
     return os.path.join("/tmp", f"daemonpool-{os.getuid()}")
+
+
+def is_fallback(path: str) -> bool:
+    """The per-user fallback folder: it must be ours alone (see ensure_private_dir)."""
+    return os.path.abspath(path) == os.path.abspath(fallback_run_dir())
+
+
+class UnsafeDirError(PermissionError):
+    """The per-user folder is not ours alone; strerror says why."""
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create ``path`` 0700, or accept it only when it is a real folder, ours, and not writable by others.
+
+    /tmp is shared: another user can create /tmp/daemonpool-UID first and plant
+    symlinks or PID files in it. Raises OSError(EACCES) with the reason; the
+    caller turns it into a DaemonError naming the fix.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirError(13, "not a real folder (a symlink or file was planted there)", path)
+    if st.st_uid != os.geteuid():
+        raise UnsafeDirError(13, f"owned by uid {st.st_uid}, not by us (uid {os.geteuid()})", path)
+    if st.st_mode & 0o022:
+        raise UnsafeDirError(13, f"writable by others (mode {stat.S_IMODE(st.st_mode):o})", path)
 
 
 def default_run_dir() -> str:
@@ -62,7 +141,7 @@ def atomic_write(path: str, data: bytes) -> None:
     mean nothing after a reboot.
     """
     tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = open_new(tmp)
     try:
         try:
             os.write(fd, data)
@@ -76,6 +155,11 @@ def atomic_write(path: str, data: bytes) -> None:
 
 def temp_name(path: str) -> str:
     return f"{path}.tmp{os.getpid()}.{next(_tmp_counter)}"
+
+
+def open_new(path: str, flags: int = os.O_WRONLY) -> int:
+    """Create ``path``; never open what is already there. A planted file or symlink fails with EEXIST."""
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
 
 
 def _unlink(path: str) -> bool:
@@ -97,6 +181,7 @@ def list_slots(run_dir: str, name: str) -> list:
     for entry in entries:
         if entry.startswith(prefix) and entry.endswith(".pid"):
             middle = entry[len(prefix):-4]
-            if middle.isdigit():
+            # ASCII digits only: "mail" must not match "mail.bulk.0.pid", and int() refuses "²".
+            if middle.isascii() and middle.isdigit():
                 slots.append(int(middle))
     return sorted(slots)

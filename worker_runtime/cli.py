@@ -31,14 +31,34 @@ class _Parser(argparse.ArgumentParser):
 
 def _env_float(var, default):
     raw = os.environ.get(var)
-    return float(raw) if raw else default
+    if not raw:
+        return default
+    try:
+        return _files.positive_seconds(float(raw), var)
+    except ValueError:
+        raise ValueError(f"{var}={raw!r} is not a finite number of seconds > 0") from None
+
+
+def _seconds(text):
+    """argparse type: a finite number of seconds > 0 (nan and inf are refused)."""
+    try:
+        return _files.positive_seconds(float(text), "seconds")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}") from None
+
+
+def _name(text):
+    if not _files.valid_name(text):
+        raise argparse.ArgumentTypeError(f"must be {_files.NAME_RULE}, got {text!r}")
+    return text
 
 
 def _common(p, need_name=False):
-    p.add_argument("--name", default=os.environ.get(_files.ENV_NAME), required=need_name and not os.environ.get(_files.ENV_NAME),
+    p.add_argument("--name", type=_name, default=os.environ.get(_files.ENV_NAME),
+                   required=need_name and not os.environ.get(_files.ENV_NAME),
                    help=f"worker name (default: ${_files.ENV_NAME})")
     p.add_argument("--run-dir", default=None, help=f"run directory (default: ${_files.ENV_RUN_DIR}, else /run/daemonpool)")
-    p.add_argument("--timeout", type=float, default=None,
+    p.add_argument("--timeout", type=_seconds, default=None,
                    help=f"heartbeat limit in seconds (default: ${_files.ENV_TIMEOUT}, else 30)")
 
 
@@ -61,7 +81,7 @@ def build_parser():
         p.add_argument("--max-peers", type=int, default=None,
                        help=f"slots (default: ${_files.ENV_MAX_PEERS}, else 1)")
         if cmd == "watchdog":
-            p.add_argument("--grace", type=float, default=10.0,
+            p.add_argument("--grace", type=_seconds, default=10.0,
                            help="seconds between SIGTERM and SIGKILL for a stale holder (default 10)")
             p.add_argument("--log", default=None, help="append CMD's output here (default: discard)")
         p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
@@ -74,6 +94,12 @@ def _settings(args):
     if max_peers is None:
         max_peers = int(os.environ.get(_files.ENV_MAX_PEERS) or _files.DEFAULT_MAX_PEERS)
     run_dir = args.run_dir or _files.default_run_dir()
+    if _files.is_fallback(run_dir) and os.path.lexists(run_dir):
+        try:
+            _files.ensure_private_dir(run_dir)
+        except OSError as exc:
+            raise DaemonError(f"run directory {run_dir!r} is not safe: {exc.strerror}; remove it if it is not yours, "
+                              f"or set XDG_RUNTIME_DIR or {_files.ENV_RUN_DIR}") from None
     return timeout, max_peers, run_dir
 
 
@@ -96,28 +122,66 @@ def cmd_status(args) -> int:
     print(f"{'SLOT':<5}{'PID':<9}{'HELD':<6}{'HEARTBEAT':<12}{'READY':<7}STATE")
     for r in rows:
         age = "-" if r["heartbeat_age"] is None else f"{r['heartbeat_age']:.1f}s"
-        if r["heartbeat_age"] is not None and r["heartbeat_age"] > timeout:
+        if r["heartbeat_age"] is not None and _files.beat_age_problem(r["heartbeat_age"], timeout):
             age += " STALE"
         print(f"{r['slot']:<5}{r['pid'] or '-':<9}{'yes' if r['held'] else 'no':<6}{age:<12}"
               f"{'yes' if r['ready'] else 'no':<7}{r['state'] or '-'}")
     return EXIT_OK
 
 
+_FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_STOPS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
+
+
+def _spawn_in_own_group(cmd, env):
+    """Start CMD in a process group of its own.
+
+    A signal sent to our group (Ctrl-C, ``kill -TERM -PGID``) then reaches the
+    child once, forwarded by us, not twice; and a watchdog can end the child's
+    whole group.
+    """
+    if sys.version_info >= (3, 11):
+        return subprocess.Popen(cmd, env=env, process_group=0)
+    return subprocess.Popen(cmd, env=env, preexec_fn=os.setpgrp)  # noqa: PLW1509 (3.10 has no process_group)
+
+
+def _wait_reaping(child) -> int:
+    """Wait for ``child``, reaping every other child too: as PID 1 of a container
+    we inherit orphans, and nobody else will collect their zombies."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return child.wait()
+        if pid == child.pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return child.returncode
+
+
 def cmd_run(args, cmd) -> int:
     timeout, max_peers, run_dir = _settings(args)
     child = None
+    pending = []  # signals that came before the child existed: delivered once it does
 
     def forward(signum):
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
+        if child is None:
+            pending.append(signum)
+        elif child.returncode is None:
+            try:
+                os.killpg(child.pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
 
-    forwarded = {s: forward for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)}
-    d = Daemon(args.name, timeout=timeout, max_peers=max_peers, run_dir=run_dir, signal_map=forwarded)
+    d = Daemon(args.name, timeout=timeout, max_peers=max_peers, run_dir=run_dir,
+               signal_map={s: forward for s in _FORWARDED})
     if not d.start():
         print(f"worker-runtime run: all {max_peers} slot(s) of {args.name!r} in {run_dir} are held by live processes",
               file=sys.stderr)
         return EXIT_ACTED
     try:
+        stop = next((s for s in pending if s in _STOPS), None)
+        if stop is not None:
+            return 128 + stop  # asked to stop before the child started: do not start it
         env = dict(os.environ, **{
             _files.ENV_HEARTBEAT_FILE: d.heartbeat_file,
             _files.ENV_NAME: args.name,
@@ -125,14 +189,83 @@ def cmd_run(args, cmd) -> int:
             _files.ENV_TIMEOUT: f"{timeout:g}",
         })
         try:
-            child = subprocess.Popen(cmd, env=env)
+            started = _spawn_in_own_group(cmd, env)
         except OSError as exc:
             print(f"worker-runtime run: cannot start {cmd[0]!r}: {exc.strerror}", file=sys.stderr)
             return 127
-        rc = child.wait()
+        child = started
+        while pending:  # a signal during the spawn: forward it now (forward() sees child from here on)
+            forward(pending.pop(0))
+        rc = _wait_reaping(child)
     finally:
         d.stop()
     return 128 - rc if rc < 0 else rc
+
+
+def _ppids():
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    out[int(entry)] = int(f.read().rpartition(b")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def _descendants(pids) -> set:
+    parents = _ppids()
+    found, todo = set(), list(pids)
+    while todo:
+        p = todo.pop()
+        for child, parent in parents.items():
+            if parent == p and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def lock_holders(pid_path) -> set:
+    """PIDs of the processes whose open file holds the flock on ``pid_path``.
+
+    The PID written in the file is a claim anybody can write; the kernel's
+    record of who holds the lock (``lock:`` lines of /proc/PID/fdinfo, shown
+    only for the open file that owns the lock) is not. A forked child that
+    inherited the descriptor is found too, which the PID file never names.
+    """
+    try:
+        st = os.stat(pid_path)
+    except FileNotFoundError:
+        return set()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue  # gone, or another user's (then we may not signal it anyway)
+        for fd in fds:
+            try:
+                fst = os.stat(f"/proc/{entry}/fd/{fd}")
+                if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+                    continue
+                with open(f"/proc/{entry}/fdinfo/{fd}") as f:
+                    info = f.read()
+            except OSError:
+                continue
+            if any("FLOCK" in line and "WRITE" in line for line in info.splitlines() if line.startswith("lock:")):
+                found.add(int(entry))
+    return found
+
+
+def _kill_all(pids, signum):
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 def _wait_released(pid_path, seconds):
@@ -144,36 +277,64 @@ def _wait_released(pid_path, seconds):
     return not probe.holder(pid_path)[0]
 
 
+def _end_stale_holder(args, slot, pid_path) -> "str | None":
+    """SIGTERM the real holder, SIGKILL it and everything it started after the grace; None when released."""
+    holders = lock_holders(pid_path)
+    if not holders:
+        if not probe.holder(pid_path)[0]:
+            return None  # released meanwhile
+        return (f"cannot tell which process holds {pid_path} (another user's?): "
+                f"run the watchdog as the worker's user; nothing was signalled")
+    print(f"watchdog: {args.name} slot {slot['slot']} (pid {' '.join(map(str, sorted(holders)))}) is stale "
+          f"(heartbeat {slot['heartbeat_age']}s, limit {args.timeout_s:g}s): SIGTERM")
+    try:
+        _kill_all(holders, signal.SIGTERM)
+        if _wait_released(pid_path, args.grace):
+            return None
+        # Collected before the kill: once the holder is gone its children are
+        # re-parented and no longer look like its own.
+        tree = holders | lock_holders(pid_path) | _descendants(holders)
+        print(f"watchdog: still held after {args.grace:g}s: SIGKILL to pid(s) {' '.join(map(str, sorted(tree)))}")
+        _kill_all(tree, signal.SIGKILL)
+        for pid in tree:  # `run` puts its child in a group of its own: end the whole group
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    except PermissionError as exc:
+        return f"cannot end pid(s) {sorted(holders)}: {exc.strerror}"
+    if not _wait_released(pid_path, 5.0):
+        return f"{pid_path} is still held by pid(s) {sorted(lock_holders(pid_path)) or '?'}"
+    return None
+
+
 def cmd_watchdog(args, cmd) -> int:
     timeout, max_peers, run_dir = _settings(args)
-    healthy = 0
-    for s in probe.status(run_dir, args.name):
-        if not s["held"]:
-            continue
-        if s["heartbeat_age"] is not None and s["heartbeat_age"] <= timeout:
-            healthy += 1
-            continue
-        pid_path = _files.slot_path(run_dir, args.name, s["slot"], "pid")
-        print(f"watchdog: {args.name} slot {s['slot']} (pid {s['pid']}) is stale "
-              f"(heartbeat {s['heartbeat_age']}s, limit {timeout:g}s): SIGTERM")
+    args.timeout_s = timeout
+    out = subprocess.DEVNULL
+    if args.log:
         try:
-            os.kill(s["pid"], signal.SIGTERM)
-            if not _wait_released(pid_path, args.grace):
-                print(f"watchdog: pid {s['pid']} still holds the slot after {args.grace:g}s: SIGKILL")
-                os.kill(s["pid"], signal.SIGKILL)
-                if not _wait_released(pid_path, 5.0):
-                    print(f"watchdog: pid {s['pid']} did not release the slot", file=sys.stderr)
-                    return EXIT_FAIL
-        except ProcessLookupError:
-            pass
-        except (PermissionError, TypeError) as exc:
-            print(f"watchdog: cannot end pid {s['pid']}: {exc}", file=sys.stderr)
+            out = open(args.log, "ab")
+        except OSError as exc:
+            print(f"watchdog: cannot open --log {args.log!r}: {exc.strerror}; pick a writable file", file=sys.stderr)
             return EXIT_FAIL
-    missing = max_peers - healthy
-    if missing <= 0:
-        return EXIT_OK
-    out = open(args.log, "ab") if args.log else subprocess.DEVNULL
     try:
+        healthy = 0
+        for s in probe.status(run_dir, args.name):
+            if not s["held"]:
+                continue
+            age = s["heartbeat_age"]
+            if age is not None and _files.beat_age_problem(age, timeout) is None:
+                healthy += 1
+                continue
+            failure = _end_stale_holder(args, s, _files.slot_path(run_dir, args.name, s["slot"], "pid"))
+            if failure:
+                print(f"watchdog: {failure}", file=sys.stderr)
+                return EXIT_FAIL
+        missing = max_peers - healthy
+        if missing <= 0:
+            return EXIT_OK
         for _ in range(missing):
             try:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
@@ -194,8 +355,6 @@ def main(argv=None) -> int:
         if args.command == "probe":
             return probe.main([args.kind] + [x for k, v in (("--name", args.name), ("--run-dir", args.run_dir),
                                                                 ("--timeout", args.timeout)) if v is not None for x in (k, str(v))])
-        if args.timeout is not None and args.timeout <= 0:
-            parser.error(f"--timeout must be > 0, got {args.timeout:g}")
         if args.command == "status":
             return cmd_status(args)
         cmd = _cmd(parser, args)

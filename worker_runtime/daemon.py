@@ -4,15 +4,13 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import signal
 import time
+import weakref
 
 from . import _files
 
 __all__ = ["Daemon", "DaemonError"]
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 # How often start() re-tries a slot whose lock is held for a moment only:
 # probes take a shared lock for microseconds to ask "is anybody home?".
@@ -24,12 +22,46 @@ class DaemonError(Exception):
     """The runtime cannot do what was asked; the message names the path and the fix."""
 
 
-def _positive(value, name, kind):
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return value
+
+
+_ERRNO_WORDS = {
+    errno.EACCES: "permission denied (wrong owner or mode)",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENOTDIR: "a path component is not a folder",
+    errno.EEXIST: "a file is already there (planted?)",
+    errno.ELOOP: "a symlink is in the way (planted?)",
+}
+
+
+def _why(exc: OSError) -> str:
+    if isinstance(exc, _files.UnsafeDirError):
+        return exc.strerror
+    return _ERRNO_WORDS.get(exc.errno, exc.strerror or str(exc))
+
+
+# Daemons holding a slot in this process. A forked child (multiprocessing,
+# os.fork) inherits the lock's descriptor, and flock locks belong to the open
+# file, so the child would keep the slot after the parent died. The child
+# closes its copies first thing (the parent's lock is untouched).
+_holders: "weakref.WeakSet[Daemon]" = weakref.WeakSet()
+
+
+def _forget_slots_in_child() -> None:
+    for d in list(_holders):
+        d._detach_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_slots_in_child)
 
 
 class Daemon:
@@ -58,6 +90,16 @@ class Daemon:
     ``heartbeat()`` returns False once a stop signal arrived or once the PID
     file was removed or replaced; it writes the heartbeat file at most every
     ``min(1 s, timeout / 10)``, so calling it on every loop is cheap.
+
+    A signal that arrives during ``start()`` is kept: ``start()`` then
+    returns False (the slot is held until ``stop()``), as ``heartbeat()`` would.
+    A ``fork()``ed child does not inherit the slot: its copy of the lock's
+    descriptor is closed in the child, so only the parent holds the slot.
+
+    On a shared ``/tmp`` (no ``XDG_RUNTIME_DIR``, e.g. cron) the per-user
+    folder is created 0700 and refused when another user owns it or may write
+    to it; every file is created with ``O_EXCL | O_NOFOLLOW``, never opened
+    through a planted symlink.
 
     ``stop()`` removes the probe files and its PID file (a clean exit leaves
     nothing behind; a crash leaves the PID file, and the next start() takes
@@ -88,14 +130,11 @@ class Daemon:
         clock=time.time,
         monotonic=time.monotonic,
     ) -> None:
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ValueError(
-                f"name must be 1-100 characters of letters, digits, '_', '.', '-' "
-                f"starting with a letter or digit, got {name!r}"
-            )
+        if not _files.valid_name(name):
+            raise ValueError(f"name must be {_files.NAME_RULE}, got {name!r}")
         self.name = name
-        self.timeout = float(_positive(timeout, "timeout", (int, float)))
-        self.max_peers = _positive(max_peers, "max_peers", int)
+        self.timeout = _files.positive_seconds(timeout, "timeout")
+        self.max_peers = _positive_int(max_peers, "max_peers")
         self.run_dir = run_dir if run_dir is not None else _files.default_run_dir()
         self.signal_map = dict(type(self).signal_map)
         if signal_map is not None:
@@ -115,6 +154,7 @@ class Daemon:
         self.slot: "int | None" = None
         self._fd: "int | None" = None
         self._ident: "tuple | None" = None
+        self._who = ""
         self._next_beat = 0.0
         self._ready = True
         self._lost = False
@@ -137,10 +177,15 @@ class Daemon:
             raw = env.get(var)
             if raw:
                 try:
-                    kwargs[key] = conv(raw)
+                    value = conv(raw)
+                    if conv is float:
+                        _files.positive_seconds(value, var)
+                    else:
+                        _positive_int(value, var)
+                    kwargs[key] = value
                 except ValueError:
                     raise ValueError(
-                        f"{var}={raw!r} is not a valid {'number' if conv is float else 'whole number'}"
+                        f"{var}={raw!r} is not a valid {'finite number > 0' if conv is float else 'whole number > 0'}"
                     ) from None
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -179,31 +224,29 @@ class Daemon:
         self._beat(self._monotonic())
         self._write_state("idle")
         self._sync_ready()
-        return True
+        # False when a stop signal arrived while starting: the loop must not begin.
+        return self.running
 
     def _prepare_run_dir(self) -> None:
         fix = f"set {_files.ENV_RUN_DIR} to a writable folder (in a pod: an emptyDir volume)"
         try:
-            os.makedirs(self.run_dir, mode=0o755, exist_ok=True)
+            if _files.is_fallback(self.run_dir):
+                fix = (f"remove {self.run_dir} if it is not yours, or set XDG_RUNTIME_DIR or "
+                       f"{_files.ENV_RUN_DIR} to a folder only you can write")
+                _files.ensure_private_dir(self.run_dir)
+            else:
+                os.makedirs(self.run_dir, mode=0o755, exist_ok=True)
             probe = os.path.join(self.run_dir, f".write-test.{os.getpid()}")
             _files.atomic_write(probe, b"ok\n")
             os.unlink(probe)
         except OSError as exc:
-            reason = {
-                errno.EACCES: "permission denied (wrong owner or mode)",
-                errno.EPERM: "operation not permitted",
-                errno.EROFS: "read-only file system",
-                errno.ENOSPC: "no space left on device",
-                errno.EDQUOT: "disk quota exceeded",
-                errno.ENOTDIR: "a path component is not a folder",
-            }.get(exc.errno, exc.strerror or str(exc))
-            raise DaemonError(f"run directory {self.run_dir!r} is not usable: {reason}; {fix}") from exc
+            raise DaemonError(f"run directory {self.run_dir!r} is not usable: {_why(exc)}; {fix}") from exc
 
     def _take_slot(self, slot: int) -> bool:
         path = self._path("pid", slot)
         # A complete PID file, locked before it becomes visible at ``path``.
         tmp = _files.temp_name(path)
-        new = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        new = _files.open_new(tmp, os.O_RDWR)
         try:
             fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(new, f"{os.getpid()}\n".encode())
@@ -219,6 +262,8 @@ class Daemon:
             return False
         nst = os.fstat(new)
         self._fd, self.slot, self._ident = new, slot, (nst.st_dev, nst.st_ino)
+        _holders.add(self)
+        self._who = f"{os.getpid()} {_files.proc_start() or '-'}"
         return True
 
     def _publish(self, path: str, tmp: str) -> bool:
@@ -274,9 +319,28 @@ class Daemon:
             with contextlib.suppress(OSError):
                 os.unlink(self._path("ready"))
             return False
-        _files.atomic_write(self._path("heartbeat"), f"{self._clock():.3f}\n".encode())
+        # "TIME PID START": PID and start time name this process, so the sh
+        # probe can tell our beat from one a previous container left behind
+        # (the emptyDir survives a restart, and the new worker is PID 1 again).
+        self._write("heartbeat", f"{self._clock():.3f} {self._who}\n")
         self._next_beat = now + self.beat_interval
         return self.stop_signal is None
+
+    def _write(self, kind: str, text: str) -> None:
+        path = self._path(kind)
+        try:
+            _files.atomic_write(path, text.encode())
+        except OSError as exc:
+            raise DaemonError(f"cannot write {path!r}: {_why(exc)}; free space in (or remount) {self.run_dir}, "
+                              f"or set {_files.ENV_RUN_DIR} to a writable folder") from exc
+
+    def _detach_after_fork(self) -> None:
+        """In a forked child: let go of the parent's slot without touching its files."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+            self._lost = True
 
     def _still_ours(self) -> bool:
         try:
@@ -295,7 +359,7 @@ class Daemon:
         path = self._path("ready")
         if self._ready and self.running:
             if not os.path.exists(path):
-                _files.atomic_write(path, f"{os.getpid()}\n".encode())
+                self._write("ready", f"{os.getpid()}\n")
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -314,7 +378,7 @@ class Daemon:
             return
         if self.stop_signal is not None:
             state = "stopping"
-        _files.atomic_write(self._path("state"), f"{state}\n".encode())
+        self._write("state", f"{state}\n")
 
     # -- signals -------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -385,6 +449,7 @@ class Daemon:
             finally:
                 os.close(self._fd)
                 self._fd = None
+                _holders.discard(self)
         self._restore_signals()
 
     def __enter__(self) -> "Daemon":

@@ -54,7 +54,8 @@ def slot_status(run_dir: str, name: str, slot: int, now: float) -> dict:
         "slot": slot,
         "pid": pid,
         "held": held,
-        "heartbeat_age": None if age is None else round(max(age, 0.0), 3),
+        # Signed: a negative age is a beat in the future (the clock was stepped back).
+        "heartbeat_age": None if age is None else round(age, 3),
         "ready": os.path.exists(_files.slot_path(run_dir, name, slot, "ready")),
         "state": _read(_files.slot_path(run_dir, name, slot, "state")) if held else None,
     }
@@ -79,8 +80,9 @@ def check(kind: str, run_dir: str, name: str, timeout: float, now: "float | None
             return False, f"{who}: no heartbeat file yet"
         # startup checks the age too: a restarted container finds the files
         # its predecessor left behind, and a stale beat is not a start.
-        if age > timeout:
-            return False, f"{who}: heartbeat is {age:.1f}s old, limit {timeout:g}s (worker hung?)"
+        problem = _files.beat_age_problem(age, timeout)
+        if problem:
+            return False, f"{who}: {problem}"
     if kind == "readiness":
         for s in slots:
             if s["state"] == "stopping":
@@ -126,12 +128,14 @@ def main(argv) -> int:
     if not opts["--name"]:
         print(f"worker-runtime probe: no worker name: pass --name or set {_files.ENV_NAME}", file=sys.stderr)
         return 2
+    if not _files.valid_name(opts["--name"]):
+        print(f"worker-runtime probe: --name must be {_files.NAME_RULE}, got {opts['--name']!r}", file=sys.stderr)
+        return 2
     try:
-        timeout = float(opts["--timeout"])
-        if timeout <= 0:
-            raise ValueError
+        timeout = _files.positive_seconds(float(opts["--timeout"]), "--timeout")
     except ValueError:
-        print(f"worker-runtime probe: --timeout must be a positive number of seconds, got {opts['--timeout']!r}", file=sys.stderr)
+        print(f"worker-runtime probe: --timeout must be a finite number of seconds > 0, got {opts['--timeout']!r}",
+              file=sys.stderr)
         return 2
     run_dir = opts["--run-dir"] or _files.default_run_dir()
     ok, reason = check(kind, run_dir, opts["--name"], timeout)

@@ -118,7 +118,7 @@ d.stop()
     bad, reads = [], 0
     hb, pid = run_dir / "w.0.heartbeat", run_dir / "w.0.pid"
     while p.poll() is None:
-        for path, conv in ((hb, float), (pid, int)):
+        for path, conv in ((hb, lambda t: (float(t.split()[0]), int(t.split()[1]))), (pid, int)):
             try:
                 data = path.read_text()
             except FileNotFoundError:
