@@ -97,6 +97,12 @@ def _owned(sql: str) -> str:
     return sql + " WHERE id = %(id)s AND state = 'sending' AND lease_owner = %(owner)s"
 
 
+def renew(conn, msg_id: int, owner: str, lease_seconds: float) -> bool:
+    """Extend our lease on one row just before sending it; False when a peer claimed it meanwhile."""
+    return conn.execute(_owned("UPDATE mailer_outbox SET lease_until = now() + %(lease)s * interval '1 second'"),
+                        {"id": msg_id, "owner": owner, "lease": lease_seconds}).rowcount == 1
+
+
 def mark_sent(conn, msg_id: int, owner: str) -> bool:
     return conn.execute(_owned("UPDATE mailer_outbox SET state = 'sent', sent_at = now(), lease_owner = NULL, "
                                "lease_until = NULL, attempts = attempts + 1"),

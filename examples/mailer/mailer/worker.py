@@ -38,7 +38,7 @@ class Mailer:
         self.db = None
         self.smtp = None
         self.outage = 0  # consecutive failed connection attempts, for backoff
-        self.counts = {"sent": 0, "retry": 0, "dead": 0}
+        self.counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0}
 
     # -- waiting without going silent ------------------------------------------------------
     def pause(self, seconds: float) -> bool:
@@ -101,9 +101,19 @@ class Mailer:
         return e
 
     def deliver(self, m: outbox.Message) -> str:
-        """Send one message and record the outcome; returns sent, retry or dead."""
+        """Send one message and record the outcome; returns sent, retry or dead.
+
+        Anything that goes wrong with this one message is this message's failure,
+        never the worker's: a poison row (a CR/LF in a header, say) must not crash
+        every peer in turn while the rest of the queue waits behind it.
+        """
         try:
-            self.smtp.send_message(self.build(m))
+            e = self.build(m)
+        except (ValueError, TypeError) as exc:
+            # The row itself is malformed: sending again cannot help.
+            return self._failed(m, 554, f"malformed message: {exc}")
+        try:
+            self.smtp.send_message(e)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             return self._failed(m, code, f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}")
@@ -115,6 +125,10 @@ class Mailer:
         except UNREACHABLE as exc:
             self.drop_smtp()
             return self._failed(m, None, f"SMTP unreachable: {exc}")
+        except (smtplib.SMTPException, ValueError, TypeError, UnicodeError) as exc:
+            # e.g. SMTPNotSupportedError for a non-ASCII address without SMTPUTF8: retried, attempt counted.
+            self.drop_smtp()
+            return self._failed(m, None, f"{type(exc).__name__}: {exc}")
         outbox.mark_sent(self.db, m.id, self.owner)
         self.outage = 0
         return "sent"
@@ -143,6 +157,9 @@ class Mailer:
     def run(self) -> int:
         running = self.d.start()
         if not running:
+            if self.d.stop_signal is not None:  # stopped while starting
+                self.d.stop()
+                return 0
             log.error("all %s slot(s) of %r are held by live workers", self.d.max_peers, self.d.name)
             return 3
         log.info("mailer %s started (slot %s, rate %.3g/s pool-wide)", self.owner, self.d.slot, self.cfg.rate)
@@ -167,7 +184,8 @@ class Mailer:
                     log.info("sent %(sent)d, retried %(retry)d, dead %(dead)d so far", self.counts)
                     last_report = time.monotonic()
         finally:
-            log.info("stopping (signal %s): sent %d, retried %d, dead %d", self.d.stop_signal, *self.counts.values())
+            log.info("stopping (signal %(signal)s): sent %(sent)d, retried %(retry)d, dead %(dead)d, lease lost %(skipped)d",
+                     {"signal": self.d.stop_signal, **self.counts})
             self.drop_smtp()
             if self.db is not None:
                 self.db.close()
@@ -179,14 +197,24 @@ class Mailer:
         if not batch:
             return self.pause(self.cfg.poll_seconds)
         left = [m.id for m in batch]
+        slot = False  # a throttle slot taken but not yet used
         try:
             for m in batch:
-                if not self.d.heartbeat() or not self.wait_for_slot():
+                if not self.d.heartbeat() or not (slot or self.wait_for_slot()):
                     break
+                slot = True
+                # The batch's tail may have waited on the pool-wide throttle for
+                # longer than the lease: a peer may own the row by now. Re-assert
+                # the lease right before sending; a row no longer ours is skipped
+                # (and the slot kept for the next one).
+                left.remove(m.id)
+                if not outbox.renew(self.db, m.id, self.owner, self.cfg.lease_seconds):
+                    self.counts["skipped"] += 1
+                    continue
+                slot = False
                 with self.d.busy():
                     outcome = self.deliver(m)
                 self.counts[outcome] += 1
-                left.remove(m.id)
                 if self.smtp is None and not self.ensure_smtp():
                     break
         finally:
