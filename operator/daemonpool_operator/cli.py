@@ -48,14 +48,22 @@ def main(argv=None) -> int:
     from . import handlers  # noqa: F401  (registers the handlers)
     from . import settings
 
+    debug = args.log_level == "debug" or args.dev
     kopf.configure(
-        debug=args.log_level == "debug" or args.dev,
-        verbose=args.log_level in ("debug", "info") or args.dev,
+        debug=debug,
+        verbose=debug,  # kopf's "verbose" is DEBUG: object bodies, env values included
         quiet=args.log_level == "warning",
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
+    # info: our own lines only, one per change made or new problem. kopf's own INFO
+    # ("Handler ... succeeded" on every event) and everything below are for debugging.
+    logging.getLogger("daemonpool").setLevel(logging.DEBUG if debug else
+                                             logging.WARNING if args.log_level == "warning" else logging.INFO)
+    if not debug:
+        logging.getLogger("kopf").setLevel(logging.WARNING)
     for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    handlers.NAMESPACES = list(args.namespaces)
     liveness = args.liveness if args.liveness is not None else (None if args.dev else DEFAULT_LIVENESS)
     settings.register()
     asyncio.run(kopf.operator(

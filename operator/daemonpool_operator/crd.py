@@ -163,30 +163,40 @@ def render() -> str:
     return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
 
 
-def default_path() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(os.path.dirname(os.path.dirname(here)), "crds", FILENAME)
+def default_paths() -> list:
+    """Both copies: crds/ (kubectl apply) and the chart's crds/ (helm install)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return [os.path.join(root, "crds", FILENAME), os.path.join(root, "helm", "daemonpool-operator", "crds", FILENAME)]
 
 
 def main(argv=None) -> int:
+    """`python -m daemonpool_operator.crd [--check] [PATH...]`: write (or check) every copy of the CRD."""
     args = sys.argv[1:] if argv is None else argv
     check = "--check" in args
     paths = [a for a in args if a != "--check"]
-    path = paths[0] if paths else default_path()
+    bad = [a for a in paths if a.startswith("-")]
+    if bad:
+        print(f"usage: python -m daemonpool_operator.crd [--check] [PATH...]; unknown option {bad[0]}", file=sys.stderr)
+        return 2
     text = render()
-    if check:
-        try:
-            current = open(path).read()
-        except FileNotFoundError:
-            current = None
-        if current != text:
-            print(f"{path} is out of date: run `python -m daemonpool_operator.crd`", file=sys.stderr)
-            return 1
-        return 0
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    print(f"wrote {path}")
+    stale = []
+    for path in paths or default_paths():
+        if check:
+            try:
+                current = open(path).read()
+            except FileNotFoundError:
+                current = None
+            if current != text:
+                stale.append(path)
+            continue
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        print(f"wrote {path}")
+    if stale:
+        print(f"out of date: {', '.join(stale)}: run `python -m daemonpool_operator.crd` to regenerate every copy",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,6 +21,7 @@ Probe timing (T = timeoutSeconds, P = the probe period):
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 from . import model
 from .model import DaemonPoolSpec
@@ -81,6 +82,56 @@ def _defaults(user: dict | None, defaults: dict) -> dict:
     return out
 
 
+def _container_defaults(user: dict | None) -> dict:
+    """The container defaults minus those that contradict what the template asks for.
+
+    The API server refuses allowPrivilegeEscalation: false next to privileged: true
+    or an added CAP_SYS_ADMIN; such a pod is the user's explicit choice.
+    """
+    user = user or {}
+    added = {str(c).upper().removeprefix("CAP_") for c in ((user.get("capabilities") or {}).get("add") or [])}
+    defaults = dict(RESTRICTED_CONTAINER_SECURITY)
+    if user.get("privileged") or "SYS_ADMIN" in added:
+        defaults.pop("allowPrivilegeEscalation")
+    return _defaults(user, defaults)
+
+
+def _pod_defaults(pod_spec: dict) -> dict:
+    """The pod defaults minus runAsNonRoot where the template runs something as root (runAsUser: 0)."""
+    user = pod_spec.get("securityContext") or {}
+    defaults = dict(RESTRICTED_POD_SECURITY)
+    as_root = user.get("runAsUser") == 0 or any(
+        (c.get("securityContext") or {}).get("runAsUser") == 0 and "runAsNonRoot" not in (c.get("securityContext") or {})
+        for key in ("containers", "initContainers") for c in pod_spec.get(key) or [])
+    if as_root:
+        defaults.pop("runAsNonRoot")
+    return _defaults(user, defaults)
+
+
+def _quantity_string(v):
+    """A quantity written as a YAML number (cpu: 1, memory: 1073741824) as the string Kubernetes expects."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return v
+    if isinstance(v, int) or float(v).is_integer():
+        return str(int(v))
+    return f"{v:.9f}".rstrip("0").rstrip(".")
+
+
+def _canonical_quantities(pod_spec: dict) -> None:
+    """Numbers to strings where Kubernetes wants quantities, in place; compared by value later (differences)."""
+    for key in ("containers", "initContainers", "ephemeralContainers"):
+        for c in pod_spec.get(key) or []:
+            res = c.get("resources") or {}
+            for part in ("requests", "limits"):
+                if isinstance(res.get(part), dict):
+                    res[part] = {k: _quantity_string(v) for k, v in res[part].items()}
+    if isinstance(pod_spec.get("overhead"), dict):
+        pod_spec["overhead"] = {k: _quantity_string(v) for k, v in pod_spec["overhead"].items()}
+    for v in pod_spec.get("volumes") or []:
+        if isinstance(v.get("emptyDir"), dict) and "sizeLimit" in v["emptyDir"]:
+            v["emptyDir"]["sizeLimit"] = _quantity_string(v["emptyDir"]["sizeLimit"])
+
+
 def _probe(kind: str, limit: int, period: int, failures: int, timeout: int) -> dict:
     return {
         "exec": {"command": [PROBE_COMMAND, kind, "--timeout", str(limit)]},
@@ -129,13 +180,12 @@ def build_pod_template(pool_name: str, spec: DaemonPoolSpec) -> dict:
     pod_spec["containers"] = [
         _worker(c, pool_name, spec) if c["name"] == worker_name else c for c in pod_spec["containers"]
     ]
+    _canonical_quantities(pod_spec)
+    pod_spec["securityContext"] = _pod_defaults(pod_spec)
     for key in ("containers", "initContainers"):
         if key in pod_spec:
-            pod_spec[key] = [
-                {**c, "securityContext": _defaults(c.get("securityContext"), RESTRICTED_CONTAINER_SECURITY)}
-                for c in pod_spec[key]
-            ]
-    pod_spec["securityContext"] = _defaults(pod_spec.get("securityContext"), RESTRICTED_POD_SECURITY)
+            pod_spec[key] = [{**c, "securityContext": _container_defaults(c.get("securityContext"))}
+                             for c in pod_spec[key]]
     pod_spec["volumes"] = [v for v in pod_spec.get("volumes", []) if v.get("name") != RUN_VOLUME] + [
         {"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
     ]
@@ -243,31 +293,55 @@ def controller_uid(obj: dict) -> str | None:
     return None
 
 
-def plan(pool: dict, want: dict, have: dict | None):
-    """What to do about the pool's Deployment: ("create", body) | ("update", patch, paths) | ("conflict", why) | ("none",).
+@dataclass(frozen=True)
+class Create:
+    body: dict
+
+
+@dataclass(frozen=True)
+class Update:
+    patch: dict
+    paths: list
+
+
+@dataclass(frozen=True)
+class Conflict:
+    why: str
+
+
+@dataclass(frozen=True)
+class Noop:
+    pass
+
+
+Plan = Create | Update | Conflict | Noop
+
+
+def plan(pool: dict, want: dict, have: dict | None) -> Plan:
+    """What to do about the pool's Deployment.
 
     A Deployment controlled by another owner, or with no owner and not labelled as this
     pool's, is never touched. An orphan labelled as this pool's (left by
     `kubectl delete --cascade=orphan`) is adopted.
     """
     if have is None:
-        return ("create", want)
+        return Create(want)
     name = pool["metadata"]["name"]
     uid = controller_uid(have)
     if uid is not None and uid != pool["metadata"]["uid"]:
-        return ("conflict", f"controlled by another owner (uid {uid})")
+        return Conflict(f"controlled by another owner (uid {uid})")
     if uid is None:
         labels_ = have["metadata"].get("labels") or {}
         if labels_.get(model.POOL_LABEL) != name or labels_.get("app.kubernetes.io/managed-by") != MANAGED_BY:
-            return ("conflict", "not created by this pool (no owner reference)")
+            return Conflict("not created by this pool (no owner reference)")
     paths = differences({"metadata": {"labels": want["metadata"]["labels"]}, "spec": want["spec"]}, have)
     (ours,) = want["metadata"]["ownerReferences"]
     if not any(not differences(ours, ref) for ref in have["metadata"].get("ownerReferences") or []):
         paths.append("metadata.ownerReferences")
     if not paths:
-        return ("none",)
+        return Noop()
     others = [r for r in have["metadata"].get("ownerReferences") or [] if not r.get("controller")]
-    return ("update", update_patch(want, others), paths)
+    return Update(update_patch(want, others), paths)
 
 
 def update_patch(want: dict, other_owners: list) -> dict:

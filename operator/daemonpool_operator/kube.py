@@ -13,6 +13,8 @@ import json
 import threading
 
 import kopf
+import pydantic
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -21,9 +23,15 @@ from . import model
 _lock = threading.Lock()
 _api: client.ApiClient | None = None
 RETRYABLE = {409, 429, 500, 502, 503, 504}
+# The API server refuses the object itself: retrying the same body cannot help.
+REFUSED = {400, 403, 422}
 # Seconds before kopf retries a write the API refused for a passing reason.
 RETRY_DELAY = 2
 FIELD_MANAGER = "daemonpool-operator"
+# (connect, read) seconds for every call: a hung connection must not hold a pool's lock
+# forever. 30 s read is well above a loaded API server's answer and below the resync period.
+REQUEST_TIMEOUT = (5, 30)
+FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
 def api() -> client.ApiClient:
@@ -46,22 +54,44 @@ class NamespaceTerminating(Exception):
     """The namespace is being deleted: nothing may be created there, and the pool goes with it."""
 
 
+class Rejected(Exception):
+    """The API server (or the client's own validation) refused the object: ``status`` and the server's ``message``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
+
+
+def _server_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body or "{}").get("message") or exc.reason or str(exc.status)
+    except ValueError:
+        return (exc.body or exc.reason or str(exc.status))[:1000]
+
+
 def _retryable(exc: ApiException, what: str):
     if exc.status == 403 and "being terminated" in (exc.body or ""):
         raise NamespaceTerminating(what) from exc
     if exc.status in RETRYABLE:
         raise kopf.TemporaryError(f"{what}: API answered {exc.status} {exc.reason}; retrying", delay=RETRY_DELAY) from exc
+    if exc.status in REFUSED:
+        raise Rejected(exc.status, _server_message(exc)) from exc
     raise exc
 
 
 def _call(what: str, fn, *args, absent: tuple = (), **kwargs):
     """Call the API and return the parsed JSON body; None when the answer's status is in ``absent``."""
     try:
-        return _raw(fn(*args, _preload_content=False, **kwargs))
+        return _raw(fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs))
     except ApiException as exc:
         if exc.status in absent:
             return None
         _retryable(exc, what)
+    except pydantic.ValidationError as exc:
+        # The client checks types before sending (e.g. a quantity that is not a string).
+        raise Rejected(400, "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise kopf.TemporaryError(f"{what}: {type(exc).__name__}: {exc}; retrying", delay=RETRY_DELAY) from exc
 
 
 def _apps():
@@ -101,6 +131,32 @@ def list_pods(namespace: str, selector: str) -> list:
 def get_pool(namespace: str, name: str) -> dict | None:
     return _call(f"reading DaemonPool {namespace}/{name}", _custom().get_namespaced_custom_object, model.GROUP,
                  model.VERSION, namespace, model.PLURAL, name, absent=(404,))
+
+
+def remove_finalizer(pool: dict) -> None:
+    """Drop kopf's finalizer that earlier versions put on pools (a JSON patch that only applies if it is still there)."""
+    meta = pool["metadata"]
+    finalizers = meta.get("finalizers") or []
+    if FINALIZER not in finalizers:
+        return
+    i = finalizers.index(FINALIZER)
+    patch = [{"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
+             {"op": "remove", "path": f"/metadata/finalizers/{i}"}]
+    _call(f"removing the old finalizer of DaemonPool {meta['namespace']}/{meta['name']}",
+          _custom().patch_namespaced_custom_object, model.GROUP, model.VERSION, meta["namespace"], model.PLURAL,
+          meta["name"], patch, _content_type="application/json-patch+json", absent=(404, 422))
+
+
+def list_pools(namespaces: list) -> list:
+    """Every pool, for the resync (reads only)."""
+    if not namespaces:
+        return _call("listing DaemonPools", _custom().list_cluster_custom_object, model.GROUP, model.VERSION,
+                     model.PLURAL)["items"]
+    out = []
+    for ns in namespaces:
+        out += _call(f"listing DaemonPools in {ns}", _custom().list_namespaced_custom_object, model.GROUP,
+                     model.VERSION, ns, model.PLURAL)["items"]
+    return out
 
 
 def patch_pool_status(namespace: str, name: str, status: dict) -> None:

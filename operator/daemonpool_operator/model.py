@@ -49,14 +49,29 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+# Kubernetes 1.34+ (RelaxedEnvironmentVariableValidation, GA) takes any printable ASCII except '='.
+ENV_NAME = r"^[ -<>-~]+$"
+
+
+class EnvVar(_Model):
+    """An environment variable of a container (valueFrom and the rest as in Kubernetes)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    name: Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=1024)] = Field(
+        description="Variable name: printable ASCII without '='.")
+    value: Optional[str] = Field(None, description="The value, a string: quote numbers (\"8080\").")
+
+
 class Container(_Model):
     """A container of the worker pod; every Kubernetes container field is allowed."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
     name: Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)] = Field(
         description="Container name, a DNS label (lower case letters, digits and '-'), unique in the pod.")
-    image: Optional[Annotated[str, StringConstraints(min_length=1)]] = Field(
-        None, description="Container image, e.g. registry.example.com/mailer:1.2. Pods use it with the template's imagePullPolicy.")
+    image: Annotated[str, StringConstraints(min_length=1, pattern=r"^\S+$")] = Field(
+        description="Container image, e.g. registry.example.com/mailer:1.2 (required: a pod without one cannot start). "
+                    "Pods use it with the template's imagePullPolicy.")
+    env: Optional[list[EnvVar]] = Field(None, description="Environment variables, as in Kubernetes.")
 
 
 class PodSpec(_Model):

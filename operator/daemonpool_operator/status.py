@@ -8,9 +8,86 @@ an identical status and the operator writes nothing.
 from __future__ import annotations
 
 from . import desired
+from . import reasons as R
 from .model import Condition, DaemonPoolSpec, DaemonPoolStatus
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+
+# Waiting reasons of a container that cannot start, by the Degraded reason they give.
+_PULL = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"}
+_CONFIG = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError", "PreCreateHookError",
+           "PostStartHookError"}
+_FIXES = {
+    R.IMAGE_PULL_FAILED: "Check the image name and tag, the registry credentials (imagePullSecrets) and imagePullPolicy",
+    R.CONTAINER_CONFIG_ERROR: "Create the missing Secret or ConfigMap, or fix the container's command and settings",
+    R.UNSCHEDULABLE: "Lower the requests, or fix nodeSelector, affinity and tolerations so a node fits",
+    R.OOM_KILLED: "Raise the memory limit, or make the worker use less",
+}
+# The order in which causes are reported when several hold: the one to fix first.
+_PRIORITY = [R.PODS_REFUSED, R.UNSCHEDULABLE, R.IMAGE_PULL_FAILED, R.CONTAINER_CONFIG_ERROR, R.OOM_KILLED]
+
+
+def _all_statuses(pod: dict) -> list:
+    st = pod.get("status") or {}
+    return (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
+
+
+def pod_problems(pods: list) -> list:
+    """[(reason, message)] for pods that cannot start or keep being killed: counted, with the first pod's words."""
+    found: dict = {}
+    for pod in sorted(pods, key=lambda p: p.get("metadata", {}).get("name", "")):
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        name = meta.get("name", "?")
+        hits = []
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                hits.append((R.UNSCHEDULABLE, c.get("message") or "no node fits"))
+        for cs in _all_statuses(pod):
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            why = waiting.get("reason")
+            last = ((cs.get("lastState") or {}).get("terminated") or {})
+            if why in _PULL:
+                # Not the kubelet's words: ErrImagePull and ImagePullBackOff alternate, and a
+                # message that flips would be a status write on every back-off.
+                hint = {"ErrImageNeverPull": " (imagePullPolicy is Never and the image is not on the node)",
+                        "InvalidImageName": " (not a valid image name)"}.get(why, "")
+                hits.append((R.IMAGE_PULL_FAILED, f"container {cs.get('name')}: image {cs.get('image')!r} cannot be "
+                                                  f"pulled{hint}"))
+            elif why in _CONFIG:
+                hits.append((R.CONTAINER_CONFIG_ERROR, f"container {cs.get('name')}: {why}: {waiting.get('message') or ''}".rstrip(": ")))
+            elif last.get("reason") == "OOMKilled" and (why == "CrashLoopBackOff" or cs.get("restartCount", 0) > 1):
+                hits.append((R.OOM_KILLED, f"container {cs.get('name')} was OOMKilled ({cs.get('restartCount', 0)} restart(s))"))
+        for reason, msg in hits:
+            if reason in found:
+                found[reason][0] += 1
+            else:
+                found[reason] = [1, name, msg]
+            break  # one cause per pod: the first that stops it
+    return [(r, R.counted(found[r][0], _WHAT[r], found[r][1], found[r][2], _FIXES[r])) for r in _PRIORITY if r in found]
+
+
+_WHAT = {
+    R.UNSCHEDULABLE: "cannot be scheduled",
+    R.IMAGE_PULL_FAILED: "cannot pull their image",
+    R.CONTAINER_CONFIG_ERROR: "cannot create a container",
+    R.OOM_KILLED: "keep being killed for memory",
+}
+
+
+def deployment_problems(deployment: dict) -> list:
+    """[(reason, message)] from the Deployment's own conditions (FailedCreate, progress deadline)."""
+    out = []
+    for c in (deployment.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            out.append((R.PODS_REFUSED, f"the ReplicaSet cannot create worker pods ({c.get('reason')}): {c.get('message')}. "
+                                        "Raise the ResourceQuota or LimitRange, or make the template pass the "
+                                        "namespace's PodSecurity level"))
+        if c.get("type") == "Progressing" and c.get("status") == "False" and c.get("reason") == "ProgressDeadlineExceeded":
+            out.append((R.ROLLOUT_STUCK, f"{c.get('message')}. The other Degraded causes, `kubectl describe deploy "
+                                         f"{deployment.get('metadata', {}).get('name')}` and its pods say why"))
+    return out
 
 
 def controlled_by(obj: dict | None, pool: dict) -> bool:
@@ -67,6 +144,8 @@ def build_status(
     now: str,
     spec: DaemonPoolSpec | None = None,
     invalid: str | None = None,
+    rejected: str | None = None,
+    conflict: str | None = None,
 ) -> DaemonPoolStatus:
     """The pool's status from the world. ``now`` is an RFC 3339 time (injected: this module reads no clock)."""
     meta = pool["metadata"]
@@ -81,19 +160,22 @@ def build_status(
     if invalid is not None or spec is None:
         msg = invalid or "spec is invalid"
         return DaemonPoolStatus(**base, conditions=conds(
-            (False, "InvalidSpec", msg), (False, "InvalidSpec", "fix the spec; nothing is rolled out meanwhile"),
-            (True, "InvalidSpec", msg)))
+            (False, R.INVALID_SPEC, msg), (False, R.INVALID_SPEC, "fix the spec; nothing is rolled out meanwhile"),
+            (True, R.INVALID_SPEC, msg)))
     dname = desired.deployment_name(name)
+    if rejected is not None and deployment is None:
+        return DaemonPoolStatus(**base, deployment=dname, conditions=conds(
+            (False, R.DEPLOYMENT_REJECTED, rejected), (False, R.DEPLOYMENT_REJECTED, "fix the template; nothing is "
+                                                       "rolled out meanwhile"), (True, R.DEPLOYMENT_REJECTED, rejected)))
     if deployment is None:
         return DaemonPoolStatus(**base, deployment=dname, conditions=conds(
-            (False, "DeploymentMissing", f"Deployment {dname} does not exist yet"),
-            (True, "Creating", f"creating Deployment {dname}"),
-            (False, "AsExpected", "")))
+            (False, R.DEPLOYMENT_MISSING, f"Deployment {dname} does not exist yet"),
+            (True, R.CREATING, f"creating Deployment {dname}"),
+            (False, R.AS_EXPECTED, "")))
     if not controlled_by(deployment, pool):
-        msg = (f"Deployment {dname} exists and is not controlled by this pool; the operator leaves it alone. "
-               f"Delete or rename that Deployment, or give the pool another name")
+        msg = R.conflict_message(dname, conflict or "no owner reference to this pool")
         return DaemonPoolStatus(**base, deployment=dname, conditions=conds(
-            (False, "DeploymentConflict", msg), (False, "DeploymentConflict", msg), (True, "DeploymentConflict", msg)))
+            (False, R.DEPLOYMENT_CONFLICT, msg), (False, R.DEPLOYMENT_CONFLICT, msg), (True, R.DEPLOYMENT_CONFLICT, msg)))
 
     ds = deployment.get("status") or {}
     peers, ready, updated = ds.get("replicas", 0), ds.get("readyReplicas", 0), ds.get("updatedReplicas", 0)
@@ -104,24 +186,33 @@ def build_status(
 
     converged = seen and peers == want and updated == want and ready >= want
     if converged:
-        ready_c = (True, "AllPeersReady", f"{ready}/{want} workers ready")
-        prog_c = (False, "Stable", f"{want} workers running the current template")
+        ready_c = (True, R.ALL_PEERS_READY, f"{ready}/{want} workers ready")
+        prog_c = (False, R.STABLE, f"{want} workers running the current template")
     else:
         if not seen:
-            reason, msg = "RollingOut", "the Deployment controller has not seen the latest change yet"
+            reason, msg = R.ROLLING_OUT, "the Deployment controller has not seen the latest change yet"
         elif updated < min(want, peers) or (peers > want and updated < want):
-            reason, msg = "RollingOut", f"{updated}/{want} workers updated to the current template"
+            reason, msg = R.ROLLING_OUT, f"{updated}/{want} workers updated to the current template"
         elif peers < want:
-            reason, msg = "ScalingUp", f"{peers}/{want} workers exist"
+            reason, msg = R.SCALING_UP, f"{peers}/{want} workers exist"
         elif peers > want:
-            reason, msg = "ScalingDown", f"{peers} workers exist, {want} wanted"
+            reason, msg = R.SCALING_DOWN, f"{peers} workers exist, {want} wanted"
         else:
-            reason, msg = "WorkersNotReady", f"{ready}/{want} workers ready"
+            reason, msg = R.WORKERS_NOT_READY, f"{ready}/{want} workers ready"
         ready_c = (False, reason, f"{ready}/{want} workers ready; {msg}")
         prog_c = (True, reason, msg)
     bad = _restarting(statuses)
-    degr_c = (True, "WorkersRestarting", "; ".join(bad) + ". Hung or crashing workers: see `kubectl describe pod` "
-              "and the worker's logs (--previous)") if bad else (False, "AsExpected", f"{restarts} restart(s) in total")
+    problems = deployment_problems(deployment) + pod_problems(pods)
+    problems.sort(key=lambda p: (_PRIORITY + [R.ROLLOUT_STUCK]).index(p[0]))
+    if rejected is not None:
+        degr_c = (True, R.DEPLOYMENT_REJECTED, rejected)
+    elif problems:
+        degr_c = (True, *problems[0])
+    elif bad:
+        degr_c = (True, R.WORKERS_RESTARTING, "; ".join(bad) + ". Hung or crashing workers: see `kubectl describe pod` "
+                  "and the worker's logs (--previous)")
+    else:
+        degr_c = (False, R.AS_EXPECTED, f"{restarts} restart(s) in total")
     return DaemonPoolStatus(**base, deployment=dname, peers=peers, ready_peers=ready, updated_peers=updated,
                             restarts=restarts, conditions=conds(ready_c, prog_c, degr_c))
 
@@ -140,4 +231,4 @@ def restart_events(pool: dict, pods: list, spec: DaemonPoolSpec | None) -> list:
         return []
     detail = [f"{pod} ({cs.get('restartCount', 0)} restart(s)" + (f", last {_last_reason(cs)})" if _last_reason(cs) else ")")
               for pod, cs in statuses if cs.get("restartCount", 0)]
-    return [("WorkerRestarted", f"{now - prev} worker restart(s): " + ", ".join(detail))]
+    return [(R.WORKER_RESTARTED, f"{now - prev} worker restart(s): " + ", ".join(detail))]

@@ -464,30 +464,32 @@ def test_plan_nothing_to_do_for_a_defaulted_copy():
     want = desired.build_deployment(p)
     have = _as_server_returns(want)
     have["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "500m"  # normalized
-    assert desired.plan(p, want, have) == ("none",)
+    assert desired.plan(p, want, have) == desired.Noop()
 
 
 def test_plan_create_update_conflict_adopt():
     p = pool()
     want = desired.build_deployment(p)
-    assert desired.plan(p, want, None) == ("create", want)
+    assert desired.plan(p, want, None) == desired.Create(want)
     drifted = _as_server_returns(want)
     drifted["spec"]["replicas"] = 5
     drifted["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "X", "value": "1"})
-    action, patch, paths = desired.plan(p, want, drifted)
-    assert action == "update" and "spec.replicas" in paths and any("env" in x for x in paths)
+    action = desired.plan(p, want, drifted)
+    patch, paths = action.patch, action.paths
+    assert isinstance(action, desired.Update) and "spec.replicas" in paths and any("env" in x for x in paths)
     assert patch["spec"] == want["spec"] and "resourceVersion" not in patch["metadata"]
     foreign = _as_server_returns(want)
     foreign["metadata"]["ownerReferences"] = [{**want["metadata"]["ownerReferences"][0], "uid": "other"}]
-    assert desired.plan(p, want, foreign)[0] == "conflict"
+    assert desired.plan(p, want, foreign) == desired.Conflict("controlled by another owner (uid other)")
     unlabelled = _as_server_returns(want)
     unlabelled["metadata"]["ownerReferences"] = []
     unlabelled["metadata"]["labels"] = {"app": "x"}
-    assert desired.plan(p, want, unlabelled)[0] == "conflict"
+    assert desired.plan(p, want, unlabelled) == desired.Conflict("not created by this pool (no owner reference)")
     orphan = _as_server_returns(want)
     orphan["metadata"]["ownerReferences"] = []
-    action, patch, paths = desired.plan(p, want, orphan)
-    assert action == "update" and paths == ["metadata.ownerReferences"]
+    action = desired.plan(p, want, orphan)
+    patch, paths = action.patch, action.paths
+    assert isinstance(action, desired.Update) and paths == ["metadata.ownerReferences"]
     assert patch["metadata"]["ownerReferences"] == want["metadata"]["ownerReferences"]
 
 
@@ -497,5 +499,5 @@ def test_recreate_patch_clears_rolling_update():
     p = pool(spec)
     want = desired.build_deployment(p)
     have = _as_server_returns(desired.build_deployment(pool()))
-    action, patch, _ = desired.plan(p, want, have)
-    assert action == "update" and patch["spec"]["strategy"] == {"type": "Recreate", "rollingUpdate": None}
+    action = desired.plan(p, want, have)
+    assert isinstance(action, desired.Update) and action.patch["spec"]["strategy"] == {"type": "Recreate", "rollingUpdate": None}

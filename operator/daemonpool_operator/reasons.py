@@ -1,0 +1,89 @@
+"""Every word a user reads in a pool's conditions and Events, in one place. Pure: no I/O.
+
+Each reason is a constant; ``CATALOG`` says what it means and what to do, and
+the README's troubleshooting table is checked against it by a unit test, so the
+two cannot drift.
+"""
+
+from __future__ import annotations
+
+# -- Ready / Progressing -------------------------------------------------------------------
+ALL_PEERS_READY = "AllPeersReady"
+STABLE = "Stable"
+ROLLING_OUT = "RollingOut"
+SCALING_UP = "ScalingUp"
+SCALING_DOWN = "ScalingDown"
+WORKERS_NOT_READY = "WorkersNotReady"
+DEPLOYMENT_MISSING = "DeploymentMissing"
+CREATING = "Creating"
+AS_EXPECTED = "AsExpected"
+
+# -- Degraded (also the reason of its Warning Event, posted once per new cause) ---------------
+INVALID_SPEC = "InvalidSpec"
+DEPLOYMENT_CONFLICT = "DeploymentConflict"
+DEPLOYMENT_REJECTED = "DeploymentRejected"
+PODS_REFUSED = "PodsRefused"
+ROLLOUT_STUCK = "RolloutStuck"
+UNSCHEDULABLE = "Unschedulable"
+IMAGE_PULL_FAILED = "ImagePullFailed"
+CONTAINER_CONFIG_ERROR = "ContainerConfigError"
+OOM_KILLED = "OOMKilled"
+WORKERS_RESTARTING = "WorkersRestarting"
+
+# -- Normal Events ---------------------------------------------------------------------------
+CREATED = "Created"
+SCALED = "Scaled"
+UPDATED = "Updated"
+WORKER_RESTARTED = "WorkerRestarted"  # a Warning Event, not a condition
+
+# reason -> (where it shows, what it means and what to do)
+CATALOG: dict[str, tuple[str, str]] = {
+    ALL_PEERS_READY: ("Ready=True", "every worker is ready"),
+    STABLE: ("Progressing=False", "every worker runs the current template"),
+    ROLLING_OUT: ("Ready=False, Progressing=True", "workers are being replaced by the current template; wait"),
+    SCALING_UP: ("Ready=False, Progressing=True", "new workers are starting; wait (Degraded says why if they cannot)"),
+    SCALING_DOWN: ("Ready=False, Progressing=True", "extra workers are finishing their item and stopping"),
+    WORKERS_NOT_READY: ("Ready=False, Progressing=True", "workers exist but fail readiness: `kubectl describe pod`"),
+    DEPLOYMENT_MISSING: ("Ready=False", "the Deployment is being created"),
+    CREATING: ("Progressing=True", "the Deployment is being created"),
+    AS_EXPECTED: ("Degraded=False", "nothing is wrong"),
+    INVALID_SPEC: ("Degraded=True", "the spec breaks a rule; the message names the field and the fix"),
+    DEPLOYMENT_CONFLICT: ("Degraded=True", "a Deployment of the pool's name is not the pool's; delete or rename it, "
+                                           "or rename the pool"),
+    DEPLOYMENT_REJECTED: ("Degraded=True", "the API server refused the Deployment built from the template; the "
+                                           "message is the server's; fix the template (not retried until it changes)"),
+    PODS_REFUSED: ("Degraded=True", "the ReplicaSet cannot create pods (ResourceQuota, LimitRange, PodSecurity); "
+                                    "the message is the controller's"),
+    ROLLOUT_STUCK: ("Degraded=True", "the Deployment exceeded its progress deadline; see the other reasons and "
+                                     "`kubectl describe deploy`"),
+    UNSCHEDULABLE: ("Degraded=True", "no node fits the workers (resources, nodeSelector, taints); the message is "
+                                     "the scheduler's"),
+    IMAGE_PULL_FAILED: ("Degraded=True", "a worker image cannot be pulled (name, tag, registry credentials, "
+                                         "imagePullPolicy: Never without the image on the node)"),
+    CONTAINER_CONFIG_ERROR: ("Degraded=True", "a container cannot be created (a missing Secret or ConfigMap, a "
+                                              "bad command); the message is the kubelet's"),
+    OOM_KILLED: ("Degraded=True", "workers are killed for memory; raise the memory limit or use less"),
+    WORKERS_RESTARTING: ("Degraded=True", "workers restart (hung or crashing): `kubectl describe pod` and "
+                                          "`kubectl logs --previous`"),
+    CREATED: ("Event, Normal", "the Deployment was created"),
+    SCALED: ("Event, Normal", "replicas follow peers"),
+    UPDATED: ("Event, Normal", "the Deployment was put back to the pool's spec (an edit, or drift)"),
+    WORKER_RESTARTED: ("Event, Warning", "a worker's container restarted; the message names pods and last reasons"),
+}
+
+# Degraded reasons caused by the spec: a new message is a new cause (another field, another error).
+SPEC_CAUSED = frozenset({INVALID_SPEC, DEPLOYMENT_CONFLICT, DEPLOYMENT_REJECTED})
+
+
+def conflict_message(deployment: str, why: str) -> str:
+    return (f"Deployment {deployment} exists and is not controlled by this pool ({why}); the operator leaves it alone. "
+            f"Delete or rename that Deployment, or give the pool another name")
+
+
+def rejected_message(deployment: str, verb: str, status: int, server: str) -> str:
+    return (f"the API server refused to {verb} Deployment {deployment} ({status}): {server}. "
+            f"Fix spec.template; nothing is retried until the pool changes")
+
+
+def counted(n: int, what: str, first_pod: str, detail: str, fix: str) -> str:
+    return f"{n} worker pod(s) {what}; first {first_pod}: {detail}. {fix}"
