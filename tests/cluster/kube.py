@@ -48,7 +48,7 @@ class Cluster:
 
     def apply(self, obj: dict | list, ns=None, server_side=False, dry_run=False, check=True):
         docs = obj if isinstance(obj, list) else [obj]
-        text = "\n---\n".join(json.dumps(d) for d in docs)
+        text = "\n---\n".join(json.dumps(d, ensure_ascii=False) for d in docs)  # YAML parsers refuse \\ud83d pairs
         args = ["apply", "-f", "-"] + (["-n", ns] if ns else [])
         if server_side:
             args += ["--server-side", "--force-conflicts", "--field-manager", "daemonpool-tests"]
