@@ -12,14 +12,7 @@ import stat  # os imports it anyway: free
 
 _tmp_counter = itertools.count()
 
-ENV_NAME = "DAEMONPOOL_NAME"
-ENV_TIMEOUT = "DAEMONPOOL_TIMEOUT_SECONDS"
-ENV_MAX_PEERS = "DAEMONPOOL_MAX_PEERS"
-ENV_RUN_DIR = "DAEMONPOOL_RUN_DIR"
-ENV_HEARTBEAT_FILE = "DAEMONPOOL_HEARTBEAT_FILE"
-
-# /run is tmpfs on hosts and the operator mounts an emptyDir here in pods.
-DEFAULT_RUN_DIR = "/run/daemonpool"
+from .contract import DEFAULT_RUN_DIR, ENV_HEARTBEAT_FILE, ENV_MAX_PEERS, ENV_NAME, ENV_RUN_DIR, ENV_TIMEOUT  # noqa: F401
 # The PHP original's default: a worker silent for 30 s is dead.
 DEFAULT_TIMEOUT = 30.0
 # One worker per name unless asked: the classic single-instance daemon.

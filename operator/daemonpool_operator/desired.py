@@ -23,13 +23,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from worker_runtime import contract
+
 from . import model
 from .model import DaemonPoolSpec
 
-RUN_DIR = "/run/daemonpool"
+RUN_DIR = contract.DEFAULT_RUN_DIR
 RUN_VOLUME = "daemonpool-run"
 # The cheap sh probe installed with worker_runtime (see worker_runtime/worker-runtime-probe).
-PROBE_COMMAND = "worker-runtime-probe"
+PROBE_COMMAND = contract.PROBE_COMMAND
 LIVENESS_FAILURES = 2
 HUNG_KILL_GRACE_SECONDS = 2
 MANAGED_BY = "daemonpool-operator"
@@ -144,10 +146,10 @@ def _probe(kind: str, limit: int, period: int, failures: int, timeout: int) -> d
 
 def runtime_env(pool_name: str, spec: DaemonPoolSpec) -> list:
     return [
-        {"name": "DAEMONPOOL_NAME", "value": pool_name},
-        {"name": "DAEMONPOOL_TIMEOUT_SECONDS", "value": str(spec.timeout_seconds)},
-        {"name": "DAEMONPOOL_MAX_PEERS", "value": "1"},  # one worker per pod; peers are pods
-        {"name": "DAEMONPOOL_RUN_DIR", "value": RUN_DIR},
+        {"name": contract.ENV_NAME, "value": pool_name},
+        {"name": contract.ENV_TIMEOUT, "value": str(spec.timeout_seconds)},
+        {"name": contract.ENV_MAX_PEERS, "value": "1"},  # one worker per pod; peers are pods
+        {"name": contract.ENV_RUN_DIR, "value": RUN_DIR},
     ]
 
 
@@ -190,6 +192,9 @@ def build_pod_template(pool_name: str, spec: DaemonPoolSpec) -> dict:
         {"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
     ]
     pod_spec["terminationGracePeriodSeconds"] = spec.grace_period_seconds
+    if "automountServiceAccountToken" not in pod_spec and "serviceAccountName" not in pod_spec:
+        # A worker that names no ServiceAccount does not talk to the API: no token to steal.
+        pod_spec["automountServiceAccountToken"] = False
     meta = tmpl.get("metadata", {})
     return {
         "metadata": {

@@ -162,3 +162,19 @@ def test_a_healthy_pool_is_not_degraded():
     s = status.build_status(p, d, [pod], now=NOW, spec=model.parse_spec(p["spec"])).dump()
     conds = {c["type"]: c for c in s["conditions"]}
     assert conds["Ready"]["status"] == "True" and conds["Degraded"]["reason"] == "AsExpected"
+
+
+def test_worker_pods_get_no_service_account_token_unless_they_ask():
+    """kube-score/checkov: a worker that names no ServiceAccount never uses the API; its token is only a risk."""
+    assert built(pool())["automountServiceAccountToken"] is False
+    assert "automountServiceAccountToken" not in built(pool(pod={"serviceAccountName": "mailer"}))
+    assert built(pool(pod={"automountServiceAccountToken": True}))["automountServiceAccountToken"] is True
+
+
+@pytest.mark.parametrize("example", ["examples/pool.yaml", "examples/mailer/pool.yaml"])
+def test_examples_run_with_a_read_only_root_filesystem(example):
+    import yaml
+
+    obj = yaml.safe_load((ROOT / example).read_text())
+    for c in obj["spec"]["template"]["spec"]["containers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True, c["name"]

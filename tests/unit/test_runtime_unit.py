@@ -142,3 +142,19 @@ def test_probe_path_imports_nothing_heavy():
     for name in ("probe.py", "_files.py", "__main__.py", "__init__.py"):
         mods = set(_imports(ROOT / "worker_runtime" / name))
         assert mods <= allowed, (name, mods - allowed)
+
+
+def test_the_sh_probe_uses_the_contracts_names_and_defaults():
+    """The sh probe cannot import contract.py: prove it spells the same environment names and defaults."""
+    from worker_runtime import contract
+
+    sh = (ROOT / "worker_runtime" / contract.PROBE_COMMAND).read_text()
+    assert f"name=${{{contract.ENV_NAME}:-}}" in sh
+    assert f"dir=${{{contract.ENV_RUN_DIR}:-{contract.DEFAULT_RUN_DIR}}}" in sh
+    assert f"timeout=${{{contract.ENV_TIMEOUT}:-{int(contract_default_timeout())}}}" in sh
+
+
+def contract_default_timeout():
+    from worker_runtime import _files
+
+    return _files.DEFAULT_TIMEOUT

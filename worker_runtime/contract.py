@@ -1,0 +1,18 @@
+"""The contract between the operator and the worker runtime, in one place.
+
+The operator (``daemonpool_operator.desired``) imports these names to build the
+pod; the runtime reads them; the sh probe (``worker-runtime-probe``) cannot
+import Python, so a unit test proves it uses the same names and defaults.
+Standard library only, no imports at all: the probe path loads it.
+"""
+
+ENV_NAME = "DAEMONPOOL_NAME"
+ENV_TIMEOUT = "DAEMONPOOL_TIMEOUT_SECONDS"
+ENV_MAX_PEERS = "DAEMONPOOL_MAX_PEERS"
+ENV_RUN_DIR = "DAEMONPOOL_RUN_DIR"
+ENV_HEARTBEAT_FILE = "DAEMONPOOL_HEARTBEAT_FILE"
+
+# /run is tmpfs on hosts and the operator mounts an in-memory emptyDir here in pods.
+DEFAULT_RUN_DIR = "/run/daemonpool"
+# The cheap exec probe the kubelet runs (POSIX sh, installed with the package).
+PROBE_COMMAND = "worker-runtime-probe"
