@@ -19,6 +19,7 @@ def main(argv=None) -> int:
     bi = sub.add_parser("build-image", help="docker build a project Dockerfile on the local base and load it")
     bi.add_argument("dockerfile")
     bi.add_argument("tag")
+    sub.add_parser("images", help="print the project's images, one 'DOCKERFILE TAG' per line")
     a = p.parse_args(argv)
     try:
         if a.cmd == "up":
@@ -34,6 +35,9 @@ def main(argv=None) -> int:
             install.ensure_all()
         elif a.cmd == "load-image":
             print(images.load_image(a.archive))
+        elif a.cmd == "images":
+            for dockerfile, tag in config.PROJECT_IMAGES.values():
+                print(dockerfile, tag)
         elif a.cmd == "build-image":
             images.build_image(a.dockerfile, a.tag)
     except cluster.ClusterError as exc:

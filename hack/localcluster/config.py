@@ -52,3 +52,11 @@ APT_PACKAGES = ["etcd-server", "containerd", "runc", "containernetworking-plugin
                 "iptables", "nftables", "iproute2", "conntrack", "gcc", "libc6-dev", "docker.io", "kmod", "util-linux",
                 # Services the tests start (the mailer example).
                 "postgresql"]
+
+# The project's images: (Dockerfile, tag). The one list; hack/demo and the tests read it from here.
+PROJECT_IMAGES = {
+    "worker-base": ("images/worker-base/Dockerfile", "daemonpool/worker-base:dev"),
+    "example-worker": ("examples/worker/Dockerfile", "daemonpool/example-worker:dev"),
+    "operator": ("operator/Dockerfile", "daemonpool/operator:dev"),
+    "mailer": ("examples/mailer/Dockerfile", "daemonpool/mailer:dev"),
+}

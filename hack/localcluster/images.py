@@ -24,6 +24,8 @@ import tempfile
 import time
 
 from . import config as C
+from .host import unmount_under
+from .procs import ctr, pid_of, say, spawn, stop, wait_for
 
 DOCKER = "/usr/bin/docker"  # from Debian's docker.io, which install.py installs
 DOCKER_SOCK = C.RUN / "docker" / "docker.sock"
@@ -42,18 +44,6 @@ int main(void) {
   for (;;) pause();
 }
 """
-
-
-def say(msg):
-    print(f"[local-cluster] {msg}", file=sys.stderr, flush=True)
-
-
-def _ctr(*args, input_file=None, check=True, timeout=600):
-    cmd = ["ctr", "-n", "k8s.io", "--address", str(C.CONTAINERD_SOCK), *map(str, args)]
-    if input_file is not None:
-        with open(input_file, "rb") as f:
-            return subprocess.run(cmd, stdin=f, capture_output=True, text=True, check=check, timeout=timeout)
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
 
 
 def _sha(data: bytes) -> str:
@@ -104,12 +94,12 @@ def pause_archive() -> pathlib.Path:
 
 def has_image(name: str) -> bool:
     """``name`` fully qualified (as containerd lists it), e.g. registry.k8s.io/pause:daemonpool."""
-    return name in _ctr("images", "ls", "-q", check=False).stdout.split()
+    return name in ctr("images", "ls", "-q", check=False).stdout.split()
 
 
 def ensure_pause_loaded() -> None:
     if not has_image(C.PAUSE_IMAGE):
-        _ctr("images", "import", pause_archive())
+        ctr("images", "import", pause_archive())
 
 
 def load_image(archive: str) -> str:
@@ -121,10 +111,10 @@ def load_image(archive: str) -> str:
         with tempfile.NamedTemporaryFile(suffix=".tar", delete=False) as tmp, gzip.open(path) as src:
             shutil.copyfileobj(src, tmp)
         try:
-            return _ctr("images", "import", "--no-unpack=false", tmp.name).stdout
+            return ctr("images", "import", "--no-unpack=false", tmp.name).stdout
         finally:
             os.unlink(tmp.name)
-    return _ctr("images", "import", path).stdout
+    return ctr("images", "import", path).stdout
 
 
 # -- the Python base and dockerd -------------------------------------------------------
@@ -157,8 +147,6 @@ def docker(*args, check=True, capture=True, timeout=1800, **kw):
 
 
 def docker_up() -> None:
-    from .cluster import pid_of, spawn, wait_for  # noqa: PLC0415 - shared process helpers
-
     if pid_of("dockerd"):
         return
     DOCKER_SOCK.parent.mkdir(parents=True, exist_ok=True)
@@ -168,16 +156,13 @@ def docker_up() -> None:
                       "--pidfile", C.RUN / "docker" / "dockerd.pid", "-H", f"unix://{DOCKER_SOCK}",
                       "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
                       "--storage-driver=overlay2"])
-    wait_for("dockerd", lambda: docker("version", check=False, timeout=10).returncode == 0, 60, "answering")
+    wait_for("dockerd", lambda: docker("version", check=False, timeout=10).returncode == 0, 60, "answering",
+             watch_pid=False)
 
 
 def docker_down() -> None:
-    from .cluster import stop  # noqa: PLC0415
-
     stop("dockerd", grace=20)
-    from .cluster import _unmount_under  # noqa: PLC0415
-
-    _unmount_under(DOCKER_ROOT, C.RUN / "docker")
+    unmount_under(DOCKER_ROOT, C.RUN / "docker")
 
 
 def ensure_base_in_docker() -> None:
@@ -198,10 +183,18 @@ def wheelhouse() -> pathlib.Path:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELS), "setuptools>=68", "wheel"],
                        check=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELS), "--only-binary=:all:",
-                        "kopf>=1.37,<2", "kubernetes>=31", "pydantic>=2.6,<3", "PyYAML>=6", "psycopg[binary]>=3.1"],
-                       check=True)
+                        *image_requirements()], check=True)
         stamp.write_text(key)
     return WHEELS
+
+
+def image_requirements() -> list:
+    """What the images install, read from pyproject.toml (the one place that pins): the operator extra, and
+    the mailer's PostgreSQL driver from the test extra."""
+    import tomllib  # noqa: PLC0415 - Python 3.11+, only needed when building images
+
+    extras = tomllib.loads((C.ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return list(extras["operator"]) + [r for r in extras["test"] if r.startswith("psycopg")]
 
 
 def build_image(dockerfile: str, tag: str, build_args: dict | None = None) -> str:
@@ -221,7 +214,7 @@ def build_image(dockerfile: str, tag: str, build_args: dict | None = None) -> st
     C.IMAGES.mkdir(parents=True, exist_ok=True)
     archive = C.IMAGES / (tag.replace("/", "_").replace(":", "_") + ".tar")
     docker("save", "-o", archive, tag)
-    _ctr("images", "import", archive)
+    ctr("images", "import", archive)
     size = docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip()
     say(f"built and loaded {tag} in {time.monotonic() - t0:.0f}s ({int(size) >> 20} MiB)")
     return tag

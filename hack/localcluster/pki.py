@@ -15,7 +15,7 @@ def _cert(name, cn, org=None, sans=(), server=False, client=True):
     _run("genrsa", "-out", f"{name}.key", "2048", cwd=d)
     _run("req", "-new", "-key", f"{name}.key", "-subj", subj, "-out", f"{name}.csr", cwd=d)
     usages = ",".join(u for u, on in (("serverAuth", server), ("clientAuth", client)) if on)
-    ext = [f"keyUsage=critical,digitalSignature,keyEncipherment", f"extendedKeyUsage={usages}",
+    ext = ["keyUsage=critical,digitalSignature,keyEncipherment", f"extendedKeyUsage={usages}",
            "basicConstraints=critical,CA:FALSE"]
     if sans:
         ext.append("subjectAltName=" + ",".join(sans))

@@ -82,12 +82,7 @@ def cluster():
 @pytest.fixture(scope="session")
 def images(cluster):
     """The project's images, built from its Dockerfiles and loaded into the cluster. Returns tag by name."""
-    tags = {
-        "worker-base": ("images/worker-base/Dockerfile", "daemonpool/worker-base:dev"),
-        "example-worker": ("examples/worker/Dockerfile", "daemonpool/example-worker:dev"),
-        "operator": ("operator/Dockerfile", "daemonpool/operator:dev"),
-        "mailer": ("examples/mailer/Dockerfile", "daemonpool/mailer:dev"),
-    }
+    tags = C.PROJECT_IMAGES
     if getattr(cluster, "kind", None) is not None:
         # kind: the same Dockerfiles, built by the user's Docker on the public Python image, then loaded.
         for dockerfile, tag in tags.values():

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from proc import PROBE_SH, PROG, ROOT, child_env, probe_cmds, wr
+from proc import PROBE_SH, PROG, child_env, probe_cmds, wr
 from skips import need_root, unavailable
 
 pytestmark = pytest.mark.timeout(180)

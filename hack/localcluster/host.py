@@ -1,0 +1,153 @@
+"""What the cluster changes on the host, and how it is put back: the bridge, the nftables guard, sysctls,
+mounts, network namespaces, cgroups and log links, compared with a baseline taken before `up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import time
+
+from . import config as C
+from .procs import sh
+
+
+def _sysctl_read(key):
+    try:
+        return (pathlib.Path("/proc/sys") / key.replace(".", "/")).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _sysctl_write(key, value):
+    try:
+        (pathlib.Path("/proc/sys") / key.replace(".", "/")).write_text(value)
+    except (FileNotFoundError, PermissionError, OSError):
+        pass
+
+
+def nft_tables() -> list:
+    out = sh("nft", "list", "tables", check=False).stdout
+    return [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("table ")]
+
+
+def take_baseline() -> dict:
+    path = C.RUN / "baseline.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    base = {
+        "sysctls": {k: _sysctl_read(k) for k in C.SYSCTLS},
+        "nft_tables": nft_tables(),
+        "links": sorted(os.listdir("/sys/class/net")),
+        "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(base, indent=1))
+    return base
+
+
+def load_baseline() -> dict | None:
+    path = C.RUN / "baseline.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def net_up():
+    """The bridge with the gateway address, and the guard, before any pod starts."""
+    if not os.path.exists(f"/sys/class/net/{C.BRIDGE}"):
+        sh("ip", "link", "add", C.BRIDGE, "type", "bridge")
+    addrs = sh("ip", "-o", "-4", "addr", "show", "dev", C.BRIDGE).stdout
+    if f"{C.GATEWAY}/" not in addrs:
+        sh("ip", "addr", "add", f"{C.GATEWAY}/{C.POD_CIDR.split('/')[1]}", "dev", C.BRIDGE)
+    sh("ip", "link", "set", C.BRIDGE, "up")
+    # The guard: nothing forwarded from the bridge may leave through another interface.
+    guard = f"""table inet {C.GUARD_TABLE} {{
+  chain forward {{
+    type filter hook forward priority -200; policy accept;
+    iifname "{C.BRIDGE}" oifname != "{C.BRIDGE}" counter reject with icmpx admin-prohibited
+  }}
+}}
+"""
+    sh("nft", "delete", "table", "inet", C.GUARD_TABLE, check=False)
+    sh("nft", "-f", "-", input=guard)
+
+
+def guard_installed() -> bool:
+    return f"inet {C.GUARD_TABLE}" in nft_tables()
+
+
+def node_ip() -> str:
+    out = sh("ip", "-o", "-4", "route", "get", "192.0.2.255", check=False).stdout.split()
+    if "src" in out:
+        return out[out.index("src") + 1]
+    out = sh("hostname", "-I", check=False).stdout.split()
+    return out[0]
+
+
+def unmount_under(*roots):
+    mounts = []
+    for line in pathlib.Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1].encode().decode("unicode_escape")
+        if any(target == str(r) or target.startswith(str(r) + "/") for r in roots):
+            mounts.append(target)
+    for target in sorted(mounts, key=len, reverse=True):
+        sh("umount", "-l", target, check=False)
+
+
+def restore(base: dict | None) -> None:
+    """Network namespaces, the bridge, veths, nft tables, sysctls, cgroups and log links back to ``base``."""
+    if os.path.isdir("/run/netns"):
+        keep = set(base["netns"]) if base else set()
+        for ns in os.listdir("/run/netns"):
+            if ns.startswith("cni-") and ns not in keep:
+                sh("ip", "netns", "delete", ns, check=False)
+    if os.path.exists(f"/sys/class/net/{C.BRIDGE}"):
+        sh("ip", "link", "delete", C.BRIDGE, check=False)
+    if base:
+        for link in sorted(os.listdir("/sys/class/net")):
+            if link not in base["links"] and link.startswith("veth"):
+                sh("ip", "link", "delete", link, check=False)
+        for table in nft_tables():
+            if table not in base["nft_tables"]:
+                sh("nft", "delete", "table", *table.split(), check=False)
+        for key, value in base["sysctls"].items():
+            if value is not None and _sysctl_read(key) != value:
+                _sysctl_write(key, value)
+    else:
+        sh("nft", "delete", "table", "inet", C.GUARD_TABLE, check=False)
+    remove_kubepods_cgroups()
+    # The kubelet links each container's log here; ours point into our pod-logs folder.
+    if os.path.isdir("/var/log/containers"):
+        for entry in os.listdir("/var/log/containers"):
+            link = os.path.join("/var/log/containers", entry)
+            if os.path.islink(link) and os.readlink(link).startswith(str(C.RUN / "pod-logs")):
+                os.unlink(link)
+
+
+def remove_kubepods_cgroups():
+    for top in pathlib.Path("/sys/fs/cgroup").iterdir():
+        kp = top / "kubepods"
+        if not kp.is_dir():
+            continue
+        dirs = sorted((p for p in kp.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [kp]
+        for p in dirs:
+            try:
+                for pid in (p / "cgroup.procs").read_text().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            except OSError:
+                pass
+        for _ in range(20):
+            left = False
+            for p in dirs:
+                try:
+                    p.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    left = True
+            if not left:
+                break
+            time.sleep(0.1)
