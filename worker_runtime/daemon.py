@@ -2,20 +2,14 @@
 
 import contextlib
 import errno
-import fcntl
 import os
 import signal
 import time
 import weakref
 
-from . import _files
+from . import _files, _slots
 
 __all__ = ["Daemon", "DaemonError"]
-
-# How often start() re-tries a slot whose lock is held for a moment only:
-# probes take a shared lock for microseconds to ask "is anybody home?".
-_LOCK_RETRIES = 3
-_LOCK_RETRY_SLEEP = 0.005
 
 
 class DaemonError(Exception):
@@ -243,65 +237,14 @@ class Daemon:
             raise DaemonError(f"run directory {self.run_dir!r} is not usable: {_why(exc)}; {fix}") from exc
 
     def _take_slot(self, slot: int) -> bool:
-        path = self._path("pid", slot)
-        # A complete PID file, locked before it becomes visible at ``path``.
-        tmp = _files.temp_name(path)
-        new = _files.open_new(tmp, os.O_RDWR)
-        try:
-            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(new, f"{os.getpid()}\n".encode())
-            taken = self._publish(path, tmp)
-        except BaseException:
-            os.close(new)
-            raise
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        if not taken:
-            os.close(new)
+        fd = _slots.take(self._path("pid", slot))
+        if fd is None:
             return False
-        nst = os.fstat(new)
-        self._fd, self.slot, self._ident = new, slot, (nst.st_dev, nst.st_ino)
+        nst = os.fstat(fd)
+        self._fd, self.slot, self._ident = fd, slot, (nst.st_dev, nst.st_ino)
         _holders.add(self)
         self._who = f"{os.getpid()} {_files.proc_start() or '-'}"
         return True
-
-    def _publish(self, path: str, tmp: str) -> bool:
-        """Put our locked ``tmp`` at ``path`` if the slot is free; False if a live process holds it."""
-        while True:
-            try:
-                os.link(tmp, path)  # a free, never-used slot: atomic create
-                return True
-            except FileExistsError:
-                pass
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue  # removed meanwhile: try to create it again
-            try:
-                if not self._lock(fd):
-                    return False
-                st, cur = os.fstat(fd), None
-                with contextlib.suppress(FileNotFoundError):
-                    cur = os.stat(path)
-                if cur is None or (cur.st_dev, cur.st_ino) != (st.st_dev, st.st_ino):
-                    continue  # replaced while we waited for the lock: ask again
-                # The old holder is gone and we hold its lock: replace its file.
-                os.rename(tmp, path)
-                return True
-            finally:
-                os.close(fd)
-
-    @staticmethod
-    def _lock(fd: int) -> bool:
-        for attempt in range(_LOCK_RETRIES):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if attempt + 1 < _LOCK_RETRIES:
-                    time.sleep(_LOCK_RETRY_SLEEP)
-        return False
 
     # -- the loop ------------------------------------------------------------
     def heartbeat(self) -> bool:
