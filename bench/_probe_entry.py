@@ -1,4 +1,5 @@
 """`worker-runtime probe` with `python -I -S` (no site-packages scan): the Python probe's floor."""
+
 import os
 import sys
 

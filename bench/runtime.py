@@ -46,6 +46,7 @@ def naive_heartbeat(path):
         finally:
             os.close(fd)
         return True
+
     return beat
 
 
@@ -73,24 +74,36 @@ def main():
         base = wall(["sh", "-c", f"test -f {test_f}"], a.probes, env)
         sh_probe = wall(["sh", os.path.join(ROOT, "worker_runtime", "worker-runtime-probe"), "liveness"], a.probes, env)
         py_probe = wall([sys.executable, "-m", "worker_runtime", "probe", "liveness"], a.probes, env)
-        py_probe_isolated = wall([sys.executable, "-I", "-S", os.path.join(ROOT, "bench", "_probe_entry.py"), "liveness"],
-                                 a.probes, env)
-        ok = subprocess.run(["sh", os.path.join(ROOT, "worker_runtime", "worker-runtime-probe"), "liveness"], env=env).returncode
+        py_probe_isolated = wall(
+            [sys.executable, "-I", "-S", os.path.join(ROOT, "bench", "_probe_entry.py"), "liveness"], a.probes, env
+        )
+        ok = subprocess.run(
+            ["sh", os.path.join(ROOT, "worker_runtime", "worker-runtime-probe"), "liveness"], env=env
+        ).returncode
         d.stop()
-    print(json.dumps({
-        "heartbeat_calls_per_s": round(hb),
-        "naive_heartbeat_calls_per_s": round(naive),
-        "heartbeat_speedup_vs_naive": round(hb / naive, 1),
-        "probe_healthy_exit": ok,
-        "sh_test_f_ms": round(base * 1000, 2),
-        "sh_probe_ms": round(sh_probe * 1000, 2),
-        "sh_probe_ratio_vs_test_f": round(sh_probe / base, 2),
-        "python_probe_ms": round(py_probe * 1000, 2),
-        "python_probe_ratio_vs_test_f": round(py_probe / base, 2),
-        "python_probe_isolated_ms": round(py_probe_isolated * 1000, 2),
-        "targets": {"heartbeat_calls_per_s": ">= 1000000", "heartbeat_speedup_vs_naive": ">= 50",
-                    "probe_ms": "<= 25", "probe_ratio_vs_test_f": "<= 5"},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "heartbeat_calls_per_s": round(hb),
+                "naive_heartbeat_calls_per_s": round(naive),
+                "heartbeat_speedup_vs_naive": round(hb / naive, 1),
+                "probe_healthy_exit": ok,
+                "sh_test_f_ms": round(base * 1000, 2),
+                "sh_probe_ms": round(sh_probe * 1000, 2),
+                "sh_probe_ratio_vs_test_f": round(sh_probe / base, 2),
+                "python_probe_ms": round(py_probe * 1000, 2),
+                "python_probe_ratio_vs_test_f": round(py_probe / base, 2),
+                "python_probe_isolated_ms": round(py_probe_isolated * 1000, 2),
+                "targets": {
+                    "heartbeat_calls_per_s": ">= 1000000",
+                    "heartbeat_speedup_vs_naive": ">= 50",
+                    "probe_ms": "<= 25",
+                    "probe_ratio_vs_test_f": "<= 5",
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -55,9 +55,19 @@ class Postgres:
         self._as_user("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         with open(os.path.join(data, "pg_hba.conf"), "a") as f:
             f.write("host all all 0.0.0.0/0 trust\n")  # the listen addresses below are the only way in
-        self._as_user("pg_ctl", "-D", data, "-l", os.path.join(self.dir, "log"), "-w", "-t", "60", "start", "-o",
-                      f"-p {self.port} -k {self.dir} -h {','.join(self.addresses)} -c fsync=off "
-                      f"-c max_connections=200")
+        self._as_user(
+            "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            os.path.join(self.dir, "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p {self.port} -k {self.dir} -h {','.join(self.addresses)} -c fsync=off -c max_connections=200",
+        )
         self._as_user("createdb", "-h", self.dir, "-p", str(self.port), "-U", "postgres", "mailer")
         return self
 

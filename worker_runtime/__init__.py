@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     if name in __all__:
-        from . import daemon
+        from . import daemon  # noqa: PLC0415 - loaded on first use: the probe path stays fast
 
         return getattr(daemon, name)
     raise AttributeError(f"module 'worker_runtime' has no attribute {name!r}")

@@ -10,9 +10,11 @@ import itertools
 import os
 import stat  # os imports it anyway: free
 
+from .contract import DEFAULT_RUN_DIR, ENV_HEARTBEAT_FILE, ENV_MAX_PEERS, ENV_NAME, ENV_RUN_DIR, ENV_TIMEOUT  # noqa: F401 - re-exported
+
 _tmp_counter = itertools.count()
 
-from .contract import DEFAULT_RUN_DIR, ENV_HEARTBEAT_FILE, ENV_MAX_PEERS, ENV_NAME, ENV_RUN_DIR, ENV_TIMEOUT  # noqa: F401
+
 # The PHP original's default: a worker silent for 30 s is dead.
 DEFAULT_TIMEOUT = 30.0
 # One worker per name unless asked: the classic single-instance daemon.
@@ -28,8 +30,12 @@ NAME_RULE = "1-100 characters of letters, digits, '_', '.', '-' starting with a 
 
 
 def valid_name(name) -> bool:
-    return (isinstance(name, str) and 0 < len(name) <= 100 and name[0] in _NAME_FIRST
-            and all(c in _NAME_CHARS for c in name))
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 100
+        and name[0] in _NAME_FIRST
+        and all(c in _NAME_CHARS for c in name)
+    )
 
 
 def positive_seconds(value, what: str) -> float:
@@ -173,7 +179,7 @@ def list_slots(run_dir: str, name: str) -> list:
         return []
     for entry in entries:
         if entry.startswith(prefix) and entry.endswith(".pid"):
-            middle = entry[len(prefix):-4]
+            middle = entry[len(prefix) : -4]
             # ASCII digits only: "mail" must not match "mail.bulk.0.pid", and int() refuses "²".
             if middle.isascii() and middle.isdigit():
                 slots.append(int(middle))

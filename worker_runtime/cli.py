@@ -54,16 +54,28 @@ def _name(text):
 
 
 def _common(p, need_name=False):
-    p.add_argument("--name", type=_name, default=os.environ.get(_files.ENV_NAME),
-                   required=need_name and not os.environ.get(_files.ENV_NAME),
-                   help=f"worker name (default: ${_files.ENV_NAME})")
-    p.add_argument("--run-dir", default=None, help=f"run directory (default: ${_files.ENV_RUN_DIR}, else /run/daemonpool)")
-    p.add_argument("--timeout", type=_seconds, default=None,
-                   help=f"heartbeat limit in seconds (default: ${_files.ENV_TIMEOUT}, else 30)")
+    p.add_argument(
+        "--name",
+        type=_name,
+        default=os.environ.get(_files.ENV_NAME),
+        required=need_name and not os.environ.get(_files.ENV_NAME),
+        help=f"worker name (default: ${_files.ENV_NAME})",
+    )
+    p.add_argument(
+        "--run-dir", default=None, help=f"run directory (default: ${_files.ENV_RUN_DIR}, else /run/daemonpool)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=None,
+        help=f"heartbeat limit in seconds (default: ${_files.ENV_TIMEOUT}, else 30)",
+    )
 
 
 def build_parser():
-    parser = _Parser(prog="worker-runtime", description="Daemon semantics for pool workers: probes, status, run, watchdog.")
+    parser = _Parser(
+        prog="worker-runtime", description="Daemon semantics for pool workers: probes, status, run, watchdog."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     pr = sub.add_parser("probe", help="exit 0 when healthy, else 1 and one line why")
@@ -74,15 +86,20 @@ def build_parser():
     _common(st, need_name=True)
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
-    for cmd, help_ in (("run", "run a non-Python program under the daemon contract"),
-                       ("watchdog", "for a crontab: respawn a dead or hung worker")):
+    for cmd, help_ in (
+        ("run", "run a non-Python program under the daemon contract"),
+        ("watchdog", "for a crontab: respawn a dead or hung worker"),
+    ):
         p = sub.add_parser(cmd, help=help_)
         _common(p, need_name=True)
-        p.add_argument("--max-peers", type=int, default=None,
-                       help=f"slots (default: ${_files.ENV_MAX_PEERS}, else 1)")
+        p.add_argument("--max-peers", type=int, default=None, help=f"slots (default: ${_files.ENV_MAX_PEERS}, else 1)")
         if cmd == "watchdog":
-            p.add_argument("--grace", type=_seconds, default=10.0,
-                           help="seconds between SIGTERM and SIGKILL for a stale holder (default 10)")
+            p.add_argument(
+                "--grace",
+                type=_seconds,
+                default=10.0,
+                help="seconds between SIGTERM and SIGKILL for a stale holder (default 10)",
+            )
             p.add_argument("--log", default=None, help="append CMD's output here (default: discard)")
         p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     return parser
@@ -98,15 +115,19 @@ def _settings(args):
         try:
             _files.ensure_private_dir(run_dir)
         except OSError as exc:
-            raise DaemonError(f"run directory {run_dir!r} is not safe: {exc.strerror}; remove it if it is not yours, "
-                              f"or set XDG_RUNTIME_DIR or {_files.ENV_RUN_DIR}") from None
+            raise DaemonError(
+                f"run directory {run_dir!r} is not safe: {exc.strerror}; remove it if it is not yours, "
+                f"or set XDG_RUNTIME_DIR or {_files.ENV_RUN_DIR}"
+            ) from None
     return timeout, max_peers, run_dir
 
 
 def _cmd(parser, args):
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
-        parser.error(f"{args.command} needs a command after --, e.g. worker-runtime {args.command} --name N -- CMD ARGS")
+        parser.error(
+            f"{args.command} needs a command after --, e.g. worker-runtime {args.command} --name N -- CMD ARGS"
+        )
     return cmd
 
 
@@ -124,8 +145,10 @@ def cmd_status(args) -> int:
         age = "-" if r["heartbeat_age"] is None else f"{r['heartbeat_age']:.1f}s"
         if r["heartbeat_age"] is not None and _files.beat_age_problem(r["heartbeat_age"], timeout):
             age += " STALE"
-        print(f"{r['slot']:<5}{r['pid'] or '-':<9}{'yes' if r['held'] else 'no':<6}{age:<12}"
-              f"{'yes' if r['ready'] else 'no':<7}{r['state'] or '-'}")
+        print(
+            f"{r['slot']:<5}{r['pid'] or '-':<9}{'yes' if r['held'] else 'no':<6}{age:<12}"
+            f"{'yes' if r['ready'] else 'no':<7}{r['state'] or '-'}"
+        )
     return EXIT_OK
 
 
@@ -172,22 +195,28 @@ def cmd_run(args, cmd) -> int:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    d = Daemon(args.name, timeout=timeout, max_peers=max_peers, run_dir=run_dir,
-               signal_map={s: forward for s in _FORWARDED})
+    d = Daemon(
+        args.name, timeout=timeout, max_peers=max_peers, run_dir=run_dir, signal_map={s: forward for s in _FORWARDED}
+    )
     if not d.start():
-        print(f"worker-runtime run: all {max_peers} slot(s) of {args.name!r} in {run_dir} are held by live processes",
-              file=sys.stderr)
+        print(
+            f"worker-runtime run: all {max_peers} slot(s) of {args.name!r} in {run_dir} are held by live processes",
+            file=sys.stderr,
+        )
         return EXIT_ACTED
     try:
         stop = next((s for s in pending if s in _STOPS), None)
         if stop is not None:
             return 128 + stop  # asked to stop before the child started: do not start it
-        env = dict(os.environ, **{
-            _files.ENV_HEARTBEAT_FILE: d.heartbeat_file,
-            _files.ENV_NAME: args.name,
-            _files.ENV_RUN_DIR: run_dir,
-            _files.ENV_TIMEOUT: f"{timeout:g}",
-        })
+        env = dict(
+            os.environ,
+            **{
+                _files.ENV_HEARTBEAT_FILE: d.heartbeat_file,
+                _files.ENV_NAME: args.name,
+                _files.ENV_RUN_DIR: run_dir,
+                _files.ENV_TIMEOUT: f"{timeout:g}",
+            },
+        )
         try:
             started = _spawn_in_own_group(cmd, env)
         except OSError as exc:
@@ -283,10 +312,14 @@ def _end_stale_holder(args, slot, pid_path) -> "str | None":
     if not holders:
         if not probe.holder(pid_path)[0]:
             return None  # released meanwhile
-        return (f"cannot tell which process holds {pid_path} (another user's?): "
-                f"run the watchdog as the worker's user; nothing was signalled")
-    print(f"watchdog: {args.name} slot {slot['slot']} (pid {' '.join(map(str, sorted(holders)))}) is stale "
-          f"(heartbeat {slot['heartbeat_age']}s, limit {args.timeout_s:g}s): SIGTERM")
+        return (
+            f"cannot tell which process holds {pid_path} (another user's?): "
+            f"run the watchdog as the worker's user; nothing was signalled"
+        )
+    print(
+        f"watchdog: {args.name} slot {slot['slot']} (pid {' '.join(map(str, sorted(holders)))}) is stale "
+        f"(heartbeat {slot['heartbeat_age']}s, limit {args.timeout_s:g}s): SIGTERM"
+    )
     try:
         _kill_all(holders, signal.SIGTERM)
         if _wait_released(pid_path, args.grace):
@@ -353,8 +386,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "probe":
-            return probe.main([args.kind] + [x for k, v in (("--name", args.name), ("--run-dir", args.run_dir),
-                                                                ("--timeout", args.timeout)) if v is not None for x in (k, str(v))])
+            return probe.main(
+                [args.kind]
+                + [
+                    x
+                    for k, v in (("--name", args.name), ("--run-dir", args.run_dir), ("--timeout", args.timeout))
+                    if v is not None
+                    for x in (k, str(v))
+                ]
+            )
         if args.command == "status":
             return cmd_status(args)
         cmd = _cmd(parser, args)

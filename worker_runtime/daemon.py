@@ -225,8 +225,10 @@ class Daemon:
         fix = f"set {_files.ENV_RUN_DIR} to a writable folder (in a pod: an emptyDir volume)"
         try:
             if _files.is_fallback(self.run_dir):
-                fix = (f"remove {self.run_dir} if it is not yours, or set XDG_RUNTIME_DIR or "
-                       f"{_files.ENV_RUN_DIR} to a folder only you can write")
+                fix = (
+                    f"remove {self.run_dir} if it is not yours, or set XDG_RUNTIME_DIR or "
+                    f"{_files.ENV_RUN_DIR} to a folder only you can write"
+                )
                 _files.ensure_private_dir(self.run_dir)
             else:
                 os.makedirs(self.run_dir, mode=0o755, exist_ok=True)
@@ -274,8 +276,10 @@ class Daemon:
         try:
             _files.atomic_write(path, text.encode())
         except OSError as exc:
-            raise DaemonError(f"cannot write {path!r}: {_why(exc)}; free space in (or remount) {self.run_dir}, "
-                              f"or set {_files.ENV_RUN_DIR} to a writable folder") from exc
+            raise DaemonError(
+                f"cannot write {path!r}: {_why(exc)}; free space in (or remount) {self.run_dir}, "
+                f"or set {_files.ENV_RUN_DIR} to a writable folder"
+            ) from exc
 
     def _detach_after_fork(self) -> None:
         """In a forked child: let go of the parent's slot without touching its files."""

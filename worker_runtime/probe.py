@@ -88,7 +88,10 @@ def check(kind: str, run_dir: str, name: str, timeout: float, now: "float | None
             if s["state"] == "stopping":
                 return False, f"{name} slot {s['slot']} (pid {s['pid']}): stopping"
             if not s["ready"]:
-                return False, f"{name} slot {s['slot']} (pid {s['pid']}): not ready (set_ready(False): a dependency is down?)"
+                return (
+                    False,
+                    f"{name} slot {s['slot']} (pid {s['pid']}): not ready (set_ready(False): a dependency is down?)",
+                )
     return True, "ok"
 
 
@@ -97,7 +100,7 @@ USAGE = "usage: worker-runtime probe liveness|readiness|startup [--name N] [--ru
 
 def main(argv) -> int:
     """``worker-runtime probe``: exit 0 healthy, 1 unhealthy (one line why), 2 usage error."""
-    import sys
+    import sys  # noqa: PLC0415 - sys is built in; kept next to its only use
 
     env = os.environ
     opts = {
@@ -123,7 +126,10 @@ def main(argv) -> int:
             print(f"worker-runtime probe: unexpected argument {arg!r}; {USAGE}", file=sys.stderr)
             return 2
     if kind not in KINDS:
-        print(f"worker-runtime probe: probe kind must be one of {', '.join(KINDS)}, got {kind!r}; {USAGE}", file=sys.stderr)
+        print(
+            f"worker-runtime probe: probe kind must be one of {', '.join(KINDS)}, got {kind!r}; {USAGE}",
+            file=sys.stderr,
+        )
         return 2
     if not opts["--name"]:
         print(f"worker-runtime probe: no worker name: pass --name or set {_files.ENV_NAME}", file=sys.stderr)
@@ -134,8 +140,10 @@ def main(argv) -> int:
     try:
         timeout = _files.positive_seconds(float(opts["--timeout"]), "--timeout")
     except ValueError:
-        print(f"worker-runtime probe: --timeout must be a finite number of seconds > 0, got {opts['--timeout']!r}",
-              file=sys.stderr)
+        print(
+            f"worker-runtime probe: --timeout must be a finite number of seconds > 0, got {opts['--timeout']!r}",
+            file=sys.stderr,
+        )
         return 2
     run_dir = opts["--run-dir"] or _files.default_run_dir()
     ok, reason = check(kind, run_dir, opts["--name"], timeout)

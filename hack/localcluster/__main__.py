@@ -7,7 +7,9 @@ from . import cluster, config, images, install
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="hack/local-cluster", description="A real single-node Kubernetes from upstream binaries.")
+    p = argparse.ArgumentParser(
+        prog="hack/local-cluster", description="A real single-node Kubernetes from upstream binaries."
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("up", help="start the cluster (installs and builds what is missing)")
     sub.add_parser("down", help="stop everything and put the host back; idempotent")

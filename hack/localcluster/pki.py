@@ -15,24 +15,65 @@ def _cert(name, cn, org=None, sans=(), server=False, client=True):
     _run("genrsa", "-out", f"{name}.key", "2048", cwd=d)
     _run("req", "-new", "-key", f"{name}.key", "-subj", subj, "-out", f"{name}.csr", cwd=d)
     usages = ",".join(u for u, on in (("serverAuth", server), ("clientAuth", client)) if on)
-    ext = ["keyUsage=critical,digitalSignature,keyEncipherment", f"extendedKeyUsage={usages}",
-           "basicConstraints=critical,CA:FALSE"]
+    ext = [
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        f"extendedKeyUsage={usages}",
+        "basicConstraints=critical,CA:FALSE",
+    ]
     if sans:
         ext.append("subjectAltName=" + ",".join(sans))
     (d / f"{name}.ext").write_text("\n".join(ext) + "\n")
-    _run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-         "-days", "30", "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=d)
+    _run(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.crt",
+        cwd=d,
+    )
 
 
 def make():
     d = C.PKI
     d.mkdir(parents=True, exist_ok=True)
     _run("genrsa", "-out", "ca.key", "2048", cwd=d)
-    _run("req", "-x509", "-new", "-nodes", "-key", "ca.key", "-subj", "/CN=daemonpool-local-ca", "-days", "30",
-         "-out", "ca.crt", cwd=d)
-    sans = ["IP:127.0.0.1", f"IP:{C.GATEWAY}", f"IP:{C.SERVICE_IP}", "DNS:localhost", f"DNS:{C.NODE_NAME}",
-            "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
-            "DNS:kubernetes.default.svc.cluster.local"]
+    _run(
+        "req",
+        "-x509",
+        "-new",
+        "-nodes",
+        "-key",
+        "ca.key",
+        "-subj",
+        "/CN=daemonpool-local-ca",
+        "-days",
+        "30",
+        "-out",
+        "ca.crt",
+        cwd=d,
+    )
+    sans = [
+        "IP:127.0.0.1",
+        f"IP:{C.GATEWAY}",
+        f"IP:{C.SERVICE_IP}",
+        "DNS:localhost",
+        f"DNS:{C.NODE_NAME}",
+        "DNS:kubernetes",
+        "DNS:kubernetes.default",
+        "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+    ]
     _cert("apiserver", "kube-apiserver", sans=sans, server=True, client=False)
     _cert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", org="system:masters")
     _cert("admin", "daemonpool-admin", org="system:masters")
@@ -52,13 +93,13 @@ kind: Config
 clusters:
 - name: daemonpool-local
   cluster:
-    certificate-authority: {d / 'ca.crt'}
+    certificate-authority: {d / "ca.crt"}
     server: {server}
 users:
 - name: {user}
   user:
-    client-certificate: {d / (user + '.crt')}
-    client-key: {d / (user + '.key')}
+    client-certificate: {d / (user + ".crt")}
+    client-key: {d / (user + ".key")}
 contexts:
 - name: daemonpool-local
   context:

@@ -32,8 +32,9 @@ def say(msg: str) -> None:
 
 
 def sh(*args, check=True, capture=True, env=None, input=None, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], check=check, capture_output=capture, text=True, env=env,
-                          input=input, timeout=timeout)
+    return subprocess.run(
+        [str(a) for a in args], check=check, capture_output=capture, text=True, env=env, input=input, timeout=timeout
+    )
 
 
 def kubectl(*args, check=True, timeout=60, input=None) -> subprocess.CompletedProcess:
@@ -76,8 +77,14 @@ def spawn(name: str, argv: list, env: dict | None = None) -> int:
     C.LOGS.mkdir(parents=True, exist_ok=True)
     _pidfile(name).parent.mkdir(parents=True, exist_ok=True)
     log = open(C.LOGS / f"{name}.log", "ab")
-    proc = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
     log.close()
     _pidfile(name).write_text(str(proc.pid))
     return proc.pid

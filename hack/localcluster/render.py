@@ -24,17 +24,41 @@ def write_configs() -> None:
     C.KUBECONFIG.write_text(pki.kubeconfig("admin", server))
     for user in ("controller-manager", "scheduler", "kube-proxy", "kubelet"):
         (d / "etc" / f"{user}.kubeconfig").write_text(pki.kubeconfig(user, server))
-    values = {"run": d, "pki": C.PKI, "sock": C.CONTAINERD_SOCK, "containerd_root": C.CONTAINERD_ROOT,
-              "pause_image": C.PAUSE_IMAGE, "node_name": C.NODE_NAME, "pod_cidr": C.POD_CIDR}
+    values = {
+        "run": d,
+        "pki": C.PKI,
+        "sock": C.CONTAINERD_SOCK,
+        "containerd_root": C.CONTAINERD_ROOT,
+        "pause_image": C.PAUSE_IMAGE,
+        "node_name": C.NODE_NAME,
+        "pod_cidr": C.POD_CIDR,
+    }
     (d / "etc" / "audit-policy.yaml").write_text(template("audit-policy.yaml"))
     (d / "containerd" / "config.toml").write_text(template("containerd.toml", **values))
     (d / "etc" / "kubelet.yaml").write_text(template("kubelet.yaml", **values))
     (d / "etc" / "kube-proxy.yaml").write_text(template("kube-proxy.yaml", **values))
-    (d / "cni/net.d/10-daemonpool.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0", "name": "daemonpool",
-        "plugins": [
-            {"type": "bridge", "bridge": C.BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": C.POD_CIDR, "gateway": C.GATEWAY}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(d / "cni" / "ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ]}, indent=1))
+    (d / "cni/net.d/10-daemonpool.conflist").write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "daemonpool",
+                "plugins": [
+                    {
+                        "type": "bridge",
+                        "bridge": C.BRIDGE,
+                        "isGateway": True,
+                        "ipMasq": False,
+                        "hairpinMode": True,
+                        "ipam": {
+                            "type": "host-local",
+                            "ranges": [[{"subnet": C.POD_CIDR, "gateway": C.GATEWAY}]],
+                            "routes": [{"dst": "0.0.0.0/0"}],
+                            "dataDir": str(d / "cni" / "ipam"),
+                        },
+                    },
+                    {"type": "portmap", "capabilities": {"portMappings": True}},
+                ],
+            },
+            indent=1,
+        )
+    )

@@ -26,15 +26,27 @@ DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     p = argparse.ArgumentParser(prog="daemonpool-operator", description="Reconcile DaemonPools into Deployments.")
-    p.add_argument("--namespace", "-n", action="append", dest="namespaces",
-                   default=[n for n in env.get("DAEMONPOOL_NAMESPACES", "").split(",") if n],
-                   help="watch this namespace (repeatable; default: all namespaces)")
+    p.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        dest="namespaces",
+        default=[n for n in env.get("DAEMONPOOL_NAMESPACES", "").split(",") if n],
+        help="watch this namespace (repeatable; default: all namespaces)",
+    )
     p.add_argument("--log-format", choices=["text", "json"], default=env.get("DAEMONPOOL_LOG_FORMAT", "text"))
     p.add_argument("--log-level", choices=["debug", "info", "warning"], default=env.get("DAEMONPOOL_LOG_LEVEL", "info"))
-    p.add_argument("--liveness", default=env.get("DAEMONPOOL_LIVENESS"),
-                   help=f"health endpoint URL (default {DEFAULT_LIVENESS}; none in --dev mode)")
-    p.add_argument("--dev", action="store_true", default=env.get("DAEMONPOOL_DEV") == "1",
-                   help="run from a laptop against the cluster in your kubeconfig")
+    p.add_argument(
+        "--liveness",
+        default=env.get("DAEMONPOOL_LIVENESS"),
+        help=f"health endpoint URL (default {DEFAULT_LIVENESS}; none in --dev mode)",
+    )
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        default=env.get("DAEMONPOOL_DEV") == "1",
+        help="run from a laptop against the cluster in your kubeconfig",
+    )
     return p
 
 
@@ -43,10 +55,9 @@ def main(argv=None) -> int:
     if args.log_format not in ("text", "json"):
         print(f"daemonpool-operator: --log-format must be text or json, got {args.log_format!r}", file=sys.stderr)
         return 2
-    import kopf
+    import kopf  # noqa: PLC0415 - --help and usage errors answer without loading kopf
 
-    from . import handlers  # noqa: F401  (registers the handlers)
-    from . import settings
+    from . import handlers, settings  # noqa: PLC0415 - registering handlers is the point of this import
 
     debug = args.log_level == "debug" or args.dev
     kopf.configure(
@@ -57,8 +68,9 @@ def main(argv=None) -> int:
     )
     # info: our own lines only, one per change made or new problem. kopf's own INFO
     # ("Handler ... succeeded" on every event) and everything below are for debugging.
-    logging.getLogger("daemonpool").setLevel(logging.DEBUG if debug else
-                                             logging.WARNING if args.log_level == "warning" else logging.INFO)
+    logging.getLogger("daemonpool").setLevel(
+        logging.DEBUG if debug else logging.WARNING if args.log_level == "warning" else logging.INFO
+    )
     if not debug:
         logging.getLogger("kopf").setLevel(logging.WARNING)
     for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
@@ -66,10 +78,12 @@ def main(argv=None) -> int:
     handlers.NAMESPACES = list(args.namespaces)
     liveness = args.liveness if args.liveness is not None else (None if args.dev else DEFAULT_LIVENESS)
     settings.register()
-    asyncio.run(kopf.operator(
-        clusterwide=not args.namespaces,
-        namespaces=args.namespaces,
-        liveness_endpoint=liveness or None,
-        standalone=True,
-    ))
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespaces,
+            namespaces=args.namespaces,
+            liveness_endpoint=liveness or None,
+            standalone=True,
+        )
+    )
     return 0

@@ -24,10 +24,28 @@ FILENAME = f"{model.PLURAL}.{model.GROUP}.yaml"
 
 # Keys of pydantic's JSON schema that a Kubernetes structural schema keeps.
 _KEEP = {
-    "type", "description", "default", "minimum", "maximum", "pattern", "minLength", "maxLength", "minItems",
-    "maxItems", "enum", "items", "properties", "required", "additionalProperties", "format",
-    "x-kubernetes-int-or-string", "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "anyOf",
-    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations",
+    "type",
+    "description",
+    "default",
+    "minimum",
+    "maximum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "enum",
+    "items",
+    "properties",
+    "required",
+    "additionalProperties",
+    "format",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "anyOf",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-validations",
 }
 
 
@@ -82,7 +100,12 @@ def _structural(node):
         out.pop("type", None)
     if "properties" in out and "x-kubernetes-preserve-unknown-fields" not in out:
         out.setdefault("type", "object")
-    if out.get("type") == "object" and "properties" in out and not out["properties"] and "additionalProperties" not in out:
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and not out["properties"]
+        and "additionalProperties" not in out
+    ):
         out.pop("properties")
     return out
 
@@ -104,7 +127,7 @@ def build_crd() -> dict:
     root = {
         "type": "object",
         "description": "A pool of workers that keep Unix daemon semantics (PID slot, signals, heartbeat); "
-                       "the operator runs them as a Deployment whose probes watch each worker's heartbeat.",
+        "the operator runs them as a Deployment whose probes watch each worker's heartbeat.",
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},
@@ -133,28 +156,49 @@ def build_crd() -> dict:
                 "shortNames": list(model.SHORT_NAMES),
                 "categories": ["all"],
             },
-            "versions": [{
-                "name": model.VERSION,
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": root},
-                "subresources": {
-                    "status": {},
-                    "scale": {
-                        "specReplicasPath": ".spec.peers",
-                        "statusReplicasPath": ".status.peers",
-                        "labelSelectorPath": ".status.selector",
+            "versions": [
+                {
+                    "name": model.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": root},
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.peers",
+                            "statusReplicasPath": ".status.peers",
+                            "labelSelectorPath": ".status.selector",
+                        },
                     },
-                },
-                "additionalPrinterColumns": [
-                    {"name": "Peers", "type": "integer", "jsonPath": ".spec.peers", "description": "Desired workers"},
-                    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyPeers", "description": "Ready workers"},
-                    {"name": "Timeout", "type": "integer", "jsonPath": ".spec.timeoutSeconds", "description": "Heartbeat timeout (s)"},
-                    {"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason",
-                     "description": "Reason of the Ready condition"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-            }],
+                    "additionalPrinterColumns": [
+                        {
+                            "name": "Peers",
+                            "type": "integer",
+                            "jsonPath": ".spec.peers",
+                            "description": "Desired workers",
+                        },
+                        {
+                            "name": "Ready",
+                            "type": "integer",
+                            "jsonPath": ".status.readyPeers",
+                            "description": "Ready workers",
+                        },
+                        {
+                            "name": "Timeout",
+                            "type": "integer",
+                            "jsonPath": ".spec.timeoutSeconds",
+                            "description": "Heartbeat timeout (s)",
+                        },
+                        {
+                            "name": "Status",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                            "description": "Reason of the Ready condition",
+                        },
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                }
+            ],
         },
     }
 
@@ -194,8 +238,10 @@ def main(argv=None) -> int:
             f.write(text)
         print(f"wrote {path}")
     if stale:
-        print(f"out of date: {', '.join(stale)}: run `python -m daemonpool_operator.crd` to regenerate every copy",
-              file=sys.stderr)
+        print(
+            f"out of date: {', '.join(stale)}: run `python -m daemonpool_operator.crd` to regenerate every copy",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -103,8 +103,11 @@ def _pod_defaults(pod_spec: dict) -> dict:
     user = pod_spec.get("securityContext") or {}
     defaults = dict(RESTRICTED_POD_SECURITY)
     as_root = user.get("runAsUser") == 0 or any(
-        (c.get("securityContext") or {}).get("runAsUser") == 0 and "runAsNonRoot" not in (c.get("securityContext") or {})
-        for key in ("containers", "initContainers") for c in pod_spec.get(key) or [])
+        (c.get("securityContext") or {}).get("runAsUser") == 0
+        and "runAsNonRoot" not in (c.get("securityContext") or {})
+        for key in ("containers", "initContainers")
+        for c in pod_spec.get(key) or []
+    )
     if as_root:
         defaults.pop("runAsNonRoot")
     return _defaults(user, defaults)
@@ -186,8 +189,9 @@ def build_pod_template(pool_name: str, spec: DaemonPoolSpec) -> dict:
     pod_spec["securityContext"] = _pod_defaults(pod_spec)
     for key in ("containers", "initContainers"):
         if key in pod_spec:
-            pod_spec[key] = [{**c, "securityContext": _container_defaults(c.get("securityContext"))}
-                             for c in pod_spec[key]]
+            pod_spec[key] = [
+                {**c, "securityContext": _container_defaults(c.get("securityContext"))} for c in pod_spec[key]
+            ]
     pod_spec["volumes"] = [v for v in pod_spec.get("volumes", []) if v.get("name") != RUN_VOLUME] + [
         {"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
     ]
@@ -237,8 +241,22 @@ def build_deployment(pool: dict, spec: DaemonPoolSpec | None = None) -> dict:
 
 # -- comparing with what exists ----------------------------------------------------------
 
-_QUANTITY_SUFFIX = {"": 1, "m": 0.001, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-                    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_QUANTITY_SUFFIX = {
+    "": 1,
+    "m": 0.001,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 
 
 def _quantity(v):
@@ -357,7 +375,9 @@ def update_patch(want: dict, other_owners: list) -> dict:
     if spec["strategy"]["type"] == "Recreate":
         spec["strategy"]["rollingUpdate"] = None  # merge would keep an old one, which Recreate forbids
     return {
-        "metadata": {"labels": want["metadata"]["labels"],
-                     "ownerReferences": other_owners + want["metadata"]["ownerReferences"]},
+        "metadata": {
+            "labels": want["metadata"]["labels"],
+            "ownerReferences": other_owners + want["metadata"]["ownerReferences"],
+        },
         "spec": spec,
     }

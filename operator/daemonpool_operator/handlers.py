@@ -79,12 +79,17 @@ def _transition_events(pool: dict, new: dict) -> list:
     deg, prev = cur.get("Degraded", {}), old.get("Degraded", {})
     if deg.get("status") != "True" or deg.get("reason") == R.WORKERS_RESTARTING:
         return []
-    new_cause = (prev.get("status") != "True" or prev.get("reason") != deg.get("reason")
-                 or (deg.get("reason") in R.SPEC_CAUSED and prev.get("message") != deg.get("message")))
+    new_cause = (
+        prev.get("status") != "True"
+        or prev.get("reason") != deg.get("reason")
+        or (deg.get("reason") in R.SPEC_CAUSED and prev.get("message") != deg.get("message"))
+    )
     if not new_cause:
         return []
     meta = pool["metadata"]
-    log.warning("pool %s/%s is degraded: %s: %s", meta.get("namespace"), meta.get("name"), deg["reason"], deg["message"])
+    log.warning(
+        "pool %s/%s is degraded: %s: %s", meta.get("namespace"), meta.get("name"), deg["reason"], deg["message"]
+    )
     return [("Warning", deg["reason"], deg["message"])]
 
 
@@ -101,8 +106,13 @@ def reconcile(namespace: str, name: str, *, body: dict | None = None, from_chang
     finally:
         took = time.monotonic() - t0
         if took > SLOW_RECONCILE_SECONDS:
-            log.warning("reconciling pool %s/%s took %.1fs (limit %gs): the API server or a lock is slow",
-                        namespace, name, took, SLOW_RECONCILE_SECONDS)
+            log.warning(
+                "reconciling pool %s/%s took %.1fs (limit %gs): the API server or a lock is slow",
+                namespace,
+                name,
+                took,
+                SLOW_RECONCILE_SECONDS,
+            )
 
 
 def _reconcile(namespace: str, name: str, *, body: dict | None, from_change: bool) -> None:
@@ -135,8 +145,9 @@ def _reconcile(namespace: str, name: str, *, body: dict | None, from_change: boo
                     case desired.Create(body=new_body):
                         have = kube.create_deployment(namespace, new_body)
                         if have is None:
-                            raise kopf.TemporaryError(f"Deployment {dname} appeared while creating it; looking again",
-                                                      delay=1)
+                            raise kopf.TemporaryError(
+                                f"Deployment {dname} appeared while creating it; looking again", delay=1
+                            )
                         events.append(("Normal", R.CREATED, f"created Deployment {dname} with {spec.peers} worker(s)"))
                         log.info("pool %s/%s: created Deployment %s", namespace, name, dname)
                     case desired.Update(patch=patch, paths=paths):
@@ -146,7 +157,9 @@ def _reconcile(namespace: str, name: str, *, body: dict | None, from_change: boo
                             events.append(("Normal", R.SCALED, f"scaled workers from {before} to {spec.peers}"))
                         else:
                             shown = ", ".join(paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
-                            events.append(("Normal", R.UPDATED, f"updated Deployment {dname} to the pool's spec ({shown})"))
+                            events.append(
+                                ("Normal", R.UPDATED, f"updated Deployment {dname} to the pool's spec ({shown})")
+                            )
                         log.info("pool %s/%s: updated Deployment %s: %s", namespace, name, dname, ", ".join(paths))
                     case desired.Conflict(why=why):
                         conflict = why
@@ -196,6 +209,7 @@ def _resync_loop() -> None:
 
 
 # -- triggers ----------------------------------------------------------------------------
+
 
 @kopf.on.startup()
 def start_resync(**_) -> None:

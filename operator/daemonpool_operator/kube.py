@@ -73,7 +73,9 @@ def _retryable(exc: ApiException, what: str):
     if exc.status == 403 and "being terminated" in (exc.body or ""):
         raise NamespaceTerminating(what) from exc
     if exc.status in RETRYABLE:
-        raise kopf.TemporaryError(f"{what}: API answered {exc.status} {exc.reason}; retrying", delay=RETRY_DELAY) from exc
+        raise kopf.TemporaryError(
+            f"{what}: API answered {exc.status} {exc.reason}; retrying", delay=RETRY_DELAY
+        ) from exc
     if exc.status in REFUSED:
         raise Rejected(exc.status, _server_message(exc)) from exc
     raise exc
@@ -89,7 +91,9 @@ def _call(what: str, fn, *args, absent: tuple = (), **kwargs):
         _retryable(exc, what)
     except pydantic.ValidationError as exc:
         # The client checks types before sending (e.g. a quantity that is not a string).
-        raise Rejected(400, "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())) from None
+        raise Rejected(
+            400, "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+        ) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise kopf.TemporaryError(f"{what}: {type(exc).__name__}: {exc}; retrying", delay=RETRY_DELAY) from exc
 
@@ -104,33 +108,58 @@ def _custom():
 
 # -- Deployments -------------------------------------------------------------------
 
+
 def get_deployment(namespace: str, name: str) -> dict | None:
-    return _call(f"reading Deployment {namespace}/{name}", _apps().read_namespaced_deployment, name, namespace,
-                 absent=(404,))
+    return _call(
+        f"reading Deployment {namespace}/{name}", _apps().read_namespaced_deployment, name, namespace, absent=(404,)
+    )
 
 
 def create_deployment(namespace: str, body: dict) -> dict | None:
     """Create; None when one of that name appeared meanwhile (the caller reads it again)."""
-    return _call(f"creating Deployment {namespace}/{body['metadata']['name']}", _apps().create_namespaced_deployment,
-                 namespace, body, field_manager=FIELD_MANAGER, absent=(409,))
+    return _call(
+        f"creating Deployment {namespace}/{body['metadata']['name']}",
+        _apps().create_namespaced_deployment,
+        namespace,
+        body,
+        field_manager=FIELD_MANAGER,
+        absent=(409,),
+    )
 
 
 def patch_deployment(namespace: str, name: str, patch: dict) -> dict:
     """A JSON merge patch (see desired.update_patch)."""
-    return _call(f"updating Deployment {namespace}/{name}", _apps().patch_namespaced_deployment, name, namespace,
-                 patch, field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
+    return _call(
+        f"updating Deployment {namespace}/{name}",
+        _apps().patch_namespaced_deployment,
+        name,
+        namespace,
+        patch,
+        field_manager=FIELD_MANAGER,
+        _content_type="application/merge-patch+json",
+    )
 
 
 # -- Pods and pools ------------------------------------------------------------------
 
+
 def list_pods(namespace: str, selector: str) -> list:
-    return _call(f"listing pods in {namespace}", client.CoreV1Api(api()).list_namespaced_pod, namespace,
-                 label_selector=selector)["items"]
+    return _call(
+        f"listing pods in {namespace}", client.CoreV1Api(api()).list_namespaced_pod, namespace, label_selector=selector
+    )["items"]
 
 
 def get_pool(namespace: str, name: str) -> dict | None:
-    return _call(f"reading DaemonPool {namespace}/{name}", _custom().get_namespaced_custom_object, model.GROUP,
-                 model.VERSION, namespace, model.PLURAL, name, absent=(404,))
+    return _call(
+        f"reading DaemonPool {namespace}/{name}",
+        _custom().get_namespaced_custom_object,
+        model.GROUP,
+        model.VERSION,
+        namespace,
+        model.PLURAL,
+        name,
+        absent=(404,),
+    )
 
 
 def remove_finalizer(pool: dict) -> None:
@@ -140,33 +169,61 @@ def remove_finalizer(pool: dict) -> None:
     if FINALIZER not in finalizers:
         return
     i = finalizers.index(FINALIZER)
-    patch = [{"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
-             {"op": "remove", "path": f"/metadata/finalizers/{i}"}]
-    _call(f"removing the old finalizer of DaemonPool {meta['namespace']}/{meta['name']}",
-          _custom().patch_namespaced_custom_object, model.GROUP, model.VERSION, meta["namespace"], model.PLURAL,
-          meta["name"], patch, _content_type="application/json-patch+json", absent=(404, 422))
+    patch = [
+        {"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
+        {"op": "remove", "path": f"/metadata/finalizers/{i}"},
+    ]
+    _call(
+        f"removing the old finalizer of DaemonPool {meta['namespace']}/{meta['name']}",
+        _custom().patch_namespaced_custom_object,
+        model.GROUP,
+        model.VERSION,
+        meta["namespace"],
+        model.PLURAL,
+        meta["name"],
+        patch,
+        _content_type="application/json-patch+json",
+        absent=(404, 422),
+    )
 
 
 def list_pools(namespaces: list) -> list:
     """Every pool, for the resync (reads only)."""
     if not namespaces:
-        return _call("listing DaemonPools", _custom().list_cluster_custom_object, model.GROUP, model.VERSION,
-                     model.PLURAL)["items"]
+        return _call(
+            "listing DaemonPools", _custom().list_cluster_custom_object, model.GROUP, model.VERSION, model.PLURAL
+        )["items"]
     out = []
     for ns in namespaces:
-        out += _call(f"listing DaemonPools in {ns}", _custom().list_namespaced_custom_object, model.GROUP,
-                     model.VERSION, ns, model.PLURAL)["items"]
+        out += _call(
+            f"listing DaemonPools in {ns}",
+            _custom().list_namespaced_custom_object,
+            model.GROUP,
+            model.VERSION,
+            ns,
+            model.PLURAL,
+        )["items"]
     return out
 
 
 def patch_pool_status(namespace: str, name: str, status: dict) -> None:
     """Replace the status fields we own (merge patch on the status subresource); a pool that is gone is fine."""
-    _call(f"updating the status of DaemonPool {namespace}/{name}", _custom().patch_namespaced_custom_object_status,
-          model.GROUP, model.VERSION, namespace, model.PLURAL, name, {"status": status}, field_manager=FIELD_MANAGER,
-          absent=(404,))
+    _call(
+        f"updating the status of DaemonPool {namespace}/{name}",
+        _custom().patch_namespaced_custom_object_status,
+        model.GROUP,
+        model.VERSION,
+        namespace,
+        model.PLURAL,
+        name,
+        {"status": status},
+        field_manager=FIELD_MANAGER,
+        absent=(404,),
+    )
 
 
 # -- Events --------------------------------------------------------------------------
+
 
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -178,12 +235,25 @@ def post_event(pool: dict, type_: str, reason: str, message: str) -> None:
     ts = now()
     body = {
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": model.API_VERSION, "kind": model.KIND, "name": meta["name"],
-                           "namespace": meta["namespace"], "uid": meta.get("uid")},
-        "type": type_, "reason": reason, "message": message[:1024],
-        "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+        "involvedObject": {
+            "apiVersion": model.API_VERSION,
+            "kind": model.KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": ts,
+        "lastTimestamp": ts,
+        "count": 1,
         "source": {"component": FIELD_MANAGER},
         "reportingComponent": FIELD_MANAGER,
     }
-    _call(f"posting an Event on DaemonPool {meta['namespace']}/{meta['name']}",
-          client.CoreV1Api(api()).create_namespaced_event, meta["namespace"], body)
+    _call(
+        f"posting an Event on DaemonPool {meta['namespace']}/{meta['name']}",
+        client.CoreV1Api(api()).create_namespaced_event,
+        meta["namespace"],
+        body,
+    )

@@ -36,8 +36,14 @@ INT_OR_PERCENT = r"^(\d+|\d+%)$"
 IntOrString = Annotated[
     Union[Annotated[int, Field(ge=0)], Annotated[str, StringConstraints(pattern=INT_OR_PERCENT)]],
     # The form Kubernetes accepts for int-or-string; pattern applies to strings, minimum to numbers.
-    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
-                    "pattern": INT_OR_PERCENT, "minimum": 0}),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": INT_OR_PERCENT,
+            "minimum": 0,
+        }
+    ),
 ]
 
 
@@ -58,8 +64,9 @@ class EnvVar(_Model):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
     name: Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=1024)] = Field(
-        description="Variable name: printable ASCII without '='.")
-    value: Optional[str] = Field(None, description="The value, a string: quote numbers (\"8080\").")
+        description="Variable name: printable ASCII without '='."
+    )
+    value: Optional[str] = Field(None, description='The value, a string: quote numbers ("8080").')
 
 
 class Container(_Model):
@@ -67,10 +74,12 @@ class Container(_Model):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
     name: Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)] = Field(
-        description="Container name, a DNS label (lower case letters, digits and '-'), unique in the pod.")
+        description="Container name, a DNS label (lower case letters, digits and '-'), unique in the pod."
+    )
     image: Annotated[str, StringConstraints(min_length=1, pattern=r"^\S+$")] = Field(
         description="Container image, e.g. registry.example.com/mailer:1.2 (required: a pod without one cannot start). "
-                    "Pods use it with the template's imagePullPolicy.")
+        "Pods use it with the template's imagePullPolicy."
+    )
     env: Optional[list[EnvVar]] = Field(None, description="Environment variables, as in Kubernetes.")
 
 
@@ -79,7 +88,8 @@ class PodSpec(_Model):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
     containers: list[Container] = Field(
-        min_length=1, max_length=32,
+        min_length=1,
+        max_length=32,
         description="Containers of the worker pod; the worker is the one named by spec.workerContainer, else the first.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
@@ -91,43 +101,83 @@ class TemplateMetadata(_Model):
 
 
 class PodTemplate(_Model):
-    metadata: TemplateMetadata = Field(default_factory=TemplateMetadata, description="Labels and annotations of the worker pods.")
+    metadata: TemplateMetadata = Field(
+        default_factory=TemplateMetadata, description="Labels and annotations of the worker pods."
+    )
     spec: PodSpec = Field(description="The worker pod's spec, as in a Deployment's template.")
 
 
 class RollingUpdate(_Model):
     max_surge: IntOrString = Field(
-        1, description="Extra workers allowed during a rollout (number or percent). Default 1: roll one at a time, never below peers.")
+        1,
+        description="Extra workers allowed during a rollout (number or percent). Default 1: roll one at a time, never below peers.",
+    )
     max_unavailable: IntOrString = Field(
-        0, description="Workers that may be missing during a rollout (number or percent). Default 0: keep full capacity.")
+        0,
+        description="Workers that may be missing during a rollout (number or percent). Default 0: keep full capacity.",
+    )
 
 
 class Strategy(_Model):
     type: Literal["RollingUpdate", "Recreate"] = Field(
-        "RollingUpdate", description="RollingUpdate replaces workers gradually; Recreate stops all before starting new ones.")
+        "RollingUpdate",
+        description="RollingUpdate replaces workers gradually; Recreate stops all before starting new ones.",
+    )
     rolling_update: Optional[RollingUpdate] = Field(
-        None, description="Settings for type RollingUpdate (defaults: maxSurge 1, maxUnavailable 0).")
+        None, description="Settings for type RollingUpdate (defaults: maxSurge 1, maxUnavailable 0)."
+    )
 
 
 class DaemonPoolSpec(_Model):
     """Desired state of a pool of workers."""
 
-    peers: int = Field(1, ge=0, le=10000, description=(
-        "How many workers run. `kubectl scale daemonpool NAME --replicas=N` sets it. Default 1: the classic single daemon."))
-    timeout_seconds: int = Field(30, ge=1, le=86400, description=(
-        "A worker whose heartbeat is older than this many seconds is hung, and the kubelet restarts it. "
-        "Default 30: long enough for one unit of work between heartbeats."))
-    grace_period_seconds: int = Field(30, ge=1, le=86400, description=(
-        "Seconds a worker gets after SIGTERM to finish its current item before SIGKILL. Default 30."))
-    probe_period_seconds: Optional[int] = Field(None, ge=1, le=300, description=(
-        "How often the kubelet checks the heartbeat. Default: timeoutSeconds/4 between 1 and 10 s. "
-        "A hung worker is restarted within timeoutSeconds + probePeriodSeconds + 2 s. "
-        "Must be at most timeoutSeconds - 2."))
-    startup_timeout_seconds: int = Field(60, ge=1, le=3600, description=(
-        "Seconds a new worker may take to call start() (imports, migrations) before it counts as failed. Default 60."))
-    worker_container: Optional[Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]] = Field(None, description=(
-        "Name of the container that runs the worker runtime; default: the first container."))
-    strategy: Strategy = Field(default_factory=Strategy, description="How workers are replaced when the template changes.")
+    peers: int = Field(
+        1,
+        ge=0,
+        le=10000,
+        description=(
+            "How many workers run. `kubectl scale daemonpool NAME --replicas=N` sets it. Default 1: the classic single daemon."
+        ),
+    )
+    timeout_seconds: int = Field(
+        30,
+        ge=1,
+        le=86400,
+        description=(
+            "A worker whose heartbeat is older than this many seconds is hung, and the kubelet restarts it. "
+            "Default 30: long enough for one unit of work between heartbeats."
+        ),
+    )
+    grace_period_seconds: int = Field(
+        30,
+        ge=1,
+        le=86400,
+        description=("Seconds a worker gets after SIGTERM to finish its current item before SIGKILL. Default 30."),
+    )
+    probe_period_seconds: Optional[int] = Field(
+        None,
+        ge=1,
+        le=300,
+        description=(
+            "How often the kubelet checks the heartbeat. Default: timeoutSeconds/4 between 1 and 10 s. "
+            "A hung worker is restarted within timeoutSeconds + probePeriodSeconds + 2 s. "
+            "Must be at most timeoutSeconds - 2."
+        ),
+    )
+    startup_timeout_seconds: int = Field(
+        60,
+        ge=1,
+        le=3600,
+        description=(
+            "Seconds a new worker may take to call start() (imports, migrations) before it counts as failed. Default 60."
+        ),
+    )
+    worker_container: Optional[Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]] = Field(
+        None, description=("Name of the container that runs the worker runtime; default: the first container.")
+    )
+    strategy: Strategy = Field(
+        default_factory=Strategy, description="How workers are replaced when the template changes."
+    )
     template: PodTemplate = Field(description="Pod template of a worker, as in a Deployment.")
 
     @model_validator(mode="after")
@@ -139,16 +189,24 @@ class DaemonPoolSpec(_Model):
         names = [c.name for c in self.template.spec.containers]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"spec.template.spec.containers: duplicate container name {dup[0]!r}; give each container its own name")
+            raise ValueError(
+                f"spec.template.spec.containers: duplicate container name {dup[0]!r}; give each container its own name"
+            )
         reserved = sorted(set(self.template.metadata.labels) & set(RESERVED_LABELS))
         if reserved:
-            raise ValueError(f"spec.template.metadata.labels: {reserved[0]!r} is set by the operator; remove it from the template")
+            raise ValueError(
+                f"spec.template.metadata.labels: {reserved[0]!r} is set by the operator; remove it from the template"
+            )
         ru = self.strategy.rolling_update
         if self.strategy.type == "Recreate" and ru is not None:
-            raise ValueError("spec.strategy.rollingUpdate may only be set when spec.strategy.type is RollingUpdate; remove it")
+            raise ValueError(
+                "spec.strategy.rollingUpdate may only be set when spec.strategy.type is RollingUpdate; remove it"
+            )
         if ru is not None and _is_zero(ru.max_surge) and _is_zero(ru.max_unavailable):
-            raise ValueError("spec.strategy.rollingUpdate: maxSurge and maxUnavailable cannot both be 0 (no rollout could progress); "
-                             "set maxSurge to 1")
+            raise ValueError(
+                "spec.strategy.rollingUpdate: maxSurge and maxUnavailable cannot both be 0 (no rollout could progress); "
+                "set maxSurge to 1"
+            )
         return self
 
     @property
@@ -173,20 +231,22 @@ CEL_RULES: list[dict] = [
         "message": "spec.workerContainer must name one of spec.template.spec.containers; fix the name, or remove it to use the first container",
         "fieldPath": ".workerContainer",
         "reason": "FieldValueInvalid",
-        "_py": lambda s: s.worker_container is None or any(c.name == s.worker_container for c in s.template.spec.containers),
+        "_py": lambda s: (
+            s.worker_container is None or any(c.name == s.worker_container for c in s.template.spec.containers)
+        ),
     },
     {
         "rule": "self.timeoutSeconds >= (has(self.probePeriodSeconds) ? self.probePeriodSeconds : "
-                "(self.timeoutSeconds / 4 < 1 ? 1 : (self.timeoutSeconds / 4 > 10 ? 10 : self.timeoutSeconds / 4))) + 2",
+        "(self.timeoutSeconds / 4 < 1 ? 1 : (self.timeoutSeconds / 4 > 10 ? 10 : self.timeoutSeconds / 4))) + 2",
         "message": "spec.timeoutSeconds must be at least probePeriodSeconds + 2 (probePeriodSeconds defaults to timeoutSeconds/4, "
-                   "at least 1), or the liveness probe could restart a healthy worker; raise timeoutSeconds or lower probePeriodSeconds",
+        "at least 1), or the liveness probe could restart a healthy worker; raise timeoutSeconds or lower probePeriodSeconds",
         "fieldPath": ".timeoutSeconds",
         "reason": "FieldValueInvalid",
         "_py": lambda s: s.timeout_seconds >= s.effective_probe_period + 2,
     },
     {
         "rule": "!has(self.template.metadata) || !has(self.template.metadata.labels) || "
-                "!('daemonpool.dev/pool' in self.template.metadata.labels)",
+        "!('daemonpool.dev/pool' in self.template.metadata.labels)",
         "message": "spec.template.metadata.labels: 'daemonpool.dev/pool' is set by the operator; remove it from the template",
         "fieldPath": ".template.metadata.labels",
         "reason": "FieldValueForbidden",
@@ -212,7 +272,9 @@ class Condition(_Model):
     reason: str = Field(description="One CamelCase word a program can match, e.g. WorkersRestarting.")
     message: str = Field("", description="What happened and what to do, for humans.")
     last_transition_time: str = Field(description="When status last changed (RFC 3339).")
-    observed_generation: Optional[int] = Field(None, description="The pool's metadata.generation this condition was computed for.")
+    observed_generation: Optional[int] = Field(
+        None, description="The pool's metadata.generation this condition was computed for."
+    )
 
 
 class DaemonPoolStatus(_Model):
@@ -221,13 +283,17 @@ class DaemonPoolStatus(_Model):
     peers: int = Field(0, description="Workers that exist (pods of the pool's Deployment).")
     ready_peers: int = Field(0, description="Workers whose readiness probe passes.")
     updated_peers: int = Field(0, description="Workers running the current template.")
-    restarts: int = Field(0, description="Container restarts of the current workers, summed (liveness restarts included).")
+    restarts: int = Field(
+        0, description="Container restarts of the current workers, summed (liveness restarts included)."
+    )
     selector: str = Field("", description="Label selector of the workers, for the scale subresource and HPA.")
     observed_generation: Optional[int] = Field(None, description="The pool's metadata.generation last acted on.")
     deployment: Optional[str] = Field(None, description="Name of the Deployment that runs the workers.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.",
-                                        json_schema_extra={"x-kubernetes-list-type": "map",
-                                                           "x-kubernetes-list-map-keys": ["type"]})
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Degraded.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
 
 
 class InvalidPool(ValueError):
@@ -265,7 +331,8 @@ def check_name(name: str) -> None:
     if not name or len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
         raise InvalidPool(
             f"metadata.name {name!r} must be a DNS label of at most {MAX_NAME_LENGTH} characters "
-            "(lower case letters, digits, '-'); choose a shorter or simpler name")
+            "(lower case letters, digits, '-'); choose a shorter or simpler name"
+        )
 
 
 def parse_pool(obj: dict) -> tuple[dict, DaemonPoolSpec]:

@@ -48,23 +48,41 @@ CATALOG: dict[str, tuple[str, str]] = {
     CREATING: ("Progressing=True", "the Deployment is being created"),
     AS_EXPECTED: ("Degraded=False", "nothing is wrong"),
     INVALID_SPEC: ("Degraded=True", "the spec breaks a rule; the message names the field and the fix"),
-    DEPLOYMENT_CONFLICT: ("Degraded=True", "a Deployment of the pool's name is not the pool's; delete or rename it, "
-                                           "or rename the pool"),
-    DEPLOYMENT_REJECTED: ("Degraded=True", "the API server refused the Deployment built from the template; the "
-                                           "message is the server's; fix the template (not retried until it changes)"),
-    PODS_REFUSED: ("Degraded=True", "the ReplicaSet cannot create pods (ResourceQuota, LimitRange, PodSecurity); "
-                                    "the message is the controller's"),
-    ROLLOUT_STUCK: ("Degraded=True", "the Deployment exceeded its progress deadline; see the other reasons and "
-                                     "`kubectl describe deploy`"),
-    UNSCHEDULABLE: ("Degraded=True", "no node fits the workers (resources, nodeSelector, taints); the message is "
-                                     "the scheduler's"),
-    IMAGE_PULL_FAILED: ("Degraded=True", "a worker image cannot be pulled (name, tag, registry credentials, "
-                                         "imagePullPolicy: Never without the image on the node)"),
-    CONTAINER_CONFIG_ERROR: ("Degraded=True", "a container cannot be created (a missing Secret or ConfigMap, a "
-                                              "bad command); the message is the kubelet's"),
+    DEPLOYMENT_CONFLICT: (
+        "Degraded=True",
+        "a Deployment of the pool's name is not the pool's; delete or rename it, or rename the pool",
+    ),
+    DEPLOYMENT_REJECTED: (
+        "Degraded=True",
+        "the API server refused the Deployment built from the template; the "
+        "message is the server's; fix the template (not retried until it changes)",
+    ),
+    PODS_REFUSED: (
+        "Degraded=True",
+        "the ReplicaSet cannot create pods (ResourceQuota, LimitRange, PodSecurity); the message is the controller's",
+    ),
+    ROLLOUT_STUCK: (
+        "Degraded=True",
+        "the Deployment exceeded its progress deadline; see the other reasons and `kubectl describe deploy`",
+    ),
+    UNSCHEDULABLE: (
+        "Degraded=True",
+        "no node fits the workers (resources, nodeSelector, taints); the message is the scheduler's",
+    ),
+    IMAGE_PULL_FAILED: (
+        "Degraded=True",
+        "a worker image cannot be pulled (name, tag, registry credentials, "
+        "imagePullPolicy: Never without the image on the node)",
+    ),
+    CONTAINER_CONFIG_ERROR: (
+        "Degraded=True",
+        "a container cannot be created (a missing Secret or ConfigMap, a bad command); the message is the kubelet's",
+    ),
     OOM_KILLED: ("Degraded=True", "workers are killed for memory; raise the memory limit or use less"),
-    WORKERS_RESTARTING: ("Degraded=True", "workers restart (hung or crashing): `kubectl describe pod` and "
-                                          "`kubectl logs --previous`"),
+    WORKERS_RESTARTING: (
+        "Degraded=True",
+        "workers restart (hung or crashing): `kubectl describe pod` and `kubectl logs --previous`",
+    ),
     CREATED: ("Event, Normal", "the Deployment was created"),
     SCALED: ("Event, Normal", "replicas follow peers"),
     UPDATED: ("Event, Normal", "the Deployment was put back to the pool's spec (an edit, or drift)"),
@@ -76,13 +94,17 @@ SPEC_CAUSED = frozenset({INVALID_SPEC, DEPLOYMENT_CONFLICT, DEPLOYMENT_REJECTED}
 
 
 def conflict_message(deployment: str, why: str) -> str:
-    return (f"Deployment {deployment} exists and is not controlled by this pool ({why}); the operator leaves it alone. "
-            f"Delete or rename that Deployment, or give the pool another name")
+    return (
+        f"Deployment {deployment} exists and is not controlled by this pool ({why}); the operator leaves it alone. "
+        f"Delete or rename that Deployment, or give the pool another name"
+    )
 
 
 def rejected_message(deployment: str, verb: str, status: int, server: str) -> str:
-    return (f"the API server refused to {verb} Deployment {deployment} ({status}): {server}. "
-            f"Fix spec.template; nothing is retried until the pool changes")
+    return (
+        f"the API server refused to {verb} Deployment {deployment} ({status}): {server}. "
+        f"Fix spec.template; nothing is retried until the pool changes"
+    )
 
 
 def counted(n: int, what: str, first_pod: str, detail: str, fix: str) -> str:

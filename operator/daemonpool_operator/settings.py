@@ -16,7 +16,8 @@ def register() -> None:
         # .status: status is ours, rebuilt from the world on every pass.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=model.GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=model.GROUP, key="last-handled-configuration")
+            prefix=model.GROUP, key="last-handled-configuration"
+        )
         # One replica (the chart's Deployment uses Recreate): no peering objects, no RBAC for them.
         settings.peering.standalone = True
         # Our resources are known at start; watching CRDs for new ones would need RBAC we do not ask for.

@@ -15,8 +15,13 @@ READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 
 # Waiting reasons of a container that cannot start, by the Degraded reason they give.
 _PULL = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"}
-_CONFIG = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError", "PreCreateHookError",
-           "PostStartHookError"}
+_CONFIG = {
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "PreCreateHookError",
+    "PostStartHookError",
+}
 _FIXES = {
     R.IMAGE_PULL_FAILED: "Check the image name and tag, the registry credentials (imagePullSecrets) and imagePullPolicy",
     R.CONTAINER_CONFIG_ERROR: "Create the missing Secret or ConfigMap, or fix the container's command and settings",
@@ -47,18 +52,31 @@ def pod_problems(pods: list) -> list:
         for cs in _all_statuses(pod):
             waiting = (cs.get("state") or {}).get("waiting") or {}
             why = waiting.get("reason")
-            last = ((cs.get("lastState") or {}).get("terminated") or {})
+            last = (cs.get("lastState") or {}).get("terminated") or {}
             if why in _PULL:
                 # Not the kubelet's words: ErrImagePull and ImagePullBackOff alternate, and a
                 # message that flips would be a status write on every back-off.
-                hint = {"ErrImageNeverPull": " (imagePullPolicy is Never and the image is not on the node)",
-                        "InvalidImageName": " (not a valid image name)"}.get(why, "")
-                hits.append((R.IMAGE_PULL_FAILED, f"container {cs.get('name')}: image {cs.get('image')!r} cannot be "
-                                                  f"pulled{hint}"))
+                hint = {
+                    "ErrImageNeverPull": " (imagePullPolicy is Never and the image is not on the node)",
+                    "InvalidImageName": " (not a valid image name)",
+                }.get(why, "")
+                hits.append(
+                    (
+                        R.IMAGE_PULL_FAILED,
+                        f"container {cs.get('name')}: image {cs.get('image')!r} cannot be pulled{hint}",
+                    )
+                )
             elif why in _CONFIG:
-                hits.append((R.CONTAINER_CONFIG_ERROR, f"container {cs.get('name')}: {why}: {waiting.get('message') or ''}".rstrip(": ")))
+                hits.append(
+                    (
+                        R.CONTAINER_CONFIG_ERROR,
+                        f"container {cs.get('name')}: {why}: {waiting.get('message') or ''}".rstrip(": "),
+                    )
+                )
             elif last.get("reason") == "OOMKilled" and (why == "CrashLoopBackOff" or cs.get("restartCount", 0) > 1):
-                hits.append((R.OOM_KILLED, f"container {cs.get('name')} was OOMKilled ({cs.get('restartCount', 0)} restart(s))"))
+                hits.append(
+                    (R.OOM_KILLED, f"container {cs.get('name')} was OOMKilled ({cs.get('restartCount', 0)} restart(s))")
+                )
         for reason, msg in hits:
             if reason in found:
                 found[reason][0] += 1
@@ -81,12 +99,26 @@ def deployment_problems(deployment: dict) -> list:
     out = []
     for c in (deployment.get("status") or {}).get("conditions") or []:
         if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
-            out.append((R.PODS_REFUSED, f"the ReplicaSet cannot create worker pods ({c.get('reason')}): {c.get('message')}. "
-                                        "Raise the ResourceQuota or LimitRange, or make the template pass the "
-                                        "namespace's PodSecurity level"))
-        if c.get("type") == "Progressing" and c.get("status") == "False" and c.get("reason") == "ProgressDeadlineExceeded":
-            out.append((R.ROLLOUT_STUCK, f"{c.get('message')}. The other Degraded causes, `kubectl describe deploy "
-                                         f"{deployment.get('metadata', {}).get('name')}` and its pods say why"))
+            out.append(
+                (
+                    R.PODS_REFUSED,
+                    f"the ReplicaSet cannot create worker pods ({c.get('reason')}): {c.get('message')}. "
+                    "Raise the ResourceQuota or LimitRange, or make the template pass the "
+                    "namespace's PodSecurity level",
+                )
+            )
+        if (
+            c.get("type") == "Progressing"
+            and c.get("status") == "False"
+            and c.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            out.append(
+                (
+                    R.ROLLOUT_STUCK,
+                    f"{c.get('message')}. The other Degraded causes, `kubectl describe deploy "
+                    f"{deployment.get('metadata', {}).get('name')}` and its pods say why",
+                )
+            )
     return out
 
 
@@ -122,9 +154,11 @@ def _restarting(statuses: list) -> list:
     for pod, cs in statuses:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") == "CrashLoopBackOff" or (cs.get("restartCount", 0) > 0 and not cs.get("ready")):
-            bad.append(f"{pod}: {cs.get('restartCount', 0)} restart(s)"
-                       + (f", last {_last_reason(cs)}" if _last_reason(cs) else "")
-                       + (f", now {waiting['reason']}" if waiting.get("reason") else ""))
+            bad.append(
+                f"{pod}: {cs.get('restartCount', 0)} restart(s)"
+                + (f", last {_last_reason(cs)}" if _last_reason(cs) else "")
+                + (f", now {waiting['reason']}" if waiting.get("reason") else "")
+            )
     return bad
 
 
@@ -132,8 +166,14 @@ def _cond(type_: str, ok: bool, reason: str, message: str, generation, now: str,
     status = "True" if ok else "False"
     old = previous.get(type_)
     ltt = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else now
-    return Condition(type=type_, status=status, reason=reason, message=message,
-                     last_transition_time=ltt, observed_generation=generation)
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=ltt,
+        observed_generation=generation,
+    )
 
 
 def build_status(
@@ -155,27 +195,53 @@ def build_status(
     base = dict(selector=desired.selector_string(name), observed_generation=gen)
 
     def conds(ready, progressing, degraded):
-        return [_cond(t, *v, gen, now, previous) for t, v in ((READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded))]
+        return [
+            _cond(t, *v, gen, now, previous)
+            for t, v in ((READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded))
+        ]
 
     if invalid is not None or spec is None:
         msg = invalid or "spec is invalid"
-        return DaemonPoolStatus(**base, conditions=conds(
-            (False, R.INVALID_SPEC, msg), (False, R.INVALID_SPEC, "fix the spec; nothing is rolled out meanwhile"),
-            (True, R.INVALID_SPEC, msg)))
+        return DaemonPoolStatus(
+            **base,
+            conditions=conds(
+                (False, R.INVALID_SPEC, msg),
+                (False, R.INVALID_SPEC, "fix the spec; nothing is rolled out meanwhile"),
+                (True, R.INVALID_SPEC, msg),
+            ),
+        )
     dname = desired.deployment_name(name)
     if rejected is not None and deployment is None:
-        return DaemonPoolStatus(**base, deployment=dname, conditions=conds(
-            (False, R.DEPLOYMENT_REJECTED, rejected), (False, R.DEPLOYMENT_REJECTED, "fix the template; nothing is "
-                                                       "rolled out meanwhile"), (True, R.DEPLOYMENT_REJECTED, rejected)))
+        return DaemonPoolStatus(
+            **base,
+            deployment=dname,
+            conditions=conds(
+                (False, R.DEPLOYMENT_REJECTED, rejected),
+                (False, R.DEPLOYMENT_REJECTED, "fix the template; nothing is rolled out meanwhile"),
+                (True, R.DEPLOYMENT_REJECTED, rejected),
+            ),
+        )
     if deployment is None:
-        return DaemonPoolStatus(**base, deployment=dname, conditions=conds(
-            (False, R.DEPLOYMENT_MISSING, f"Deployment {dname} does not exist yet"),
-            (True, R.CREATING, f"creating Deployment {dname}"),
-            (False, R.AS_EXPECTED, "")))
+        return DaemonPoolStatus(
+            **base,
+            deployment=dname,
+            conditions=conds(
+                (False, R.DEPLOYMENT_MISSING, f"Deployment {dname} does not exist yet"),
+                (True, R.CREATING, f"creating Deployment {dname}"),
+                (False, R.AS_EXPECTED, ""),
+            ),
+        )
     if not controlled_by(deployment, pool):
         msg = R.conflict_message(dname, conflict or "no owner reference to this pool")
-        return DaemonPoolStatus(**base, deployment=dname, conditions=conds(
-            (False, R.DEPLOYMENT_CONFLICT, msg), (False, R.DEPLOYMENT_CONFLICT, msg), (True, R.DEPLOYMENT_CONFLICT, msg)))
+        return DaemonPoolStatus(
+            **base,
+            deployment=dname,
+            conditions=conds(
+                (False, R.DEPLOYMENT_CONFLICT, msg),
+                (False, R.DEPLOYMENT_CONFLICT, msg),
+                (True, R.DEPLOYMENT_CONFLICT, msg),
+            ),
+        )
 
     ds = deployment.get("status") or {}
     peers, ready, updated = ds.get("replicas", 0), ds.get("readyReplicas", 0), ds.get("updatedReplicas", 0)
@@ -209,12 +275,23 @@ def build_status(
     elif problems:
         degr_c = (True, *problems[0])
     elif bad:
-        degr_c = (True, R.WORKERS_RESTARTING, "; ".join(bad) + ". Hung or crashing workers: see `kubectl describe pod` "
-                  "and the worker's logs (--previous)")
+        degr_c = (
+            True,
+            R.WORKERS_RESTARTING,
+            "; ".join(bad) + ". Hung or crashing workers: see `kubectl describe pod` "
+            "and the worker's logs (--previous)",
+        )
     else:
         degr_c = (False, R.AS_EXPECTED, f"{restarts} restart(s) in total")
-    return DaemonPoolStatus(**base, deployment=dname, peers=peers, ready_peers=ready, updated_peers=updated,
-                            restarts=restarts, conditions=conds(ready_c, prog_c, degr_c))
+    return DaemonPoolStatus(
+        **base,
+        deployment=dname,
+        peers=peers,
+        ready_peers=ready,
+        updated_peers=updated,
+        restarts=restarts,
+        conditions=conds(ready_c, prog_c, degr_c),
+    )
 
 
 def restart_events(pool: dict, pods: list, spec: DaemonPoolSpec | None) -> list:
@@ -229,6 +306,9 @@ def restart_events(pool: dict, pods: list, spec: DaemonPoolSpec | None) -> list:
     now = sum(cs.get("restartCount", 0) for _, cs in statuses)
     if now <= prev:
         return []
-    detail = [f"{pod} ({cs.get('restartCount', 0)} restart(s)" + (f", last {_last_reason(cs)})" if _last_reason(cs) else ")")
-              for pod, cs in statuses if cs.get("restartCount", 0)]
+    detail = [
+        f"{pod} ({cs.get('restartCount', 0)} restart(s)" + (f", last {_last_reason(cs)})" if _last_reason(cs) else ")")
+        for pod, cs in statuses
+        if cs.get("restartCount", 0)
+    ]
     return [(R.WORKER_RESTARTED, f"{now - prev} worker restart(s): " + ", ".join(detail))]

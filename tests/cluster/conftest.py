@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 
 import pytest
 
-from kube import C, ROOT, Cluster
+from clusterkit import ROOT, C, Cluster
+from skips import unavailable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -28,15 +30,14 @@ def pytest_collection_modifyitems(items):
 
 
 def _unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"the cluster for tests/cluster could not start: {reason}", pytrace=False)
-    pytest.skip(reason)
+    unavailable(f"the cluster for tests/cluster could not start: {reason}")
 
 
 def _kind_cluster():
     if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        _unavailable("DAEMONPOOL_KIND=1 needs a running Docker engine (none on this machine); "
-                     "unset it to use the local cluster")
+        _unavailable(
+            "DAEMONPOOL_KIND=1 needs a running Docker engine (none on this machine); unset it to use the local cluster"
+        )
     try:
         from pytest_kind import KindCluster  # pytest-kind-ng
     except ImportError:
@@ -52,8 +53,11 @@ def cluster():
 
     if os.environ.get("DAEMONPOOL_KIND") == "1":
         kind = _kind_cluster()
-        gateway = subprocess.run(["docker", "network", "inspect", "kind", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
-                                 capture_output=True, text=True).stdout.strip()
+        gateway = subprocess.run(
+            ["docker", "network", "inspect", "kind", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         c = Cluster(str(kind.kubeconfig_path), local=False, host_ip=os.environ.get("DAEMONPOOL_HOST_IP", gateway))
         c.kind = kind
         yield c
@@ -79,6 +83,14 @@ def cluster():
         local.down()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _namespaces_made_are_removed(cluster):
+    """Every namespace a test made goes at the end, even when the test failed before its own clean-up."""
+    yield
+    for ns in cluster.made_namespaces:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
 @pytest.fixture(scope="session")
 def images(cluster):
     """The project's images, built from its Dockerfiles and loaded into the cluster. Returns tag by name."""
@@ -102,15 +114,20 @@ def images(cluster):
     return {k: v[1] for k, v in tags.items()}
 
 
-OPERATOR_NS = "daemonpool-system"
-RELEASE = "daemonpool-operator"
+# The tests' own release and namespace, unique per session: a user's own install (hack/demo's
+# daemonpool-operator in daemonpool-system) is never upgraded or uninstalled by the tests.
+_SESSION = uuid.uuid4().hex[:6]
+OPERATOR_NS = f"daemonpool-test-{_SESSION}"
+RELEASE = f"daemonpool-operator-test-{_SESSION}"  # contains the chart name: the chart's fullname is the release name
+USER_RELEASE = ("daemonpool-system", "daemonpool-operator")
 
 
 def helm(cluster, *args, check=True, timeout=300):
     from localcluster import install
 
-    r = subprocess.run([install.ensure_helm(), *map(str, args)], capture_output=True, text=True, env=cluster.env(),
-                       timeout=timeout)
+    r = subprocess.run(
+        [install.ensure_helm(), *map(str, args)], capture_output=True, text=True, env=cluster.env(), timeout=timeout
+    )
     if check and r.returncode:
         raise AssertionError(f"helm {' '.join(map(str, args))} failed:\n{r.stdout}\n{r.stderr}")
     return r
@@ -118,12 +135,33 @@ def helm(cluster, *args, check=True, timeout=300):
 
 def install_operator(cluster, images, *extra):
     """helm install (or upgrade) the chart into a namespace that enforces the restricted profile."""
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": OPERATOR_NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": OPERATOR_NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }
+    )
     repo, tag = images["operator"].rsplit(":", 1)
-    return helm(cluster, "upgrade", "--install", RELEASE, ROOT / "helm" / "daemonpool-operator", "-n", OPERATOR_NS,
-                "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "logLevel=debug",
-                *extra, "--wait", "--timeout", "180s")
+    return helm(
+        cluster,
+        "upgrade",
+        "--install",
+        RELEASE,
+        ROOT / "helm" / "daemonpool-operator",
+        "-n",
+        OPERATOR_NS,
+        "--set",
+        f"image.repository={repo}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "logLevel=debug",
+        *extra,
+        "--wait",
+        "--timeout",
+        "180s",
+    )
 
 
 class Operator:
@@ -144,13 +182,32 @@ class Operator:
         return live[0] if live else None
 
     def logs(self) -> str:
-        return self.cluster.kubectl("logs", "-n", self.namespace, "deploy/" + self.service_account, "--tail=200",
-                                    check=False).stdout
+        return self.cluster.kubectl(
+            "logs", "-n", self.namespace, "deploy/" + self.service_account, "--tail=200", check=False
+        ).stdout
+
+
+def _pause_user_operator(cluster):
+    """A user's own operator (hack/demo) would reconcile the tests' pools too: scale it to 0 for the session.
+    Returns how to put it back."""
+    ns, name = USER_RELEASE
+    dep = cluster.get("deployment", name, ns=ns, check=False)
+    if dep is None:
+        return lambda: None
+    replicas = dep["spec"].get("replicas", 1)
+    cluster.kubectl("scale", "deployment", name, "-n", ns, "--replicas=0")
+    return lambda: cluster.kubectl("scale", "deployment", name, "-n", ns, f"--replicas={replicas}", check=False)
 
 
 @pytest.fixture(scope="session")
 def operator(cluster, images):
-    """The operator, installed with its Helm chart and running as a pod under its own ServiceAccount."""
-    install_operator(cluster, images)
-    yield Operator(cluster)
-    helm(cluster, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", check=False)
+    """The operator, installed with its Helm chart (a release of the tests' own) and running as a pod under
+    its own ServiceAccount. Removed at the end, with its namespace; a user's own install is put back."""
+    restore = _pause_user_operator(cluster)
+    try:
+        install_operator(cluster, images)
+        yield Operator(cluster)
+    finally:
+        helm(cluster, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", check=False)
+        cluster.kubectl("delete", "namespace", OPERATOR_NS, "--wait=false", check=False)
+        restore()

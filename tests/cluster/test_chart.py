@@ -8,8 +8,8 @@ import time
 import pytest
 import yaml
 
+from clusterkit import ROOT, record, wait
 from conftest import helm, install_operator
-from kube import ROOT, record, wait
 
 pytestmark = pytest.mark.timeout(600)
 CHART = ROOT / "helm" / "daemonpool-operator"
@@ -33,11 +33,16 @@ def test_helm_lint_strict(cluster):
 @pytest.mark.parametrize("values", sorted((CHART / "ci").glob("*-values.yaml")), ids=lambda p: p.name)
 def test_templates_pass_strict_server_side_dry_run(cluster, operator, values):
     vals = yaml.safe_load(values.read_text()) or {}
-    for ns in vals.get("watchNamespaces", []):
-        cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    out = helm(cluster, "template", "dryrun", CHART, "-n", operator.namespace, "-f", values).stdout
-    r = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=out)
-    assert r.returncode == 0
+    made = [ns for ns in vals.get("watchNamespaces", []) if cluster.get("namespace", ns, check=False) is None]
+    try:
+        for ns in made:
+            cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        out = helm(cluster, "template", "dryrun", CHART, "-n", operator.namespace, "-f", values).stdout
+        r = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=out)
+        assert r.returncode == 0
+    finally:
+        for ns in made:  # only those this test made: a user's own team-a stays
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     kinds = {d["kind"] for d in yaml.safe_load_all(out) if d}
     if vals.get("watchNamespaces"):
         assert "ClusterRole" not in kinds and "Role" in kinds
@@ -57,7 +62,7 @@ def _can_i(cluster, user, ns):
         parts = line.split()
         if not parts or parts[0].startswith("/") or "[" not in line:
             continue
-        verbs = line[line.rindex("[") + 1:line.rindex("]")].split()
+        verbs = line[line.rindex("[") + 1 : line.rindex("]")].split()
         rules.add((parts[0], tuple(sorted(verbs))))
     return rules
 
@@ -67,8 +72,8 @@ def test_operator_rbac_is_exactly_what_it_uses(cluster, operator):
     mine = _can_i(cluster, operator.username, ns)
     base = _can_i(cluster, f"system:serviceaccount:{ns}:default", ns)
     extra = mine - base
-    assert extra == EXPECTED_RBAC, f"granted beyond the baseline: {sorted(extra)}"
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    assert extra == EXPECTED_RBAC, f"granted beyond the baseline: {sorted(extra)}"
 
 
 def test_operator_runs_under_the_restricted_profile(cluster, operator):
@@ -81,9 +86,18 @@ def test_operator_runs_under_the_restricted_profile(cluster, operator):
     assert ctx["capabilities"]["drop"] == ["ALL"]
 
 
-def test_zz_upgrade_keeps_pools_and_uninstall_leaves_them(cluster, operator, images):
-    """Last in this module: it uninstalls the operator (and installs it again for later tests)."""
+def test_upgrade_keeps_pools_and_uninstall_leaves_them(cluster, operator, images):
+    """Uninstalls the tests' operator and installs it again, in a finally: no order is assumed."""
     ns = cluster.namespace("chart", labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    try:
+        _upgrade_and_uninstall(cluster, operator, images, ns)
+    finally:
+        if operator.pod() is None:
+            install_operator(cluster, images)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _upgrade_and_uninstall(cluster, operator, images, ns):
     cluster.apply(yaml.safe_load((ROOT / "examples" / "pool.yaml").read_text()), ns=ns)
 
     def pool_ready():
@@ -92,20 +106,38 @@ def test_zz_upgrade_keeps_pools_and_uninstall_leaves_them(cluster, operator, ima
 
     wait(pool_ready, 120, "the example pool Ready")
     dep = cluster.get("deployment", "example", ns=ns)
-    pods_before = sorted(p["metadata"]["uid"] for p in cluster.get("pods", "-l", "daemonpool.dev/pool=example", ns=ns)["items"])
+    pods_before = sorted(
+        p["metadata"]["uid"] for p in cluster.get("pods", "-l", "daemonpool.dev/pool=example", ns=ns)["items"]
+    )
 
     t0 = time.monotonic()
     install_operator(cluster, images, "--set", "logFormat=json", "--set", "resources.limits.memory=300Mi")
-    wait(lambda: (p := operator.pod()) and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))
-         and p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "300Mi", 120, "the upgraded operator Ready")
+    wait(
+        lambda: (
+            (p := operator.pod())
+            and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))
+            and p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "300Mi"
+        ),
+        120,
+        "the upgraded operator Ready",
+    )
     upgrade_s = time.monotonic() - t0
-    wait(lambda: json.loads(next(line for line in operator.logs().splitlines()[-5:] if line.startswith("{")) or "{}")
-         is not None, 60, "JSON logs")
+    wait(
+        lambda: (
+            json.loads(next(line for line in operator.logs().splitlines()[-5:] if line.startswith("{")) or "{}")
+            is not None
+        ),
+        60,
+        "JSON logs",
+    )
     time.sleep(3)
     after = cluster.get("deployment", "example", ns=ns)
     assert after["metadata"]["uid"] == dep["metadata"]["uid"]
     assert after["metadata"]["generation"] == dep["metadata"]["generation"], "the upgrade rewrote the pool's Deployment"
-    assert sorted(p["metadata"]["uid"] for p in cluster.get("pods", "-l", "daemonpool.dev/pool=example", ns=ns)["items"]) == pods_before
+    assert (
+        sorted(p["metadata"]["uid"] for p in cluster.get("pods", "-l", "daemonpool.dev/pool=example", ns=ns)["items"])
+        == pods_before
+    )
     assert pool_ready()
 
     helm(cluster, "uninstall", operator.release, "-n", operator.namespace, "--wait")
@@ -116,6 +148,7 @@ def test_zz_upgrade_keeps_pools_and_uninstall_leaves_them(cluster, operator, ima
 
     t0 = time.monotonic()
     install_operator(cluster, images)
-    record("helm_seconds", {"install_to_ready": round(time.monotonic() - t0, 1), "upgrade_to_ready": round(upgrade_s, 1)})
+    record(
+        "helm_seconds", {"install_to_ready": round(time.monotonic() - t0, 1), "upgrade_to_ready": round(upgrade_s, 1)}
+    )
     wait(pool_ready, 120, "the pool Ready under the reinstalled operator")
-    cluster.kubectl("delete", "namespace", ns, "--wait=false")

@@ -2,12 +2,14 @@
 
 import pytest
 
-from kube import wait
+from clusterkit import wait
 
 pytestmark = pytest.mark.timeout(300)
 
 RESTRICTED_CTX = {
-    "runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"},
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
 }
 CONTAINER_CTX = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
@@ -28,26 +30,46 @@ def test_node_is_ready_and_guard_keeps_pod_traffic_local(cluster):
 def test_kubelet_restarts_a_container_whose_liveness_probe_fails(cluster, images):
     ns = cluster.namespace("liveness")
     # Touches a file for 4 s, then stops (but stays alive): only the probe can notice.
-    script = ("import os, time, pathlib\n"
-              "p = pathlib.Path('/work/alive')\n"
-              "end = time.time() + 4\n"
-              "while time.time() < end:\n    p.touch(); time.sleep(0.5)\n"
-              "time.sleep(3600)\n")
+    script = (
+        "import os, time, pathlib\n"
+        "p = pathlib.Path('/work/alive')\n"
+        "end = time.time() + 4\n"
+        "while time.time() < end:\n    p.touch(); time.sleep(0.5)\n"
+        "time.sleep(3600)\n"
+    )
     probe = "import os, sys, time; sys.exit(time.time() - os.stat('/work/alive').st_mtime > 3)"
     dep = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hangs", "namespace": ns},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "hangs"}},
-                 "template": {"metadata": {"labels": {"app": "hangs"}}, "spec": {
-                     "securityContext": RESTRICTED_CTX,
-                     "terminationGracePeriodSeconds": 2,
-                     "volumes": [{"name": "work", "emptyDir": {}}],
-                     "containers": [{
-                         "name": "c", "image": images["worker-base"], "imagePullPolicy": "IfNotPresent",
-                         "command": ["python3", "-c", script], "securityContext": CONTAINER_CTX,
-                         "volumeMounts": [{"name": "work", "mountPath": "/work"}],
-                         "livenessProbe": {"exec": {"command": ["python3", "-c", probe]}, "periodSeconds": 2,
-                                           "failureThreshold": 2, "initialDelaySeconds": 1},
-                     }]}}},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "hangs", "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "hangs"}},
+            "template": {
+                "metadata": {"labels": {"app": "hangs"}},
+                "spec": {
+                    "securityContext": RESTRICTED_CTX,
+                    "terminationGracePeriodSeconds": 2,
+                    "volumes": [{"name": "work", "emptyDir": {}}],
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": images["worker-base"],
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["python3", "-c", script],
+                            "securityContext": CONTAINER_CTX,
+                            "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                            "livenessProbe": {
+                                "exec": {"command": ["python3", "-c", probe]},
+                                "periodSeconds": 2,
+                                "failureThreshold": 2,
+                                "initialDelaySeconds": 1,
+                            },
+                        }
+                    ],
+                },
+            },
+        },
     }
     cluster.apply(dep)
 
@@ -57,8 +79,9 @@ def test_kubelet_restarts_a_container_whose_liveness_probe_fails(cluster, images
 
     wait(restarted, 120, "the kubelet to restart the container")
     events = cluster.events(ns)
-    assert any(e["reason"] == "Killing" and "failed liveness probe" in e["message"] for e in events), \
-        [(e["reason"], e["message"]) for e in events]
+    assert any(e["reason"] == "Killing" and "failed liveness probe" in e["message"] for e in events), [
+        (e["reason"], e["message"]) for e in events
+    ]
     assert any(e["reason"] == "Unhealthy" and "Liveness probe failed" in e["message"] for e in events)
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
@@ -77,13 +100,30 @@ def test_pod_reaches_the_api_server_through_the_kubernetes_service(cluster, imag
         "    except Exception as e:\n"
         "        print('retry', e); time.sleep(1)\n"
     )
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "caller", "namespace": ns}, "spec": {
-        "restartPolicy": "Never", "securityContext": RESTRICTED_CTX,
-        "containers": [{"name": "c", "image": images["worker-base"], "imagePullPolicy": "IfNotPresent",
-                        "command": ["python3", "-c", script], "securityContext": CONTAINER_CTX}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "caller", "namespace": ns},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": RESTRICTED_CTX,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": images["worker-base"],
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python3", "-c", script],
+                    "securityContext": CONTAINER_CTX,
+                }
+            ],
+        },
+    }
     cluster.apply(pod)
-    wait(lambda: cluster.get("pod", "caller", ns=ns)["status"].get("phase") in ("Succeeded", "Failed"), 120,
-         "the pod to finish")
+    wait(
+        lambda: cluster.get("pod", "caller", ns=ns)["status"].get("phase") in ("Succeeded", "Failed"),
+        120,
+        "the pod to finish",
+    )
     logs = cluster.kubectl("logs", "caller", "-n", ns).stdout
     assert "STATUS 200" in logs, logs
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
@@ -91,14 +131,31 @@ def test_pod_reaches_the_api_server_through_the_kubernetes_service(cluster, imag
 
 def test_restricted_pod_security_rejects_a_privileged_pod(cluster, images):
     ns = cluster.namespace("restricted", labels={"pod-security.kubernetes.io/enforce": "restricted"})
-    bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root", "namespace": ns}, "spec": {
-        "containers": [{"name": "c", "image": images["worker-base"], "securityContext": {"runAsUser": 0}}]}}
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "root", "namespace": ns},
+        "spec": {"containers": [{"name": "c", "image": images["worker-base"], "securityContext": {"runAsUser": 0}}]},
+    }
     r = cluster.apply(bad, check=False)
     assert r.returncode != 0 and "violates PodSecurity" in r.stderr and "restricted" in r.stderr, r.stderr
-    good = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ok", "namespace": ns}, "spec": {
-        "securityContext": RESTRICTED_CTX,
-        "containers": [{"name": "c", "image": images["worker-base"], "imagePullPolicy": "IfNotPresent",
-                        "command": ["python3", "-c", "print('fine')"], "securityContext": CONTAINER_CTX}],
-        "restartPolicy": "Never"}}
+    good = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "ok", "namespace": ns},
+        "spec": {
+            "securityContext": RESTRICTED_CTX,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": images["worker-base"],
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python3", "-c", "print('fine')"],
+                    "securityContext": CONTAINER_CTX,
+                }
+            ],
+            "restartPolicy": "Never",
+        },
+    }
     cluster.apply(good)
     cluster.kubectl("delete", "namespace", ns, "--wait=false")

@@ -16,8 +16,10 @@ import time
 import pytest
 
 from daemonpool_operator import reasons
+
+from clusterkit import record, wait
 from hostile import CHURNING, generated, hand
-from kube import record, wait
+from skips import unavailable
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -49,10 +51,19 @@ def namespaces(cluster, operator):
         "limited": cluster.namespace("hostile-lr"),
         "gen": cluster.namespace("hostile-gen"),
     }
-    cluster.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-pod"},
-                   "spec": {"hard": {"pods": "1"}}}, ns=made["quota"])
-    cluster.apply({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "small"},
-                   "spec": {"limits": [{"type": "Container", "max": {"memory": "16Mi"}}]}}, ns=made["limited"])
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-pod"}, "spec": {"hard": {"pods": "1"}}},
+        ns=made["quota"],
+    )
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": {"name": "small"},
+            "spec": {"limits": [{"type": "Container", "max": {"memory": "16Mi"}}]},
+        },
+        ns=made["limited"],
+    )
     try:
         yield made
     finally:
@@ -71,7 +82,7 @@ def _writes(cluster, username, since_line):
 
 def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     if cluster.audit_log is None:
-        pytest.skip("needs the local cluster's audit log (idle writes)")
+        unavailable("needs the local cluster's audit log (idle writes)")
     ns = namespaces
     cases = hand(ns["open"], ns["restricted"], ns["quota"], ns["limited"])
     gen = generated(ns["gen"], 300)
@@ -90,7 +101,9 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
             for obj in cluster.get("dp", ns=n)["items"]:
                 key = (n, obj["metadata"]["name"])
                 if verdict(obj) is not None and key not in seen:
-                    created = datetime.datetime.fromisoformat(obj["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+                    created = datetime.datetime.fromisoformat(
+                        obj["metadata"]["creationTimestamp"].replace("Z", "+00:00")
+                    )
                     # Seconds from the pool's creation to its first verdict (creationTimestamp has 1 s resolution).
                     seen[key] = round(time.time() - created.timestamp(), 1)
         return all(k in seen for k in keys)
@@ -108,30 +121,50 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     for n in ns.values():
         for obj in cluster.get("dp", ns=n)["items"]:
             final[(n, obj["metadata"]["name"])] = verdict(obj)
-    gens = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["metadata"]["generation"]
-            for n in ns.values() for d in cluster.get("deployments", ns=n)["items"]}
+    gens = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d["metadata"]["generation"]
+        for n in ns.values()
+        for d in cluster.get("deployments", ns=n)["items"]
+    }
     start = len(cluster.audit_log.read_text().splitlines())
     time.sleep(60)
     writes = _writes(cluster, operator.username, start)
     churning = {f"/namespaces/{ns['open']}/daemonpools/{name}/" for name in CHURNING}
-    quiet_writes = [w for w in writes if not any(c in w + "/" for c in churning)
-                    and not (w.startswith("create") and "/events" in w and ns["open"] in w)]
-    gens_after = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["metadata"]["generation"]
-                  for n in ns.values() for d in cluster.get("deployments", ns=n)["items"]}
+    quiet_writes = [
+        w
+        for w in writes
+        if not any(c in w + "/" for c in churning)
+        and not (w.startswith("create") and "/events" in w and ns["open"] in w)
+    ]
+    gens_after = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d["metadata"]["generation"]
+        for n in ns.values()
+        for d in cluster.get("deployments", ns=n)["items"]
+    }
     op_after = operator.pod()
 
     counts = collections.Counter(v[0] for v in final.values() if v)
-    by_case = {p["metadata"]["name"]: (final.get((p["metadata"]["namespace"], p["metadata"]["name"])) or ("silent",))[0]
-               for p, _ in cases}
-    record("hostile_pools", {
-        "pools": len(pools), "hand": len(cases), "generated": len(gen), "apply_seconds": round(applied, 1),
-        "settled_seconds_max": max(seen.values()),
-        "settled_seconds_p50": sorted(seen.values())[len(seen) // 2], "verdicts": dict(counts),
-        "silent": sum(1 for v in final.values() if v is None),
-        "operator_restarts": sum(c.get("restartCount", 0) for c in op_after["status"]["containerStatuses"]),
-        "idle_writes_60s": len(quiet_writes), "churning_writes_60s": len(writes) - len(quiet_writes),
-        "by_case": by_case,
-    })
+    by_case = {
+        p["metadata"]["name"]: (final.get((p["metadata"]["namespace"], p["metadata"]["name"])) or ("silent",))[0]
+        for p, _ in cases
+    }
+    record(
+        "hostile_pools",
+        {
+            "pools": len(pools),
+            "hand": len(cases),
+            "generated": len(gen),
+            "apply_seconds": round(applied, 1),
+            "settled_seconds_max": max(seen.values()),
+            "settled_seconds_p50": sorted(seen.values())[len(seen) // 2],
+            "verdicts": dict(counts),
+            "silent": sum(1 for v in final.values() if v is None),
+            "operator_restarts": sum(c.get("restartCount", 0) for c in op_after["status"]["containerStatuses"]),
+            "idle_writes_60s": len(quiet_writes),
+            "churning_writes_60s": len(writes) - len(quiet_writes),
+            "by_case": by_case,
+        },
+    )
     assert all(v is not None for v in final.values()), [k for k, v in final.items() if v is None]
     assert op_after["metadata"]["uid"] == op_before["metadata"]["uid"], "the operator pod was replaced"
     assert all(c.get("restartCount", 0) == 0 for c in op_after["status"]["containerStatuses"]), "the operator restarted"
@@ -139,21 +172,51 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     moved = {k: (gens[k], gens_after.get(k)) for k in gens if gens_after.get(k) != gens[k]}
     assert moved == {}, f"Deployments rewritten while nothing changed: {moved}"
     # The cases whose cause is certain say exactly that.
-    expect = {"numbers": "Ready", "cpu-one": "Ready", "privileged": "Ready", "sys-admin": "Ready", "as-root": "Ready",
-              "never-there": "ImagePullFailed", "bad-image-name": "ImagePullFailed", "init-absent": "ImagePullFailed",
-              "no-secret": "ContainerConfigError", "no-configmap": "ContainerConfigError",
-              "no-node": "Unschedulable", "huge-cpu": "Unschedulable", "huge-mem": "Unschedulable",
-              "affinity": "Unschedulable", "rs-privileged": "PodsRefused", "rs-hostpath": "PodsRefused",
-              "rs-hostpid": "PodsRefused", "rs-root": "PodsRefused", "quota": "PodsRefused",
-              "limit-range": "PodsRefused", "no-sa": "PodsRefused", "port-range": "DeploymentRejected",
-              "bad-mount": "DeploymentRejected", "limit-lt-req": "DeploymentRejected",
-              "bad-label": "DeploymentRejected", "dup-volume": "DeploymentRejected", "unicode": "DeploymentRejected",
-              "rs-ok": "Ready", "zero": "Ready", "x" * 47: "Ready", "sidecar": "Ready", "second-worker": "Ready"}
+    expect = {
+        "numbers": "Ready",
+        "cpu-one": "Ready",
+        "privileged": "Ready",
+        "sys-admin": "Ready",
+        "as-root": "Ready",
+        "never-there": "ImagePullFailed",
+        "bad-image-name": "ImagePullFailed",
+        "init-absent": "ImagePullFailed",
+        "no-secret": "ContainerConfigError",
+        "no-configmap": "ContainerConfigError",
+        "no-node": "Unschedulable",
+        "huge-cpu": "Unschedulable",
+        "huge-mem": "Unschedulable",
+        "affinity": "Unschedulable",
+        "rs-privileged": "PodsRefused",
+        "rs-hostpath": "PodsRefused",
+        "rs-hostpid": "PodsRefused",
+        "rs-root": "PodsRefused",
+        "quota": "PodsRefused",
+        "limit-range": "PodsRefused",
+        "no-sa": "PodsRefused",
+        "port-range": "DeploymentRejected",
+        "bad-mount": "DeploymentRejected",
+        "limit-lt-req": "DeploymentRejected",
+        "bad-label": "DeploymentRejected",
+        "dup-volume": "DeploymentRejected",
+        "unicode": "DeploymentRejected",
+        "rs-ok": "Ready",
+        "zero": "Ready",
+        "x" * 47: "Ready",
+        "sidecar": "Ready",
+        "second-worker": "Ready",
+    }
     wrong = {k: (by_case.get(k), v) for k, v in expect.items() if by_case.get(k) != v}
     assert wrong == {}, f"(got, expected): {wrong}"
     # One Warning per cause, not one per pass.
-    events = [e for e in cluster.events(ns["open"]) if e["type"] == "Warning" and e["involvedObject"]["kind"] == "DaemonPool"
-              and e["involvedObject"]["name"] not in CHURNING and e["reason"] != "WorkerRestarted"]
+    events = [
+        e
+        for e in cluster.events(ns["open"])
+        if e["type"] == "Warning"
+        and e["involvedObject"]["kind"] == "DaemonPool"
+        and e["involvedObject"]["name"] not in CHURNING
+        and e["reason"] != "WorkerRestarted"
+    ]
     per_pool = collections.Counter((e["involvedObject"]["name"], e["reason"]) for e in events)
     assert all(n == 1 for n in per_pool.values()), {k: n for k, n in per_pool.items() if n > 1}
 
@@ -162,10 +225,24 @@ def test_delete_completes_while_the_operator_is_away(cluster, operator, images):
     """Before: kopf's timer put a finalizer on every pool; with the operator gone, `kubectl delete dp` hung."""
     ns = cluster.namespace("nofinal")
     try:
-        cluster.apply({"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool",
-                       "metadata": {"name": "w", "namespace": ns},
-                       "spec": {"peers": 1, "timeoutSeconds": 10, "template": {"spec": {"containers": [
-                           {"name": "worker", "image": images["example-worker"], "imagePullPolicy": "IfNotPresent"}]}}}})
+        cluster.apply(
+            {
+                "apiVersion": "daemonpool.dev/v1alpha1",
+                "kind": "DaemonPool",
+                "metadata": {"name": "w", "namespace": ns},
+                "spec": {
+                    "peers": 1,
+                    "timeoutSeconds": 10,
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {"name": "worker", "image": images["example-worker"], "imagePullPolicy": "IfNotPresent"}
+                            ]
+                        }
+                    },
+                },
+            }
+        )
         wait(lambda: cluster.get("deployment", "w", ns=ns, check=False), 60, "the Deployment")
         assert not cluster.get("dp", "w", ns=ns)["metadata"].get("finalizers"), "no finalizer on the pool"
         cluster.kubectl("scale", "deploy", operator.service_account, "-n", operator.namespace, "--replicas=0")
@@ -174,6 +251,9 @@ def test_delete_completes_while_the_operator_is_away(cluster, operator, images):
         wait(lambda: cluster.get("deployment", "w", ns=ns, check=False) is None, 60, "the Deployment garbage-collected")
     finally:
         cluster.kubectl("scale", "deploy", operator.service_account, "-n", operator.namespace, "--replicas=1")
-        wait(lambda: (p := operator.pod()) and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}])),
-             120, "the operator back")
+        wait(
+            lambda: (p := operator.pod()) and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}])),
+            120,
+            "the operator back",
+        )
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

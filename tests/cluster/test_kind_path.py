@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from kube import ROOT
+from clusterkit import ROOT
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -28,8 +28,11 @@ def test_kind_config_describes_the_daemonpool_cluster():
         assert tag in (ROOT / "kind-config.yaml").read_text()
 
 
-@pytest.mark.skipif(not docker_running(), reason="the kind path needs a running Docker engine, and none runs on this "
-                    "machine (no Docker daemon in these VMs); the local cluster covers the same tests here")
+@pytest.mark.skipif(
+    not docker_running(),
+    reason="the kind path needs a running Docker engine, and none runs on this "
+    "machine (no Docker daemon in these VMs); the local cluster covers the same tests here",
+)
 def test_kind_cluster_from_kind_config_starts():
     from pytest_kind import KindCluster
 

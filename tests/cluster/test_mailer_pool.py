@@ -7,13 +7,16 @@ import time
 
 import pytest
 
-from kube import ROOT, record, wait
+from clusterkit import ROOT, record, wait
 
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "examples" / "mailer"))
-psycopg = pytest.importorskip("psycopg")
-import services  # noqa: E402
+import psycopg  # noqa: E402  (a test dependency: never skipped)
+
 from mailer import outbox  # noqa: E402
+
+import services  # noqa: E402
+from skips import unavailable  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture
 def backing(cluster):
     if not cluster.host_ip:
-        pytest.skip("set DAEMONPOOL_HOST_IP to an address of this machine that pods can reach")
+        unavailable("set DAEMONPOOL_HOST_IP to an address of this machine that pods can reach")
     pg = services.Postgres(addresses=("127.0.0.1", cluster.host_ip)).start()
     smtp = services.MailSink(host=cluster.host_ip).start()
     yield pg, smtp
@@ -36,14 +39,37 @@ def test_mailer_pool_drains_500_through_scale_and_pod_deletion(cluster, operator
         outbox.migrate(db)
         outbox.enqueue_many(db, [(f"customer{i}@example.com", f"Your order {i}", "Thank you.") for i in range(n)])
         ns = cluster.namespace("mailer", labels={"pod-security.kubernetes.io/enforce": "restricted"})
-        pool = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool", "metadata": {"name": "mailer", "namespace": ns},
-                "spec": {"peers": 3, "timeoutSeconds": 6, "gracePeriodSeconds": 20, "template": {"spec": {"containers": [{
-                    "name": "mailer", "image": images["mailer"], "imagePullPolicy": "IfNotPresent",
-                    "env": [{"name": "MAILER_DSN", "value": pg.dsn(cluster.host_ip)},
-                            {"name": "MAILER_SMTP", "value": f"{cluster.host_ip}:{smtp.port}"},
-                            {"name": "MAILER_RATE", "value": "20/s"},
-                            {"name": "MAILER_BATCH", "value": "5"}],
-                    "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}}}]}}}}
+        pool = {
+            "apiVersion": "daemonpool.dev/v1alpha1",
+            "kind": "DaemonPool",
+            "metadata": {"name": "mailer", "namespace": ns},
+            "spec": {
+                "peers": 3,
+                "timeoutSeconds": 6,
+                "gracePeriodSeconds": 20,
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "mailer",
+                                "image": images["mailer"],
+                                "imagePullPolicy": "IfNotPresent",
+                                "env": [
+                                    {"name": "MAILER_DSN", "value": pg.dsn(cluster.host_ip)},
+                                    {"name": "MAILER_SMTP", "value": f"{cluster.host_ip}:{smtp.port}"},
+                                    {"name": "MAILER_RATE", "value": "20/s"},
+                                    {"name": "MAILER_BATCH", "value": "5"},
+                                ],
+                                "resources": {
+                                    "requests": {"cpu": "10m", "memory": "48Mi"},
+                                    "limits": {"memory": "128Mi"},
+                                },
+                            }
+                        ]
+                    }
+                },
+            },
+        }
         t0 = time.monotonic()
         cluster.apply(pool)
 
@@ -56,8 +82,11 @@ def test_mailer_pool_drains_500_through_scale_and_pod_deletion(cluster, operator
         wait(sent_at_least(200), 180, "200 mails sent")
         cluster.kubectl("scale", "dp", "mailer", "--replicas=3", "-n", ns)
         wait(sent_at_least(300), 180, "300 mails sent")
-        pods = [p for p in cluster.get("pods", "-l", "daemonpool.dev/pool=mailer", ns=ns)["items"]
-                if not p["metadata"].get("deletionTimestamp")]
+        pods = [
+            p
+            for p in cluster.get("pods", "-l", "daemonpool.dev/pool=mailer", ns=ns)["items"]
+            if not p["metadata"].get("deletionTimestamp")
+        ]
         cluster.kubectl("delete", "pod", pods[0]["metadata"]["name"], "-n", ns, "--wait=false")
 
         def drained():
@@ -71,8 +100,14 @@ def test_mailer_pool_drains_500_through_scale_and_pod_deletion(cluster, operator
     received = {int(mid.split("-")[1].split("@")[0]) for mid in ids}
     lost = [r[0] for r in rows if r[1] != "dead" and r[0] not in received]
     dead = [r for r in rows if r[1] == "dead"]
-    result = {"messages": n, "lost": len(lost), "duplicates": len(ids) - len(set(ids)), "dead": len(dead),
-              "drain_seconds": round(took, 1), "stats": stats}
+    result = {
+        "messages": n,
+        "lost": len(lost),
+        "duplicates": len(ids) - len(set(ids)),
+        "dead": len(dead),
+        "drain_seconds": round(took, 1),
+        "stats": stats,
+    }
     record("mailer_pool", result)
     assert lost == []
     assert all(r[2] for r in dead)

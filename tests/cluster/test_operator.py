@@ -10,17 +10,38 @@ import time
 import pytest
 
 from daemonpool_operator import desired
-from kube import record, wait
+
+from clusterkit import record, wait
+from skips import unavailable
 
 pytestmark = pytest.mark.timeout(600)
 
 
 def pool(name, ns, image, peers=2, timeout=10, **spec):
     env = spec.pop("env", [{"name": "WORK_SECONDS", "value": "0.5"}])
-    return {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool", "metadata": {"name": name, "namespace": ns},
-            "spec": {"peers": peers, "timeoutSeconds": timeout, **spec, "template": {"spec": {"containers": [{
-                "name": "worker", "image": image, "imagePullPolicy": "IfNotPresent", "env": env,
-                "resources": {"requests": {"cpu": "5m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}}}]}}}}
+    return {
+        "apiVersion": "daemonpool.dev/v1alpha1",
+        "kind": "DaemonPool",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "peers": peers,
+            "timeoutSeconds": timeout,
+            **spec,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "image": image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "env": env,
+                            "resources": {"requests": {"cpu": "5m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
+                        }
+                    ]
+                }
+            },
+        },
+    }
 
 
 def conditions(obj):
@@ -31,8 +52,11 @@ def ready(cluster, ns, name, peers=None):
     p = cluster.get("dp", name, ns=ns)
     c = conditions(p).get("Ready", {})
     want = p["spec"]["peers"] if peers is None else peers
-    return (c.get("status") == "True" and p["status"].get("readyPeers") == want
-            and c.get("observedGeneration") == p["metadata"]["generation"]) and p
+    return (
+        c.get("status") == "True"
+        and p["status"].get("readyPeers") == want
+        and c.get("observedGeneration") == p["metadata"]["generation"]
+    ) and p
 
 
 def pods(cluster, ns, name, live=True):
@@ -69,8 +93,11 @@ def test_apply_pool_gives_ready_workers_and_the_desired_deployment(cluster, oper
     direct = desired.build_deployment({"metadata": {"name": "direct", "namespace": ns}, "spec": obj["spec"]})
     t0 = time.monotonic()
     cluster.apply(direct)
-    wait(lambda: (cluster.get("deployment", "direct", ns=ns)["status"].get("readyReplicas") == 3), 120, "direct ready")
-    record("apply_to_ready_seconds", {"daemonpool": round(pool_ready, 1), "plain_deployment": round(time.monotonic() - t0, 1)})
+    wait(lambda: cluster.get("deployment", "direct", ns=ns)["status"].get("readyReplicas") == 3, 120, "direct ready")
+    record(
+        "apply_to_ready_seconds",
+        {"daemonpool": round(pool_ready, 1), "plain_deployment": round(time.monotonic() - t0, 1)},
+    )
 
 
 def test_scale_up_and_down_with_kubectl_scale(cluster, operator, images, ns):
@@ -83,7 +110,9 @@ def test_scale_up_and_down_with_kubectl_scale(cluster, operator, images, ns):
         wait(lambda: len(pods(cluster, ns, "scale", live=False)) == n, 90, f"{n} pods")
         st = cluster.get("dp", "scale", ns=ns)["status"]
         assert st["peers"] == n and st["readyPeers"] == n
-    scale = json.loads(cluster.kubectl("get", "--raw", f"/apis/daemonpool.dev/v1alpha1/namespaces/{ns}/daemonpools/scale/scale").stdout)
+    scale = json.loads(
+        cluster.kubectl("get", "--raw", f"/apis/daemonpool.dev/v1alpha1/namespaces/{ns}/daemonpools/scale/scale").stdout
+    )
     assert scale["spec"]["replicas"] == 2 and scale["status"]["selector"] == "daemonpool.dev/pool=scale"
     assert any(e["reason"] == "Scaled" for e in cluster.events(ns, "scale"))
     # An HPA targeting the pool is accepted (the scale subresource and the selector are there).
@@ -100,20 +129,26 @@ def test_drift_is_restored(cluster, operator, images, ns):
     original = cluster.get("deployment", "drift", ns=ns)
     cluster.kubectl("scale", "deployment", "drift", "--replicas=5", "-n", ns)
     wait(lambda: cluster.get("deployment", "drift", ns=ns)["spec"]["replicas"] == 2, 30, "replicas restored")
-    patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/livenessProbe/periodSeconds", "value": 60},
-             {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "X", "value": "1"}}]
+    patch = [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/livenessProbe/periodSeconds", "value": 60},
+        {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "X", "value": "1"}},
+    ]
     cluster.kubectl("patch", "deployment", "drift", "-n", ns, "--type=json", "-p", json.dumps(patch))
 
     def probes_back():
         c = cluster.get("deployment", "drift", ns=ns)["spec"]["template"]["spec"]["containers"][0]
         return c["livenessProbe"]["periodSeconds"] == original["spec"]["template"]["spec"]["containers"][0][
-            "livenessProbe"]["periodSeconds"] and not any(e["name"] == "X" for e in c["env"])
+            "livenessProbe"
+        ]["periodSeconds"] and not any(e["name"] == "X" for e in c["env"])
 
     wait(probes_back, 30, "probes and env restored")
     uid = original["metadata"]["uid"]
     cluster.kubectl("delete", "deployment", "drift", "-n", ns, "--wait=false")
-    wait(lambda: (d := cluster.get("deployment", "drift", ns=ns, check=False)) and d["metadata"]["uid"] != uid, 60,
-         "Deployment recreated")
+    wait(
+        lambda: (d := cluster.get("deployment", "drift", ns=ns, check=False)) and d["metadata"]["uid"] != uid,
+        60,
+        "Deployment recreated",
+    )
     wait(lambda: ready(cluster, ns, "drift"), 120, "pool Ready again")
 
 
@@ -123,8 +158,9 @@ def test_hung_worker_is_restarted_in_time_and_others_are_untouched(cluster, oper
     wait(lambda: ready(cluster, ns, "hang"), 120, "pool Ready")
     victim, other = sorted(pods(cluster, ns, "hang"), key=lambda p: p["metadata"]["name"])
     t_hang = time.time()
-    cluster.kubectl("exec", victim["metadata"]["name"], "-n", ns, "--", "python3", "-c",
-                    "open('/run/daemonpool/hang', 'w').close()")
+    cluster.kubectl(
+        "exec", victim["metadata"]["name"], "-n", ns, "--", "python3", "-c", "open('/run/daemonpool/hang', 'w').close()"
+    )
 
     def restarted():
         p = cluster.get("pod", victim["metadata"]["name"], ns=ns)
@@ -136,26 +172,42 @@ def test_hung_worker_is_restarted_in_time_and_others_are_untouched(cluster, oper
     t_kill = time.mktime(time.strptime(finished, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     took = t_kill - t_hang
     bound = timeout + period + 2
-    record("hang_to_restart_seconds", {"measured": round(took, 1), "bound": bound,
-                                       "note": "finishedAt has 1 s resolution; the worker checks for the hang once per 0.5 s unit"})
+    record(
+        "hang_to_restart_seconds",
+        {
+            "measured": round(took, 1),
+            "bound": bound,
+            "note": "finishedAt has 1 s resolution; the worker checks for the hang once per 0.5 s unit",
+        },
+    )
     # Second-resolution timestamps and the worker's 0.5 s unit: allow 1.5 s of measurement slack.
     assert took <= bound + 1.5, (took, bound)
     assert took >= timeout - period - 1, "killed before its heartbeat could have gone stale"
     o = cluster.get("pod", other["metadata"]["name"], ns=ns)["status"]["containerStatuses"][0]
     assert o.get("restartCount", 0) == 0
     events = cluster.events(ns)
-    assert any(e["reason"] == "Killing" and "liveness" in e["message"] and e["involvedObject"]["name"] == victim["metadata"]["name"]
-               for e in events)
-    wait(lambda: any(e["reason"] == "WorkerRestarted" and e["type"] == "Warning" for e in cluster.events(ns, "hang")),
-         60, "a WorkerRestarted Warning event on the pool")
+    assert any(
+        e["reason"] == "Killing"
+        and "liveness" in e["message"]
+        and e["involvedObject"]["name"] == victim["metadata"]["name"]
+        for e in events
+    )
+    wait(
+        lambda: any(e["reason"] == "WorkerRestarted" and e["type"] == "Warning" for e in cluster.events(ns, "hang")),
+        60,
+        "a WorkerRestarted Warning event on the pool",
+    )
     wait(lambda: cluster.get("dp", "hang", ns=ns)["status"].get("restarts", 0) >= 1, 30, "restarts in status")
 
 
 def _watch_pods(cluster, ns, selector, seen, stop):
     """Record every pod object the API sends while a test runs (to see a deleted pod's last status)."""
-    proc = subprocess.Popen([cluster.kubectl_bin, "get", "--raw",
-                             f"/api/v1/namespaces/{ns}/pods?watch=1&labelSelector={selector}"],
-                            stdout=subprocess.PIPE, text=True, env=cluster.env())
+    proc = subprocess.Popen(
+        [cluster.kubectl_bin, "get", "--raw", f"/api/v1/namespaces/{ns}/pods?watch=1&labelSelector={selector}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cluster.env(),
+    )
     try:
         for line in proc.stdout:
             ev = json.loads(line)
@@ -167,11 +219,21 @@ def _watch_pods(cluster, ns, selector, seen, stop):
 
 
 def test_scale_in_lets_the_worker_finish_and_exit_on_sigterm(cluster, operator, images, ns):
-    cluster.apply(pool("graceful", ns, images["example-worker"], peers=2, gracePeriodSeconds=30,
-                       env=[{"name": "WORK_SECONDS", "value": "2"}]))
+    cluster.apply(
+        pool(
+            "graceful",
+            ns,
+            images["example-worker"],
+            peers=2,
+            gracePeriodSeconds=30,
+            env=[{"name": "WORK_SECONDS", "value": "2"}],
+        )
+    )
     wait(lambda: ready(cluster, ns, "graceful"), 120, "pool Ready")
     seen, stop = [], threading.Event()
-    t = threading.Thread(target=_watch_pods, args=(cluster, ns, "daemonpool.dev/pool=graceful", seen, stop), daemon=True)
+    t = threading.Thread(
+        target=_watch_pods, args=(cluster, ns, "daemonpool.dev/pool=graceful", seen, stop), daemon=True
+    )
     t.start()
     time.sleep(1)
     t0 = time.monotonic()
@@ -195,10 +257,19 @@ def test_delete_pool_removes_deployment_and_pods(cluster, operator, images, ns):
 
 
 def test_foreign_deployment_is_never_touched(cluster, operator, images, ns):
-    foreign = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "foreign", "namespace": ns},
-               "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "foreign"}},
-                        "template": {"metadata": {"labels": {"app": "foreign"}}, "spec": {"containers": [
-                            {"name": "c", "image": images["worker-base"]}]}}}}
+    foreign = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "foreign", "namespace": ns},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "foreign"}},
+            "template": {
+                "metadata": {"labels": {"app": "foreign"}},
+                "spec": {"containers": [{"name": "c", "image": images["worker-base"]}]},
+            },
+        },
+    }
     cluster.apply(foreign)
     before = cluster.get("deployment", "foreign", ns=ns)
     cluster.apply(pool("foreign", ns, images["example-worker"], peers=2))
@@ -209,18 +280,30 @@ def test_foreign_deployment_is_never_touched(cluster, operator, images, ns):
 
     c = wait(degraded, 60, "Degraded/DeploymentConflict")
     assert "not controlled by this pool" in c["message"]
-    wait(lambda: any(e["reason"] == "DeploymentConflict" and e["type"] == "Warning" for e in cluster.events(ns, "foreign")),
-         30, "a Warning event")
+    wait(
+        lambda: any(
+            e["reason"] == "DeploymentConflict" and e["type"] == "Warning" for e in cluster.events(ns, "foreign")
+        ),
+        30,
+        "a Warning event",
+    )
     time.sleep(3)
     after = cluster.get("deployment", "foreign", ns=ns)
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "the foreign Deployment was written"
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], (
+        "the foreign Deployment was written"
+    )
     assert not after["metadata"].get("ownerReferences")
 
 
 def test_invalid_spec_that_passed_the_api_server(cluster, operator, images, ns):
     # maxSurge and maxUnavailable both 0: the schema allows each, the model refuses the pair.
-    obj = pool("bad", ns, images["example-worker"], peers=1,
-               strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}})
+    obj = pool(
+        "bad",
+        ns,
+        images["example-worker"],
+        peers=1,
+        strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}},
+    )
     cluster.apply(obj)
 
     def invalid():
@@ -246,13 +329,23 @@ def test_operator_restart_in_the_middle_of_a_scale_converges(cluster, operator, 
     old = operator.pod()["metadata"]["name"]
     cluster.kubectl("delete", "pod", old, "-n", operator.namespace, "--wait=false")
     cluster.kubectl("scale", "dp", "restart", "--replicas=3", "-n", ns)
-    wait(lambda: (p := operator.pod()) and p["metadata"]["name"] != old and all(
-        c.get("ready") for c in p["status"].get("containerStatuses", [{}])), 120, "a new operator pod")
+    wait(
+        lambda: (
+            (p := operator.pod())
+            and p["metadata"]["name"] != old
+            and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))
+        ),
+        120,
+        "a new operator pod",
+    )
     wait(lambda: ready(cluster, ns, "restart", 3), 120, "pool Ready at 3 after the restart")
     deps = cluster.get("deployments", "-l", "daemonpool.dev/pool=restart", ns=ns)["items"]
     assert [d["metadata"]["name"] for d in deps] == ["restart"]
-    rs = [r for r in cluster.get("replicasets", "-l", "daemonpool.dev/pool=restart", ns=ns)["items"]
-          if r["spec"].get("replicas")]
+    rs = [
+        r
+        for r in cluster.get("replicasets", "-l", "daemonpool.dev/pool=restart", ns=ns)["items"]
+        if r["spec"].get("replicas")
+    ]
     assert len(rs) == 1 and rs[0]["spec"]["replicas"] == 3
 
 
@@ -268,13 +361,18 @@ def _writes_by(cluster, username, since_line):
 
 def test_idle_means_quiet(cluster, operator, images, ns):
     if cluster.audit_log is None:
-        pytest.skip("needs the local cluster's audit log")
+        unavailable("needs the local cluster's audit log")
     # "Nothing changing": earlier tests' namespaces (and their pools) must be gone first.
-    wait(lambda: not [n for n in cluster.get("namespaces")["items"] if n["status"].get("phase") == "Terminating"],
-         180, "earlier test namespaces to be deleted", interval=2)
+    wait(
+        lambda: not [n for n in cluster.get("namespaces")["items"] if n["status"].get("phase") == "Terminating"],
+        180,
+        "earlier test namespaces to be deleted",
+        interval=2,
+    )
     names = [f"idle-{i:02d}" for i in range(20)]
-    cluster.apply([pool(n, ns, images["example-worker"], peers=1, env=[{"name": "WORK_SECONDS", "value": "5"}])
-                   for n in names])
+    cluster.apply(
+        [pool(n, ns, images["example-worker"], peers=1, env=[{"name": "WORK_SECONDS", "value": "5"}]) for n in names]
+    )
     wait(lambda: all(ready(cluster, ns, n) for n in names), 300, "20 pools Ready", interval=2)
     # Let the last status patches and events land before counting.
     time.sleep(10)

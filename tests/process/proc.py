@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PROG = os.path.join(HERE, "worker_prog.py")
@@ -25,7 +24,11 @@ class Worker:
     def __init__(self, name, run_dir, *args, **popen):
         self.proc = subprocess.Popen(
             [sys.executable, PROG, name, str(run_dir), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), **popen,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+            **popen,
         )
         self.lines = []
 
@@ -40,7 +43,9 @@ class Worker:
             self.lines.append(line.strip())
             if line.startswith(prefix):
                 return line.strip()
-        raise AssertionError(f"no {prefix!r} from worker; got {self.lines}; stderr={self.proc.stderr.read() if self.proc.poll() is not None else ''}")
+        raise AssertionError(
+            f"no {prefix!r} from worker; got {self.lines}; stderr={self.proc.stderr.read() if self.proc.poll() is not None else ''}"
+        )
 
     @property
     def pid(self):
@@ -54,8 +59,13 @@ class Worker:
 
 def wr(*args, env=None, timeout=20):
     """Run the worker-runtime CLI as a real subprocess."""
-    return subprocess.run([sys.executable, "-m", "worker_runtime", *args], capture_output=True, text=True,
-                          env=env or child_env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "worker_runtime", *args],
+        capture_output=True,
+        text=True,
+        env=env or child_env(),
+        timeout=timeout,
+    )
 
 
 def probe_cmds():

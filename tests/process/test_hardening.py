@@ -73,8 +73,12 @@ def test_restarted_container_fails_probes_until_its_own_worker_starts(impl, tmp_
     run.mkdir()
     env = child_env()
     # Container 1: the worker is PID 1 of its namespace, takes slot 0, beats; then it is SIGKILLed.
-    first = subprocess.Popen([unshare, "-pf", "--kill-child", "--mount-proc", PY, PROG, "w", str(run), "--timeout", "30"],
-                             stdout=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [unshare, "-pf", "--kill-child", "--mount-proc", PY, PROG, "w", str(run), "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert first.stdout.readline().split()[:2] == ["START", "True"]
         assert (run / "w.0.pid").read_text().strip() == "1"
@@ -85,16 +89,45 @@ def test_restarted_container_fails_probes_until_its_own_worker_starts(impl, tmp_
         first.wait(10)
     # Container 2: PID 1 again, "still importing" (a sleep) before it calls start().
     go = tmp_path / "go"
-    second = subprocess.Popen([unshare, "-pf", "--kill-child", "--mount-proc", "sh", "-c",
-                               f"while [ ! -e {go} ]; do sleep 0.05; done; exec {PY} {PROG} w {run} --timeout 30"],
-                              stdout=subprocess.PIPE, text=True, env=env)
+    second = subprocess.Popen(
+        [
+            unshare,
+            "-pf",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+            f"while [ ! -e {go} ]; do sleep 0.05; done; exec {PY} {PROG} w {run} --timeout 30",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         pid1 = _wait_for(lambda: [c for c, _ in _children(second.pid)], what="the namespace's PID 1")[0]
 
         def probe(kind):
-            r = subprocess.run([nsenter, "-t", str(pid1), "-p", "-m", *PROBES[impl], kind, "--name", "w",
-                                "--run-dir", str(run), "--timeout", "30"],
-                               capture_output=True, text=True, env=env, timeout=30)
+            r = subprocess.run(
+                [
+                    nsenter,
+                    "-t",
+                    str(pid1),
+                    "-p",
+                    "-m",
+                    *PROBES[impl],
+                    kind,
+                    "--name",
+                    "w",
+                    "--run-dir",
+                    str(run),
+                    "--timeout",
+                    "30",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+            )
             return r.returncode, r.stdout.strip()
 
         for kind in ("startup", "liveness", "readiness"):
@@ -139,8 +172,9 @@ def test_fallback_folder_made_by_another_user_is_refused(tmp_path):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kw)
         assert r.stdout.splitlines()[0] == folder
         assert "STARTED" not in r.stdout
-        assert "DaemonError" in r.stderr and "owned by uid 0, not by us" in r.stderr and "XDG_RUNTIME_DIR" in r.stderr, \
-            r.stderr
+        assert (
+            "DaemonError" in r.stderr and "owned by uid 0, not by us" in r.stderr and "XDG_RUNTIME_DIR" in r.stderr
+        ), r.stderr
         # The folder the runtime makes itself is 0700 and accepted.
         shutil.rmtree(folder)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kw)
@@ -190,13 +224,14 @@ def test_watchdog_never_signals_a_pid_it_was_told_about():
     need_root("running as two users (setpriv)")
     victim, attacker = _uid(), _uid() + 1
     import tempfile
+
     run = __import__("pathlib").Path(tempfile.mkdtemp(prefix="dp-shared-"))  # pytest's tmp_path is root-only
     os.chmod(run, 0o1777)
     cmd, kw = _as(victim, "sleep", "120")
     innocent = subprocess.Popen(cmd, **kw)  # the victim's own process, e.g. their editor
     holder_code = textwrap.dedent(f"""
         import fcntl, os, sys, time
-        fd = os.open({str(run / 'w.0.pid')!r}, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open({str(run / "w.0.pid")!r}, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, b"{innocent.pid}\\n")
         print("HELD", flush=True)
@@ -206,8 +241,23 @@ def test_watchdog_never_signals_a_pid_it_was_told_about():
     holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, **kw)
     try:
         assert holder.stdout.readline().strip() == "HELD"
-        cmd, kw = _as(victim, PY, "-m", "worker_runtime", "watchdog", "--name", "w", "--run-dir", str(run),
-                      "--timeout", "1", "--grace", "1", "--", "true")
+        cmd, kw = _as(
+            victim,
+            PY,
+            "-m",
+            "worker_runtime",
+            "watchdog",
+            "--name",
+            "w",
+            "--run-dir",
+            str(run),
+            "--timeout",
+            "1",
+            "--grace",
+            "1",
+            "--",
+            "true",
+        )
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
         time.sleep(0.3)
         assert innocent.poll() is None, f"the watchdog killed an innocent process: {r.stdout} {r.stderr}"
@@ -266,14 +316,36 @@ def test_watchdog_ends_every_real_holder_and_checks_the_slot_is_free(run_dir):
     child = int(p.stdout.readline().split()[1])
     try:
         time.sleep(1.5)
-        args = ["watchdog", "--name", "w", "--run-dir", str(run_dir), "--timeout", "1", "--grace", "1", "--",
-                PY, PROG, "w", str(run_dir), "--timeout", "30", "--hold", "120"]
+        args = [
+            "watchdog",
+            "--name",
+            "w",
+            "--run-dir",
+            str(run_dir),
+            "--timeout",
+            "1",
+            "--grace",
+            "1",
+            "--",
+            PY,
+            PROG,
+            "w",
+            str(run_dir),
+            "--timeout",
+            "30",
+            "--hold",
+            "120",
+        ]
         r = wr(*args)
         assert r.returncode == 3 and "started" in r.stdout, (r.stdout, r.stderr)
         assert p.wait(5) == -signal.SIGKILL
         _wait_for(lambda: not _alive(child), what="the helper that inherited the lock to be gone")
-        _wait_for(lambda: wr("probe", "liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "30")
-                  .returncode == 0, what="the replacement to hold the slot")
+        _wait_for(
+            lambda: (
+                wr("probe", "liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "30").returncode == 0
+            ),
+            what="the replacement to hold the slot",
+        )
         r = wr(*args)
         assert r.returncode == 0, ("the replacement holds the slot: healthy, nothing done", r.stdout, r.stderr)
     finally:
@@ -291,8 +363,26 @@ def test_watchdog_ends_a_hung_run_child_too(run_dir, tmp_path):
     """Before: the watchdog SIGKILLed the `run` wrapper and left its hung child running (orphaned)."""
     pidfile = tmp_path / "child.pid"
     hung = f"import os, signal, time; signal.signal(15, signal.SIG_IGN); open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
-    run = subprocess.Popen([PY, "-m", "worker_runtime", "run", "--name", "w", "--run-dir", str(run_dir),
-                            "--timeout", "1", "--", PY, "-c", hung], env=child_env(), start_new_session=True)
+    run = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "worker_runtime",
+            "run",
+            "--name",
+            "w",
+            "--run-dir",
+            str(run_dir),
+            "--timeout",
+            "1",
+            "--",
+            PY,
+            "-c",
+            hung,
+        ],
+        env=child_env(),
+        start_new_session=True,
+    )
     try:
         child = int(_wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="the child's pid"))
         time.sleep(1.5)  # the child never beats
@@ -315,8 +405,10 @@ def test_run_never_loses_a_sigterm_that_arrives_while_it_starts_the_child(tmp_pa
     for i in range(20):
         rd = tmp_path / f"r{i}"
         rd.mkdir()
-        p = subprocess.Popen([PY, "-m", "worker_runtime", "run", "--name", "w", "--run-dir", str(rd), "--", "sleep", "60"],
-                             env=child_env())
+        p = subprocess.Popen(
+            [PY, "-m", "worker_runtime", "run", "--name", "w", "--run-dir", str(rd), "--", "sleep", "60"],
+            env=child_env(),
+        )
         try:
             # The moment the child is forked, `run` is inside its spawn: that is when the signal comes.
             children = f"/proc/{p.pid}/task/{p.pid}/children"
@@ -352,8 +444,13 @@ def test_a_process_group_signal_reaches_the_run_child_once(run_dir):
         time.sleep(1.0)  # finishing the current item
         d.stop()
     """)
-    p = subprocess.Popen([PY, "-m", "worker_runtime", "run", "--name", "w", "--run-dir", str(run_dir), "--",
-                          PY, "-c", child], stdout=subprocess.PIPE, text=True, env=child_env(), start_new_session=True)
+    p = subprocess.Popen(
+        [PY, "-m", "worker_runtime", "run", "--name", "w", "--run-dir", str(run_dir), "--", PY, "-c", child],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        start_new_session=True,
+    )
     try:
         assert p.stdout.readline().strip() == "UP"
         os.killpg(p.pid, signal.SIGTERM)
@@ -367,8 +464,27 @@ def test_run_as_pid_1_reaps_orphans(run_dir):
     need_root("a PID namespace (unshare -p)")
     unshare = _tool("unshare")
     script = "for i in 1 2 3 4 5; do (sleep 0.1 &); done; sleep 3"
-    p = subprocess.Popen([unshare, "-pf", "--kill-child", "--mount-proc", PY, "-m", "worker_runtime", "run", "--name", "w",
-                          "--run-dir", str(run_dir), "--", "sh", "-c", script], env=child_env())
+    p = subprocess.Popen(
+        [
+            unshare,
+            "-pf",
+            "--kill-child",
+            "--mount-proc",
+            PY,
+            "-m",
+            "worker_runtime",
+            "run",
+            "--name",
+            "w",
+            "--run-dir",
+            str(run_dir),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        env=child_env(),
+    )
     try:
         pid1 = _wait_for(lambda: [c for c, _ in _children(p.pid)], what="PID 1")[0]
         time.sleep(1.5)  # the orphans have exited and were re-parented to PID 1
@@ -389,13 +505,23 @@ def test_a_beat_far_in_the_future_is_stale(impl, run_dir, workers):
     hb = run_dir / "w.0.heartbeat"
     future = time.time() + 300
     os.utime(hb, (future, future))
-    r = subprocess.run(PROBES[impl] + ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "2"],
-                       capture_output=True, text=True, env=child_env(), timeout=10)
+    r = subprocess.run(
+        PROBES[impl] + ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=10,
+    )
     assert r.returncode == 1 and "in the future" in r.stdout, r.stdout
     near = time.time() + 1  # within the limit: a small step is forgiven
     os.utime(hb, (near, near))
-    r = subprocess.run(PROBES[impl] + ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "2"],
-                       capture_output=True, text=True, env=child_env(), timeout=10)
+    r = subprocess.run(
+        PROBES[impl] + ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=10,
+    )
     assert r.returncode == 0, r.stdout
 
 
@@ -404,15 +530,25 @@ def test_a_beat_far_in_the_future_is_stale(impl, run_dir, workers):
 @pytest.mark.parametrize("impl", sorted(PROBES))
 def test_probe_refuses_a_timeout_that_is_not_finite(impl, bad, run_dir):
     """Before: the Python probe took nan and then passed a worker whatever its beat's age."""
-    r = subprocess.run(PROBES[impl] + ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", bad],
-                       capture_output=True, text=True, env=child_env(), timeout=10)
+    r = subprocess.run(
+        PROBES[impl] + ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", bad],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=10,
+    )
     assert r.returncode == 2 and "--timeout" in (r.stdout + r.stderr), (r.stdout, r.stderr)
 
 
 def test_from_env_and_the_cli_refuse_nan(run_dir):
     code = "from worker_runtime import Daemon\nDaemon.from_env()"
-    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=10,
-                       env=child_env(DAEMONPOOL_NAME="w", DAEMONPOOL_TIMEOUT_SECONDS="nan"))
+    r = subprocess.run(
+        [PY, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env=child_env(DAEMONPOOL_NAME="w", DAEMONPOOL_TIMEOUT_SECONDS="nan"),
+    )
     assert r.returncode == 1 and "DAEMONPOOL_TIMEOUT_SECONDS='nan' is not a valid finite number" in r.stderr, r.stderr
     r = wr("watchdog", "--name", "w", "--run-dir", str(run_dir), "--timeout", "nan", "--", "true")
     assert r.returncode == 2 and "finite" in r.stderr, r.stderr
@@ -427,8 +563,12 @@ def test_sh_probe_takes_fractional_timeouts(run_dir, workers):
     def sh(timeout, age):
         t = time.time() - age
         os.utime(hb, (t, t))
-        r = subprocess.run(["sh", PROBE_SH, "liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", timeout],
-                           capture_output=True, text=True, timeout=10)
+        r = subprocess.run(
+            ["sh", PROBE_SH, "liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", timeout],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return r.returncode, r.stdout.strip()
 
     assert sh(".5", 0.1)[0] == 0
@@ -444,15 +584,25 @@ def test_a_name_does_not_match_a_longer_name(impl, run_dir, workers):
     """Before: the sh probe's glob let `--name mail` see the holder of `mail.bulk`."""
     w = workers("mail.bulk", run_dir)
     w.expect("START True")
-    r = subprocess.run(PROBES[impl] + ["liveness", "--name", "mail", "--run-dir", str(run_dir)],
-                       capture_output=True, text=True, env=child_env(), timeout=10)
+    r = subprocess.run(
+        PROBES[impl] + ["liveness", "--name", "mail", "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=10,
+    )
     assert r.returncode == 1 and "no live holder of" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("impl", sorted(PROBES))
 def test_a_name_with_a_newline_is_a_usage_error(impl, run_dir):
-    r = subprocess.run(PROBES[impl] + ["liveness", "--name", "mail\n", "--run-dir", str(run_dir)],
-                       capture_output=True, text=True, env=child_env(), timeout=10)
+    r = subprocess.run(
+        PROBES[impl] + ["liveness", "--name", "mail\n", "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=10,
+    )
     assert r.returncode == 2 and "--name must be" in (r.stdout + r.stderr), (r.stdout, r.stderr)
 
 
@@ -483,15 +633,27 @@ def test_heartbeat_on_a_full_disk_raises_daemon_error(tmp_path):
     """)
     try:
         r = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=child_env(), timeout=30)
-        assert r.stdout.startswith("DAEMONERROR") and "no space left on device" in r.stdout \
-            and "DAEMONPOOL_RUN_DIR" in r.stdout, (r.stdout, r.stderr)
+        assert (
+            r.stdout.startswith("DAEMONERROR")
+            and "no space left on device" in r.stdout
+            and "DAEMONPOOL_RUN_DIR" in r.stdout
+        ), (r.stdout, r.stderr)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_unwritable_log_is_an_error_not_a_traceback(run_dir, tmp_path):
-    r = wr("watchdog", "--name", "w", "--run-dir", str(run_dir), "--log", str(tmp_path / "no" / "such" / "log"),
-           "--", "true")
+    r = wr(
+        "watchdog",
+        "--name",
+        "w",
+        "--run-dir",
+        str(run_dir),
+        "--log",
+        str(tmp_path / "no" / "such" / "log"),
+        "--",
+        "true",
+    )
     assert r.returncode == 1 and "cannot open --log" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -17,22 +16,16 @@ from proc import ROOT
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "examples", "mailer"))
 
-psycopg = pytest.importorskip("psycopg")
-import services  # noqa: E402
+import psycopg  # noqa: E402  (a test dependency: never skipped)
+
 from mailer import outbox  # noqa: E402
 from mailer.config import ConfigError, parse_dsn, parse_rate  # noqa: E402
 
+import services  # noqa: E402
+from measure import record  # noqa: E402
+from skips import unavailable  # noqa: E402
+
 pytestmark = pytest.mark.timeout(400)
-MEASURE = os.path.join(ROOT, "_out", "measurements.json")
-
-
-def record(key, value):
-    os.makedirs(os.path.dirname(MEASURE), exist_ok=True)
-    data = json.load(open(MEASURE)) if os.path.exists(MEASURE) else {}
-    data[key] = value
-    with open(MEASURE, "w") as f:
-        json.dump(data, f, indent=1)
-    print(f"MEASURED {key} = {value}")
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +33,7 @@ def pg():
     try:
         p = services.Postgres().start()
     except (RuntimeError, subprocess.CalledProcessError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL could not start: {exc}")
-        pytest.skip(f"PostgreSQL could not start: {exc}")
+        unavailable(f"PostgreSQL could not start: {exc}")
     yield p
     p.stop()
 
@@ -67,16 +58,24 @@ class Pool:
     """Mailer worker processes, started and killed like a kubelet would."""
 
     def __init__(self, tmp_path, pg, smtp, **env):
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "examples", "mailer")]),
-                        MAILER_DSN=pg.dsn(), MAILER_SMTP=f"127.0.0.1:{smtp.port}", DAEMONPOOL_NAME="mailer",
-                        DAEMONPOOL_RUN_DIR=str(tmp_path / "run"), DAEMONPOOL_TIMEOUT_SECONDS="2",
-                        MAILER_LOG_LEVEL="WARNING", **{k: str(v) for k, v in env.items()})
+        self.env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "examples", "mailer")]),
+            MAILER_DSN=pg.dsn(),
+            MAILER_SMTP=f"127.0.0.1:{smtp.port}",
+            DAEMONPOOL_NAME="mailer",
+            DAEMONPOOL_RUN_DIR=str(tmp_path / "run"),
+            DAEMONPOOL_TIMEOUT_SECONDS="2",
+            MAILER_LOG_LEVEL="WARNING",
+            **{k: str(v) for k, v in env.items()},
+        )
         self.procs = []
         self.log = open(tmp_path / "workers.log", "ab")
 
     def start(self):
-        p = subprocess.Popen([sys.executable, "-m", "mailer", "worker"], env=self.env, stdout=self.log,
-                             stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "worker"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         self.procs.append(p)
         return p
 
@@ -151,11 +150,22 @@ def test_chaos_three_workers_nothing_lost(tmp_path, pg, db, smtp):
     times = sorted(t for t, _, _ in smtp.received)
     lo, hi = times[len(times) // 20], times[len(times) * 19 // 20]
     measured = (len(times) * 18 // 20) / (hi - lo)
-    record(f"mailer_chaos_{n}", {"messages": n, "kills": kills, "lost": len(lost), "duplicates": duplicates,
-                            "duplicated_message_ids": duplicated[:20],
-                            "dead": len(dead), "rate_limit_per_s": rate, "measured_rate_per_s": round(measured, 2),
-                            "rate_ratio": round(measured / rate, 3), "drain_seconds": round(drained, 1),
-                            "stats": stats})
+    record(
+        f"mailer_chaos_{n}",
+        {
+            "messages": n,
+            "kills": kills,
+            "lost": len(lost),
+            "duplicates": duplicates,
+            "duplicated_message_ids": duplicated[:20],
+            "dead": len(dead),
+            "rate_limit_per_s": rate,
+            "measured_rate_per_s": round(measured, 2),
+            "rate_ratio": round(measured / rate, 3),
+            "drain_seconds": round(drained, 1),
+            "stats": stats,
+        },
+    )
     assert kills >= 30
     assert abs(measured / rate - 1) <= 0.02, f"send rate {measured:.2f}/s vs limit {rate}/s"
 
@@ -163,9 +173,11 @@ def test_chaos_three_workers_nothing_lost(tmp_path, pg, db, smtp):
 def test_a_poison_message_goes_dead_and_the_queue_moves_on(tmp_path, pg, db, smtp):
     """Before: a CR/LF in a header raised ValueError out of run(); the row went back first in the
     queue and every peer crash-looped on it while nothing else was sent."""
-    poison = [outbox.enqueue(db, "a@example.com", "hi\r\nBcc: everyone@example.com", "body"),
-              outbox.enqueue(db, "b@example.com\nBcc: x@example.com", "hi", "body"),
-              outbox.enqueue(db, "c@example.com", "hi", "body", sender="evil@example.com\r\nX-Injected: 1")]
+    poison = [
+        outbox.enqueue(db, "a@example.com", "hi\r\nBcc: everyone@example.com", "body"),
+        outbox.enqueue(db, "b@example.com\nBcc: x@example.com", "hi", "body"),
+        outbox.enqueue(db, "c@example.com", "hi", "body", sender="evil@example.com\r\nX-Injected: 1"),
+    ]
     good = [outbox.enqueue(db, f"u{i}@example.com", "fine", "body") for i in range(10)]
     pool = Pool(tmp_path, pg, smtp, MAILER_RATE="100/s")
     p = pool.start()
@@ -188,8 +200,7 @@ def test_every_message_is_sent_once_when_batches_outwait_their_lease(tmp_path, p
     n = 60
     outbox.enqueue_many(db, [(f"u{i}@example.com", f"m{i}", "body") for i in range(n)])
     # 3 peers x batch 10 / 4 per s = 7.5 s of waiting for a batch's tail, against a 1 s lease.
-    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="4/s", MAILER_BATCH=10, MAILER_LEASE_SECONDS=1,
-                DAEMONPOOL_MAX_PEERS=3)
+    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="4/s", MAILER_BATCH=10, MAILER_LEASE_SECONDS=1, DAEMONPOOL_MAX_PEERS=3)
     for _ in range(3):
         pool.start()
     try:
@@ -229,14 +240,22 @@ def test_exhausted_retries_go_dead_with_the_last_error(tmp_path, pg, db, smtp):
         wait_drained(db, 30)
     finally:
         pool.stop()
-    state, attempts, err = db.execute("SELECT state, attempts, last_error FROM mailer_outbox WHERE id = %s", (i,)).fetchone()
+    state, attempts, err = db.execute(
+        "SELECT state, attempts, last_error FROM mailer_outbox WHERE id = %s", (i,)
+    ).fetchone()
     assert (state, attempts) == ("dead", 3) and "gave up after 3 attempts" in err and "451" in err
 
 
 def test_smtp_outage_fails_readiness_not_liveness_and_recovers(tmp_path, pg, db):
     port = services.free_port()
-    pool = Pool(tmp_path, pg, type("S", (), {"port": port}), MAILER_RATE="100/s", MAILER_BACKOFF_BASE="0.2",
-                MAILER_BACKOFF_MAX="0.5")
+    pool = Pool(
+        tmp_path,
+        pg,
+        type("S", (), {"port": port}),
+        MAILER_RATE="100/s",
+        MAILER_BACKOFF_BASE="0.2",
+        MAILER_BACKOFF_MAX="0.5",
+    )
     pool.start()
     run = str(tmp_path / "run")
     probe = [sys.executable, "-m", "worker_runtime", "probe", "--name", "mailer", "--run-dir", run, "--timeout", "2"]
@@ -252,8 +271,9 @@ def test_smtp_outage_fails_readiness_not_liveness_and_recovers(tmp_path, pg, db)
         assert ready.returncode == 1 and "not ready" in ready.stdout
         i = outbox.enqueue(db, "a@example.com", "during outage", "body")
         time.sleep(1)
-        assert db.execute("SELECT attempts FROM mailer_outbox WHERE id = %s", (i,)).fetchone()[0] == 0, \
+        assert db.execute("SELECT attempts FROM mailer_outbox WHERE id = %s", (i,)).fetchone()[0] == 0, (
             "no attempts are burnt while the server is known to be down"
+        )
         smtp = services.MailSink(port=port).start()
         try:
             wait_drained(db, 20)
@@ -279,16 +299,23 @@ def test_sigterm_finishes_the_current_message_and_exits(tmp_path, pg, db, smtp):
     assert s["sent"] == len(set(smtp.ids()))
 
 
-@pytest.mark.parametrize("env,needle", [
-    ({"MAILER_RATE": "fast"}, "MAILER_RATE='fast' is not a rate; expected N/s, N/min or N/h"),
-    ({"MAILER_DSN": "host='unterminated"}, "MAILER_DSN is not a valid PostgreSQL connection string"),
-    ({"MAILER_DSN": ""}, "MAILER_DSN is not set"),
-    ({"MAILER_SMTP": "host:99999"}, "MAILER_SMTP='host:99999' is not HOST:PORT"),
-    ({"MAILER_BATCH": "ten"}, "MAILER_BATCH='ten' is not a whole number"),
-])
+@pytest.mark.parametrize(
+    "env,needle",
+    [
+        ({"MAILER_RATE": "fast"}, "MAILER_RATE='fast' is not a rate; expected N/s, N/min or N/h"),
+        ({"MAILER_DSN": "host='unterminated"}, "MAILER_DSN is not a valid PostgreSQL connection string"),
+        ({"MAILER_DSN": ""}, "MAILER_DSN is not set"),
+        ({"MAILER_SMTP": "host:99999"}, "MAILER_SMTP='host:99999' is not HOST:PORT"),
+        ({"MAILER_BATCH": "ten"}, "MAILER_BATCH='ten' is not a whole number"),
+    ],
+)
 def test_bad_configuration_names_the_variable(tmp_path, env, needle):
-    full = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "examples", "mailer")]),
-                MAILER_DSN="postgresql://u@localhost/db", DAEMONPOOL_RUN_DIR=str(tmp_path))
+    full = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "examples", "mailer")]),
+        MAILER_DSN="postgresql://u@localhost/db",
+        DAEMONPOOL_RUN_DIR=str(tmp_path),
+    )
     full.update(env)
     r = subprocess.run([sys.executable, "-m", "mailer", "worker"], env=full, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and needle in r.stderr, r.stderr

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from proc import PROBE_SH, child_env, probe_cmds, wr
+from skips import need_root
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -17,8 +18,13 @@ PROBES = probe_cmds()
 
 
 def probe(impl, kind, run_dir, name="w", timeout=30):
-    r = subprocess.run(PROBES[impl] + [kind, "--name", name, "--run-dir", str(run_dir), "--timeout", str(timeout)],
-                       capture_output=True, text=True, env=child_env(), timeout=10)
+    r = subprocess.run(
+        PROBES[impl] + [kind, "--name", name, "--run-dir", str(run_dir), "--timeout", str(timeout)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=10,
+    )
     return r.returncode, r.stdout.strip()
 
 
@@ -55,31 +61,41 @@ d.set_ready(True)
 print("READY", flush=True); sys.stdin.readline()
 d.stop()
 """
-    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                         env=child_env())
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env()
+    )
     try:
         assert p.stdout.readline().strip() == "NOTREADY"
         assert probe(impl, "liveness", run_dir)[0] == 0
         rc, out = probe(impl, "readiness", run_dir)
         assert rc == 1 and "not ready" in out
-        p.stdin.write("\n"); p.stdin.flush()
+        p.stdin.write("\n")
+        p.stdin.flush()
         assert p.stdout.readline().strip() == "READY"
         assert probe(impl, "readiness", run_dir) == (0, "")
-        p.stdin.write("\n"); p.stdin.flush()
+        p.stdin.write("\n")
+        p.stdin.flush()
         assert p.wait(5) == 0
     finally:
         p.kill()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["bogus"], "probe kind must be one of"),
-    (["liveness", "--timeout", "zero"], "--timeout"),
-    (["liveness", "--frobnicate"], "frobnicate"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["bogus"], "probe kind must be one of"),
+        (["liveness", "--timeout", "zero"], "--timeout"),
+        (["liveness", "--frobnicate"], "frobnicate"),
+    ],
+)
 @pytest.mark.parametrize("impl", sorted(PROBES))
 def test_probe_usage_errors_exit_2(impl, args, needle, run_dir):
-    r = subprocess.run(PROBES[impl] + args + ["--name", "w", "--run-dir", str(run_dir)], capture_output=True, text=True,
-                       env=child_env())
+    r = subprocess.run(
+        PROBES[impl] + args + ["--name", "w", "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
     assert r.returncode == 2
     assert needle in r.stdout + r.stderr
 
@@ -147,7 +163,7 @@ def test_unusable_run_dirs_raise_daemon_error_naming_path_and_fix(tmp_path):
         code = f"""
 import os, sys
 from worker_runtime import Daemon, DaemonError
-if {key == 'owner'!r}:
+if {key == "owner"!r}:
     os.setgid(65534); os.setuid(65534)
 try:
     Daemon("w", run_dir={path!r}).start()
@@ -160,9 +176,9 @@ sys.exit(1)
         assert path in r.stdout and "DAEMONPOOL_RUN_DIR" in r.stdout, r.stdout
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 @pytest.mark.parametrize("case", ["full", "readonly"])
 def test_full_or_read_only_run_dir(tmp_path, case):
+    need_root("mounting a small tmpfs")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     opts = "size=64k" + (",ro" if case == "readonly" else "")
@@ -194,8 +210,27 @@ except DaemonError as e:
 
 def test_run_wraps_a_non_python_program(run_dir):
     script = 'echo "HB=$DAEMONPOOL_HEARTBEAT_FILE"; trap "echo TERM; exit 7" TERM; while :; do touch "$DAEMONPOOL_HEARTBEAT_FILE"; sleep 0.1; done'
-    p = subprocess.Popen([sys.executable, "-m", "worker_runtime", "run", "--name", "sh", "--run-dir", str(run_dir),
-                          "--timeout", "2", "--", "sh", "-c", script], stdout=subprocess.PIPE, text=True, env=child_env())
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker_runtime",
+            "run",
+            "--name",
+            "sh",
+            "--run-dir",
+            str(run_dir),
+            "--timeout",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
     try:
         line = p.stdout.readline().strip()
         assert line == f"HB={run_dir}/sh.0.heartbeat"
@@ -218,13 +253,41 @@ def test_run_reports_signal_death_as_128_plus_n(run_dir):
 
 def test_watchdog_respawns_dead_and_hung_workers(tmp_path, run_dir, workers):
     log = tmp_path / "spawned.log"
-    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "worker_prog.py"), "w", str(run_dir), "--timeout", "1"]
+    cmd = [
+        sys.executable,
+        os.path.join(os.path.dirname(__file__), "worker_prog.py"),
+        "w",
+        str(run_dir),
+        "--timeout",
+        "1",
+    ]
     env = child_env()
 
     def watchdog():
-        return subprocess.run([sys.executable, "-m", "worker_runtime", "watchdog", "--name", "w", "--run-dir", str(run_dir),
-                               "--timeout", "1", "--grace", "2", "--log", str(log), "--", *cmd],
-                              capture_output=True, text=True, env=env, timeout=30)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "worker_runtime",
+                "watchdog",
+                "--name",
+                "w",
+                "--run-dir",
+                str(run_dir),
+                "--timeout",
+                "1",
+                "--grace",
+                "2",
+                "--log",
+                str(log),
+                "--",
+                *cmd,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
 
     def holder_pid(timeout=10):
         deadline = time.monotonic() + timeout

@@ -16,8 +16,12 @@ pytestmark = pytest.mark.timeout(120)
 def test_fifty_processes_race_for_three_slots(tmp_path, run_dir):
     go = tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, PROG, "race", str(run_dir), "--max-peers", "3", "--go", str(go), "--hold", "30"],
-                         stdout=subprocess.PIPE, text=True, env=child_env())
+        subprocess.Popen(
+            [sys.executable, PROG, "race", str(run_dir), "--max-peers", "3", "--go", str(go), "--hold", "30"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
         for _ in range(50)
     ]
     try:

@@ -13,9 +13,12 @@ NOW = "2026-01-01T00:00:00Z"
 
 def pool(containers=None, pod=None, name="mail"):
     spec = {"containers": containers or [{"name": "worker", "image": "img:1"}], **(pod or {})}
-    return {"apiVersion": model.API_VERSION, "kind": model.KIND,
-            "metadata": {"name": name, "namespace": "ns", "uid": "uid-1", "generation": 1},
-            "spec": {"template": {"spec": spec}}}
+    return {
+        "apiVersion": model.API_VERSION,
+        "kind": model.KIND,
+        "metadata": {"name": name, "namespace": "ns", "uid": "uid-1", "generation": 1},
+        "spec": {"template": {"spec": spec}},
+    }
 
 
 def built(p):
@@ -24,9 +27,10 @@ def built(p):
 
 # -- the README's table and the reasons module ------------------------------------------------
 
+
 def test_readme_troubleshooting_table_lists_every_reason_and_only_those():
     text = (ROOT / "README.md").read_text()
-    block = text[text.index("<!-- reasons:begin"):text.index("<!-- reasons:end -->")]
+    block = text[text.index("<!-- reasons:begin") : text.index("<!-- reasons:end -->")]
     rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", block, re.M))
     assert set(rows) == set(reasons.CATALOG), "regenerate the README table from reasons.CATALOG"
     for name, (where, _) in reasons.CATALOG.items():
@@ -45,11 +49,22 @@ def test_every_reason_the_code_uses_is_in_the_catalog():
 
 # -- manifests people really write --------------------------------------------------------------
 
+
 def test_quantities_written_as_numbers_become_strings_and_compare_by_value():
     """Before: cpu: 0.05 and memory: 33554432 reached the client as numbers and no Deployment was made."""
-    p = pool([{"name": "worker", "image": "img:1",
-               "resources": {"requests": {"cpu": 0.05, "memory": 33554432}, "limits": {"cpu": 1, "memory": 1073741824}}}],
-             {"volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": 1048576}}]})
+    p = pool(
+        [
+            {
+                "name": "worker",
+                "image": "img:1",
+                "resources": {
+                    "requests": {"cpu": 0.05, "memory": 33554432},
+                    "limits": {"cpu": 1, "memory": 1073741824},
+                },
+            }
+        ],
+        {"volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": 1048576}}]},
+    )
     spec = built(p)
     res = spec["containers"][0]["resources"]
     assert res == {"requests": {"cpu": "0.05", "memory": "33554432"}, "limits": {"cpu": "1", "memory": "1073741824"}}
@@ -57,12 +72,15 @@ def test_quantities_written_as_numbers_become_strings_and_compare_by_value():
     want = desired.build_deployment(p)
     have = desired.build_deployment(p)
     have["spec"]["template"]["spec"]["containers"][0]["resources"] = {
-        "requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}  # as the server writes them
+        "requests": {"cpu": "50m", "memory": "32Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }  # as the server writes them
     assert desired.differences({"spec": want["spec"]}, {"spec": have["spec"]}) == []
 
 
-@pytest.mark.parametrize("sc", [{"privileged": True}, {"capabilities": {"add": ["SYS_ADMIN"]}},
-                                {"capabilities": {"add": ["CAP_SYS_ADMIN"]}}])
+@pytest.mark.parametrize(
+    "sc", [{"privileged": True}, {"capabilities": {"add": ["SYS_ADMIN"]}}, {"capabilities": {"add": ["CAP_SYS_ADMIN"]}}]
+)
 def test_no_allow_privilege_escalation_false_next_to_privileged(sc):
     """Before: the builder added allowPrivilegeEscalation: false, which the API server refuses with these."""
     spec = built(pool([{"name": "worker", "image": "img:1", "securityContext": sc}]))
@@ -72,7 +90,10 @@ def test_no_allow_privilege_escalation_false_next_to_privileged(sc):
 
 def test_restricted_defaults_stay_where_nothing_contradicts_them():
     spec = built(pool())
-    assert spec["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert spec["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert spec["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
@@ -87,14 +108,17 @@ def test_no_run_as_non_root_next_to_run_as_user_zero(where):
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
-@pytest.mark.parametrize("container,field", [
-    ({"name": "worker"}, "image"),
-    ({"name": "worker", "image": ""}, "image"),
-    ({"name": "worker", "image": "has space"}, "image"),
-    ({"name": "worker", "image": "i", "env": [{"name": "A=B", "value": "1"}]}, "env.0.name"),
-    ({"name": "worker", "image": "i", "env": [{"name": "", "value": "1"}]}, "env.0.name"),
-    ({"name": "worker", "image": "i", "env": [{"name": "PORT", "value": 8080}]}, "env.0.value"),
-])
+@pytest.mark.parametrize(
+    "container,field",
+    [
+        ({"name": "worker"}, "image"),
+        ({"name": "worker", "image": ""}, "image"),
+        ({"name": "worker", "image": "has space"}, "image"),
+        ({"name": "worker", "image": "i", "env": [{"name": "A=B", "value": "1"}]}, "env.0.name"),
+        ({"name": "worker", "image": "i", "env": [{"name": "", "value": "1"}]}, "env.0.name"),
+        ({"name": "worker", "image": "i", "env": [{"name": "PORT", "value": 8080}]}, "env.0.value"),
+    ],
+)
 def test_the_model_refuses_what_the_api_server_would(container, field):
     with pytest.raises(model.InvalidPool, match=re.escape(f"spec.template.spec.containers.0.{field}")):
         model.parse_pool(pool([container]))
@@ -102,50 +126,109 @@ def test_the_model_refuses_what_the_api_server_would(container, field):
 
 # -- status: every way a pod cannot start ----------------------------------------------------------
 
+
 def _dep(p, conditions=()):
     d = desired.build_deployment(p)
     d["metadata"]["generation"] = 1
-    d["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0,
-                   "conditions": list(conditions)}
+    d["status"] = {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 0,
+        "conditions": list(conditions),
+    }
     return d
 
 
 def _pod(name, *, waiting=None, last=None, restarts=0, scheduled=None):
-    cs = {"name": "worker", "image": "img:1", "restartCount": restarts, "ready": False,
-          "state": {"waiting": waiting} if waiting else {"running": {}}}
+    cs = {
+        "name": "worker",
+        "image": "img:1",
+        "restartCount": restarts,
+        "ready": False,
+        "state": {"waiting": waiting} if waiting else {"running": {}},
+    }
     if last:
         cs["lastState"] = {"terminated": last}
     st = {"containerStatuses": [cs]} if scheduled is None else {"conditions": [scheduled]}
     return {"metadata": {"name": name}, "status": st}
 
 
-@pytest.mark.parametrize("pods,reason,needle", [
-    ([_pod("a", waiting={"reason": "ErrImageNeverPull"})], "ImagePullFailed", "imagePullPolicy is Never"),
-    ([_pod("a", waiting={"reason": "ImagePullBackOff"})], "ImagePullFailed", "cannot be pulled"),
-    ([_pod("a", waiting={"reason": "CreateContainerConfigError", "message": 'secret "s" not found'})],
-     "ContainerConfigError", 'secret "s" not found'),
-    ([_pod("a", scheduled={"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                           "message": "0/1 nodes are available: 1 Insufficient cpu."})],
-     "Unschedulable", "1 Insufficient cpu"),
-    ([_pod("a", waiting={"reason": "CrashLoopBackOff"}, last={"reason": "OOMKilled", "exitCode": 137}, restarts=3)],
-     "OOMKilled", "OOMKilled (3 restart(s))"),
-])
+@pytest.mark.parametrize(
+    "pods,reason,needle",
+    [
+        ([_pod("a", waiting={"reason": "ErrImageNeverPull"})], "ImagePullFailed", "imagePullPolicy is Never"),
+        ([_pod("a", waiting={"reason": "ImagePullBackOff"})], "ImagePullFailed", "cannot be pulled"),
+        (
+            [_pod("a", waiting={"reason": "CreateContainerConfigError", "message": 'secret "s" not found'})],
+            "ContainerConfigError",
+            'secret "s" not found',
+        ),
+        (
+            [
+                _pod(
+                    "a",
+                    scheduled={
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                    },
+                )
+            ],
+            "Unschedulable",
+            "1 Insufficient cpu",
+        ),
+        (
+            [
+                _pod(
+                    "a",
+                    waiting={"reason": "CrashLoopBackOff"},
+                    last={"reason": "OOMKilled", "exitCode": 137},
+                    restarts=3,
+                )
+            ],
+            "OOMKilled",
+            "OOMKilled (3 restart(s))",
+        ),
+    ],
+)
 def test_pods_that_cannot_start_say_why(pods, reason, needle):
     p = pool()
     spec = model.parse_spec(p["spec"])
-    s = status.build_status(p, _dep(p), pods + [_pod("b", waiting={"reason": "ContainerCreating"})], now=NOW,
-                            spec=spec).dump()
+    s = status.build_status(
+        p, _dep(p), pods + [_pod("b", waiting={"reason": "ContainerCreating"})], now=NOW, spec=spec
+    ).dump()
     deg = {c["type"]: c for c in s["conditions"]}["Degraded"]
     assert (deg["status"], deg["reason"]) == ("True", reason) and needle in deg["message"], deg
     assert deg["message"].startswith("1 worker pod(s)") and "first a:" in deg["message"]
 
 
-@pytest.mark.parametrize("cond,reason,needle", [
-    ({"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-      "message": 'pods "x" is forbidden: exceeded quota: one, requested: pods=1'}, "PodsRefused", "exceeded quota"),
-    ({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-      "message": 'ReplicaSet "x" has timed out progressing.'}, "RolloutStuck", "timed out progressing"),
-])
+@pytest.mark.parametrize(
+    "cond,reason,needle",
+    [
+        (
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": 'pods "x" is forbidden: exceeded quota: one, requested: pods=1',
+            },
+            "PodsRefused",
+            "exceeded quota",
+        ),
+        (
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "x" has timed out progressing.',
+            },
+            "RolloutStuck",
+            "timed out progressing",
+        ),
+    ],
+)
 def test_the_deployments_own_conditions_say_why(cond, reason, needle):
     p = pool()
     s = status.build_status(p, _dep(p, [cond]), [], now=NOW, spec=model.parse_spec(p["spec"])).dump()

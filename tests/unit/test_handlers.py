@@ -80,9 +80,12 @@ def fake(monkeypatch):
 
 
 def add_pool(fake, name="p", peers=2, **spec):
-    obj = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool",
-           "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1},
-           "spec": {"peers": peers, "template": {"spec": {"containers": [{"name": "w", "image": "i"}]}}, **spec}}
+    obj = {
+        "apiVersion": "daemonpool.dev/v1alpha1",
+        "kind": "DaemonPool",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1},
+        "spec": {"peers": peers, "template": {"spec": {"containers": [{"name": "w", "image": "i"}]}}, **spec},
+    }
     fake.pools[("ns", name)] = obj
     return obj
 
@@ -114,8 +117,10 @@ def test_scale_and_drift_are_patched_back(fake):
 
 def test_conflict_is_reported_once_and_never_written(fake):
     add_pool(fake)
-    fake.deployments[("ns", "p")] = {"metadata": {"name": "p", "namespace": "ns", "labels": {"app": "theirs"}},
-                                     "spec": {"replicas": 1}}
+    fake.deployments[("ns", "p")] = {
+        "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "theirs"}},
+        "spec": {"replicas": 1},
+    }
     before = copy.deepcopy(fake.deployments[("ns", "p")])
     handlers.reconcile("ns", "p")
     handlers.reconcile("ns", "p")
@@ -139,9 +144,20 @@ def test_invalid_spec_is_permanent_with_status_and_one_warning(fake):
 def test_worker_restarts_raise_one_warning_per_new_restart(fake):
     add_pool(fake, peers=1)
     handlers.reconcile("ns", "p")
-    fake.pods[("ns", "p-1")] = {"metadata": {"name": "p-1"}, "status": {"containerStatuses": [
-        {"name": "w", "restartCount": 1, "ready": False, "state": {"running": {}},
-         "lastState": {"terminated": {"reason": "Error", "exitCode": 137}}}]}}
+    fake.pods[("ns", "p-1")] = {
+        "metadata": {"name": "p-1"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "w",
+                    "restartCount": 1,
+                    "ready": False,
+                    "state": {"running": {}},
+                    "lastState": {"terminated": {"reason": "Error", "exitCode": 137}},
+                }
+            ]
+        },
+    }
     handlers.reconcile("ns", "p")
     handlers.reconcile("ns", "p")
     restarts = [e for e in fake.events if e[1] == "WorkerRestarted"]
@@ -166,8 +182,9 @@ def test_a_refused_deployment_is_degraded_once_and_not_sent_again_until_the_pool
 
     def refuse(ns, body):
         calls.append(body)
-        raise kube.Rejected(422, 'Deployment.apps "p" is invalid: spec.template.spec.containers[0].env[0].name: '
-                                 'Invalid value: "A=B"')
+        raise kube.Rejected(
+            422, 'Deployment.apps "p" is invalid: spec.template.spec.containers[0].env[0].name: Invalid value: "A=B"'
+        )
 
     monkeypatch.setattr(fake, "create_deployment", refuse)
     for _ in range(3):
@@ -175,7 +192,9 @@ def test_a_refused_deployment_is_degraded_once_and_not_sent_again_until_the_pool
     assert len(calls) == 1, "the same body is not sent again"
     conds = {c["type"]: c for c in fake.pools[("ns", "p")]["status"]["conditions"]}
     assert conds["Degraded"]["status"] == "True" and conds["Degraded"]["reason"] == "DeploymentRejected"
-    assert 'Invalid value: "A=B"' in conds["Degraded"]["message"] and "Fix spec.template" in conds["Degraded"]["message"]
+    assert (
+        'Invalid value: "A=B"' in conds["Degraded"]["message"] and "Fix spec.template" in conds["Degraded"]["message"]
+    )
     assert [e[:2] for e in fake.events] == [("Warning", "DeploymentRejected")]
     fake.pools[("ns", "p")]["spec"]["peers"] = 3  # the pool changed: try again
     handlers.reconcile("ns", "p")
@@ -186,16 +205,31 @@ def test_pods_that_cannot_start_make_the_pool_degraded_with_one_warning(fake):
     add_pool(fake, peers=2)
     handlers.reconcile("ns", "p")
     for i in (1, 2):
-        fake.pods[("ns", f"p-{i}")] = {"metadata": {"name": f"p-{i}"}, "status": {"containerStatuses": [
-            {"name": "w", "image": "nope:1", "restartCount": 0, "ready": False,
-             "state": {"waiting": {"reason": "ErrImageNeverPull" if i == 1 else "ImagePullBackOff", "message": "x"}}}]}}
+        fake.pods[("ns", f"p-{i}")] = {
+            "metadata": {"name": f"p-{i}"},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "w",
+                        "image": "nope:1",
+                        "restartCount": 0,
+                        "ready": False,
+                        "state": {
+                            "waiting": {"reason": "ErrImageNeverPull" if i == 1 else "ImagePullBackOff", "message": "x"}
+                        },
+                    }
+                ]
+            },
+        }
     handlers.reconcile("ns", "p")
     fake.pods[("ns", "p-2")]["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] = "ErrImagePull"
     handlers.reconcile("ns", "p")
     conds = {c["type"]: c for c in fake.pools[("ns", "p")]["status"]["conditions"]}
     assert conds["Degraded"]["reason"] == "ImagePullFailed"
-    assert conds["Degraded"]["message"].startswith("2 worker pod(s) cannot pull their image; first p-1: container w: "
-                                                   "image 'nope:1' cannot be pulled (imagePullPolicy is Never")
+    assert conds["Degraded"]["message"].startswith(
+        "2 worker pod(s) cannot pull their image; first p-1: container w: "
+        "image 'nope:1' cannot be pulled (imagePullPolicy is Never"
+    )
     assert [e[1] for e in fake.events if e[0] == "Warning"] == ["ImagePullFailed"], "one Warning per new cause"
 
 
@@ -208,7 +242,9 @@ def test_old_finalizer_is_removed_on_resume(fake):
 
 def test_the_health_probe_fails_when_no_resync_finished_for_several_periods(monkeypatch):
     monkeypatch.setattr(handlers, "_progress", {"sweep": 0.0})
-    monkeypatch.setattr(handlers.time, "monotonic", lambda: handlers.STUCK_AFTER_RESYNCS * handlers.RESYNC_SECONDS + 100)
+    monkeypatch.setattr(
+        handlers.time, "monotonic", lambda: handlers.STUCK_AFTER_RESYNCS * handlers.RESYNC_SECONDS + 100
+    )
     with pytest.raises(kopf.PermanentError, match="stuck"):
         handlers.resync_health()
     monkeypatch.setattr(handlers, "_progress", {"sweep": handlers.time.monotonic() - 1})

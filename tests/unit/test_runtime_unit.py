@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from worker_runtime import Daemon, DaemonError
-from worker_runtime import probe
+from worker_runtime import Daemon, DaemonError, probe
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -68,20 +67,23 @@ def test_context_manager(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    ({"timeout": 0}, "timeout must be a finite number > 0"),
-    ({"timeout": -1}, "timeout must be a finite number > 0"),
-    ({"timeout": float("nan")}, "timeout must be a finite number > 0"),
-    ({"timeout": float("inf")}, "timeout must be a finite number > 0"),
-    ({"timeout": "30"}, "timeout must be a positive number"),
-    ({"max_peers": 0}, "max_peers must be > 0"),
-    ({"max_peers": 1.5}, "max_peers must be a positive whole number"),
-    ({"max_peers": True}, "max_peers must be a positive whole number"),
-    ({"name": ""}, "name must be"),
-    ({"name": "a/b"}, "name must be"),
-    ({"name": "mail\n"}, "name must be"),
-    ({"name": "mail*"}, "name must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"timeout": 0}, "timeout must be a finite number > 0"),
+        ({"timeout": -1}, "timeout must be a finite number > 0"),
+        ({"timeout": float("nan")}, "timeout must be a finite number > 0"),
+        ({"timeout": float("inf")}, "timeout must be a finite number > 0"),
+        ({"timeout": "30"}, "timeout must be a positive number"),
+        ({"max_peers": 0}, "max_peers must be > 0"),
+        ({"max_peers": 1.5}, "max_peers must be a positive whole number"),
+        ({"max_peers": True}, "max_peers must be a positive whole number"),
+        ({"name": ""}, "name must be"),
+        ({"name": "a/b"}, "name must be"),
+        ({"name": "mail\n"}, "name must be"),
+        ({"name": "mail*"}, "name must be"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_the_argument(tmp_path, kwargs, needle):
     args = {"name": "x", "run_dir": str(tmp_path), **kwargs}
     with pytest.raises(ValueError, match=needle):

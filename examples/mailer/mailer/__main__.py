@@ -22,10 +22,13 @@ def main(argv=None) -> int:
     en.add_argument("--body", default="")
     en.add_argument("--count", type=int, default=1, help="enqueue N copies (demos and load tests)")
     a = p.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("MAILER_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stdout)
+    logging.basicConfig(
+        level=os.environ.get("MAILER_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stdout,
+    )
 
-    from .config import Config, ConfigError, parse_dsn
+    from .config import Config, ConfigError, parse_dsn  # noqa: PLC0415 - after logging is configured
 
     try:
         if a.cmd == "worker":
@@ -36,9 +39,9 @@ def main(argv=None) -> int:
         print(f"mailer: {exc}", file=sys.stderr)
         return 2
     if a.cmd == "worker":
-        from worker_runtime import Daemon, DaemonError
+        from worker_runtime import Daemon, DaemonError  # noqa: PLC0415 - only the worker needs it
 
-        from .worker import Mailer
+        from .worker import Mailer  # noqa: PLC0415 - imports psycopg; enqueue/migrate do not need it all
 
         try:
             daemon = Daemon.from_env(name=os.environ.get("DAEMONPOOL_NAME") or "mailer")
@@ -47,9 +50,9 @@ def main(argv=None) -> int:
             return 2
         return Mailer(cfg, daemon).run()
 
-    import psycopg
+    import psycopg  # noqa: PLC0415 - slow import, only here
 
-    from . import outbox
+    from . import outbox  # noqa: PLC0415
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         outbox.migrate(conn)

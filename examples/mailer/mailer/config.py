@@ -31,15 +31,19 @@ def parse_hostport(raw: str, var: str, default_port: int) -> tuple[str, int]:
 
 def parse_dsn(raw: str | None, var: str = "MAILER_DSN") -> str:
     if not raw:
-        raise ConfigError(f"{var} is not set; expected a PostgreSQL connection string, "
-                          "e.g. postgresql://mailer:secret@db.example.com:5432/mailer")
+        raise ConfigError(
+            f"{var} is not set; expected a PostgreSQL connection string, "
+            "e.g. postgresql://mailer:secret@db.example.com:5432/mailer"
+        )
     try:
-        from psycopg import conninfo
+        from psycopg import conninfo  # noqa: PLC0415 - config parsing must not need the driver loaded
 
         conninfo.conninfo_to_dict(raw)
-    except Exception as exc:  # psycopg.ProgrammingError: the parser's own message follows
-        raise ConfigError(f"{var} is not a valid PostgreSQL connection string ({exc}); "
-                          "expected e.g. postgresql://mailer:secret@db.example.com:5432/mailer") from None
+    except Exception as exc:  # noqa: BLE001 - psycopg.ProgrammingError and friends: the parser's message follows
+        raise ConfigError(
+            f"{var} is not a valid PostgreSQL connection string ({exc}); "
+            "expected e.g. postgresql://mailer:secret@db.example.com:5432/mailer"
+        ) from None
     return raw
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MIGRATIONS = [
-    (1, """
+    (
+        1,
+        """
 CREATE TABLE IF NOT EXISTS mailer_outbox (
     id              bigserial PRIMARY KEY,
     recipient       text NOT NULL,
@@ -33,7 +35,8 @@ CREATE TABLE IF NOT EXISTS mailer_throttle (
     next_slot timestamptz NOT NULL
 );
 INSERT INTO mailer_throttle VALUES (1, now()) ON CONFLICT (id) DO NOTHING;
-"""),
+""",
+    ),
 ]
 # Any constant: serializes migrations of workers starting together.
 MIGRATION_LOCK = 0x6D61696C
@@ -64,8 +67,10 @@ def migrate(conn) -> int:
 
 def enqueue(conn, to: str, subject: str, body: str, sender: str | None = None) -> int:
     """The application side: record a message to send. Returns its outbox id."""
-    row = conn.execute("INSERT INTO mailer_outbox (recipient, sender, subject, body) VALUES (%s, %s, %s, %s) RETURNING id",
-                       (to, sender, subject, body)).fetchone()
+    row = conn.execute(
+        "INSERT INTO mailer_outbox (recipient, sender, subject, body) VALUES (%s, %s, %s, %s) RETURNING id",
+        (to, sender, subject, body),
+    ).fetchone()
     return row[0]
 
 
@@ -78,7 +83,8 @@ def enqueue_many(conn, messages) -> int:
 
 
 def claim(conn, owner: str, batch: int, lease_seconds: float) -> list:
-    rows = conn.execute("""
+    rows = conn.execute(
+        """
         UPDATE mailer_outbox SET state = 'sending', lease_owner = %(owner)s, claims = claims + 1,
                lease_until = now() + %(lease)s * interval '1 second'
          WHERE id IN (SELECT id FROM mailer_outbox
@@ -88,7 +94,8 @@ def claim(conn, owner: str, batch: int, lease_seconds: float) -> list:
                        LIMIT %(batch)s
                        FOR UPDATE SKIP LOCKED)
         RETURNING id, recipient, sender, subject, body, attempts""",
-                        {"owner": owner, "lease": lease_seconds, "batch": batch}).fetchall()
+        {"owner": owner, "lease": lease_seconds, "batch": batch},
+    ).fetchall()
     return [Message(*r) for r in sorted(rows)]
 
 
@@ -99,35 +106,64 @@ def _owned(sql: str) -> str:
 
 def renew(conn, msg_id: int, owner: str, lease_seconds: float) -> bool:
     """Extend our lease on one row just before sending it; False when a peer claimed it meanwhile."""
-    return conn.execute(_owned("UPDATE mailer_outbox SET lease_until = now() + %(lease)s * interval '1 second'"),
-                        {"id": msg_id, "owner": owner, "lease": lease_seconds}).rowcount == 1
+    return (
+        conn.execute(
+            _owned("UPDATE mailer_outbox SET lease_until = now() + %(lease)s * interval '1 second'"),
+            {"id": msg_id, "owner": owner, "lease": lease_seconds},
+        ).rowcount
+        == 1
+    )
 
 
 def mark_sent(conn, msg_id: int, owner: str) -> bool:
-    return conn.execute(_owned("UPDATE mailer_outbox SET state = 'sent', sent_at = now(), lease_owner = NULL, "
-                               "lease_until = NULL, attempts = attempts + 1"),
-                        {"id": msg_id, "owner": owner}).rowcount == 1
+    return (
+        conn.execute(
+            _owned(
+                "UPDATE mailer_outbox SET state = 'sent', sent_at = now(), lease_owner = NULL, "
+                "lease_until = NULL, attempts = attempts + 1"
+            ),
+            {"id": msg_id, "owner": owner},
+        ).rowcount
+        == 1
+    )
 
 
 def mark_retry(conn, msg_id: int, owner: str, error: str, delay: float) -> bool:
-    return conn.execute(_owned("UPDATE mailer_outbox SET state = 'pending', attempts = attempts + 1, last_error = %(err)s, "
-                               "next_attempt_at = now() + %(delay)s * interval '1 second', lease_owner = NULL, "
-                               "lease_until = NULL"),
-                        {"id": msg_id, "owner": owner, "err": error[:2000], "delay": delay}).rowcount == 1
+    return (
+        conn.execute(
+            _owned(
+                "UPDATE mailer_outbox SET state = 'pending', attempts = attempts + 1, last_error = %(err)s, "
+                "next_attempt_at = now() + %(delay)s * interval '1 second', lease_owner = NULL, "
+                "lease_until = NULL"
+            ),
+            {"id": msg_id, "owner": owner, "err": error[:2000], "delay": delay},
+        ).rowcount
+        == 1
+    )
 
 
 def mark_dead(conn, msg_id: int, owner: str, reason: str) -> bool:
-    return conn.execute(_owned("UPDATE mailer_outbox SET state = 'dead', attempts = attempts + 1, last_error = %(err)s, "
-                               "lease_owner = NULL, lease_until = NULL"),
-                        {"id": msg_id, "owner": owner, "err": reason[:2000]}).rowcount == 1
+    return (
+        conn.execute(
+            _owned(
+                "UPDATE mailer_outbox SET state = 'dead', attempts = attempts + 1, last_error = %(err)s, "
+                "lease_owner = NULL, lease_until = NULL"
+            ),
+            {"id": msg_id, "owner": owner, "err": reason[:2000]},
+        ).rowcount
+        == 1
+    )
 
 
 def release(conn, ids, owner: str) -> int:
     """Give back claimed messages we will not send (stopping): no lease wait for them."""
     if not ids:
         return 0
-    return conn.execute("UPDATE mailer_outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL "
-                        "WHERE id = ANY(%s) AND state = 'sending' AND lease_owner = %s", (list(ids), owner)).rowcount
+    return conn.execute(
+        "UPDATE mailer_outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL "
+        "WHERE id = ANY(%s) AND state = 'sending' AND lease_owner = %s",
+        (list(ids), owner),
+    ).rowcount
 
 
 def take_slot(conn, rate: float) -> float:
@@ -140,16 +176,20 @@ def take_slot(conn, rate: float) -> float:
     """
     gap = 1.0 / rate
     params = {"gap": gap, "burst": min(1.0, 5 * gap)}
-    row = conn.execute("""
+    row = conn.execute(
+        """
         UPDATE mailer_throttle
            SET next_slot = GREATEST(next_slot, clock_timestamp() - %(burst)s * interval '1 second')
                            + %(gap)s * interval '1 second'
          WHERE id = 1 AND next_slot <= clock_timestamp()
-     RETURNING 1""", params).fetchone()
+     RETURNING 1""",
+        params,
+    ).fetchone()
     if row:
         return 0.0
-    wait = conn.execute("SELECT EXTRACT(EPOCH FROM (next_slot - clock_timestamp())) FROM mailer_throttle WHERE id = 1"
-                        ).fetchone()[0]
+    wait = conn.execute(
+        "SELECT EXTRACT(EPOCH FROM (next_slot - clock_timestamp())) FROM mailer_throttle WHERE id = 1"
+    ).fetchone()[0]
     return max(0.0005, float(wait))
 
 

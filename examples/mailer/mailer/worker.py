@@ -21,8 +21,14 @@ from .config import Config
 
 log = logging.getLogger("mailer")
 # Failures of the connection rather than of one message: the server is unreachable.
-UNREACHABLE = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, ConnectionError, TimeoutError, socket.timeout,
-               OSError)
+UNREACHABLE = (
+    smtplib.SMTPServerDisconnected,
+    smtplib.SMTPConnectError,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+    OSError,
+)
 
 
 def message_id(msg_id: int, domain: str) -> str:
@@ -54,7 +60,9 @@ class Mailer:
 
     def _backoff(self) -> float:
         self.outage += 1
-        return min(self.cfg.backoff_max, self.cfg.backoff_base * 2 ** min(self.outage - 1, 16)) * random.uniform(0.5, 1.0)
+        return min(self.cfg.backoff_max, self.cfg.backoff_base * 2 ** min(self.outage - 1, 16)) * random.uniform(
+            0.5, 1.0
+        )
 
     # -- dependencies ----------------------------------------------------------------------
     def ensure_db(self) -> bool:
@@ -184,8 +192,10 @@ class Mailer:
                     log.info("sent %(sent)d, retried %(retry)d, dead %(dead)d so far", self.counts)
                     last_report = time.monotonic()
         finally:
-            log.info("stopping (signal %(signal)s): sent %(sent)d, retried %(retry)d, dead %(dead)d, lease lost %(skipped)d",
-                     {"signal": self.d.stop_signal, **self.counts})
+            log.info(
+                "stopping (signal %(signal)s): sent %(sent)d, retried %(retry)d, dead %(dead)d, lease lost %(skipped)d",
+                {"signal": self.d.stop_signal, **self.counts},
+            )
             self.drop_smtp()
             if self.db is not None:
                 self.db.close()

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import yaml
 
-from kube import ROOT
-
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
-from test_api import INVALID  # noqa: E402  (the same table the model is tested with)
+from cases import INVALID  # the same table the model is tested with
+from clusterkit import ROOT
 
 pytestmark = pytest.mark.timeout(300)
 CRD = ROOT / "crds" / "daemonpools.daemonpool.dev.yaml"
@@ -39,8 +36,12 @@ def test_crd_applies_with_server_side_dry_run(cluster, crd_ns):
 @pytest.mark.parametrize("case", [c for c in INVALID if c[0] not in MODEL_ONLY], ids=lambda c: c[0])
 def test_api_server_rejects_invalid_pool_naming_the_field(cluster, crd_ns, case):
     _id, spec, name, needle = case
-    obj = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool",
-           "metadata": {"name": name if name != "ok" else _id, "namespace": crd_ns}, "spec": spec}
+    obj = {
+        "apiVersion": "daemonpool.dev/v1alpha1",
+        "kind": "DaemonPool",
+        "metadata": {"name": name if name != "ok" else _id, "namespace": crd_ns},
+        "spec": spec,
+    }
     r = cluster.kubectl("create", "-f", "-", "--dry-run=server", input=json.dumps(obj), check=False)
     assert r.returncode != 0, f"{_id} was accepted"
     assert needle in r.stderr, r.stderr
@@ -48,9 +49,13 @@ def test_api_server_rejects_invalid_pool_naming_the_field(cluster, crd_ns, case)
 
 def test_model_only_cases_pass_the_api_server(cluster, crd_ns):
     # They reach the operator, which reports them as Degraded/InvalidSpec (tested in test_operator).
-    for _id, spec, name, _ in (c for c in INVALID if c[0] in MODEL_ONLY):
-        obj = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool",
-               "metadata": {"name": _id, "namespace": crd_ns}, "spec": spec}
+    for _id, spec, _name, _ in (c for c in INVALID if c[0] in MODEL_ONLY):
+        obj = {
+            "apiVersion": "daemonpool.dev/v1alpha1",
+            "kind": "DaemonPool",
+            "metadata": {"name": _id, "namespace": crd_ns},
+            "spec": spec,
+        }
         cluster.kubectl("create", "-f", "-", "--dry-run=server", input=json.dumps(obj))
 
 
@@ -69,8 +74,12 @@ def test_kubectl_explain_prints_descriptions(cluster, crd_ns):
 
 
 def test_printer_columns(cluster, crd_ns, images):
-    obj = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool", "metadata": {"name": "cols", "namespace": crd_ns},
-           "spec": {"peers": 0, "template": {"spec": {"containers": [{"name": "w", "image": images["example-worker"]}]}}}}
+    obj = {
+        "apiVersion": "daemonpool.dev/v1alpha1",
+        "kind": "DaemonPool",
+        "metadata": {"name": "cols", "namespace": crd_ns},
+        "spec": {"peers": 0, "template": {"spec": {"containers": [{"name": "w", "image": images["example-worker"]}]}}},
+    }
     cluster.apply(obj)
     header = cluster.kubectl("get", "dp", "-n", crd_ns).stdout.splitlines()[0].split()
     assert header == ["NAME", "PEERS", "READY", "TIMEOUT", "STATUS", "AGE"]

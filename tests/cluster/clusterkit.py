@@ -15,6 +15,8 @@ sys.path.insert(0, str(ROOT / "hack"))
 
 from localcluster import config as C  # noqa: E402
 
+from measure import record  # noqa: E402,F401  (re-exported for the cluster tests)
+
 
 class Cluster:
     """The cluster the tests run against: the local one, or the one in KUBECONFIG."""
@@ -26,6 +28,7 @@ class Cluster:
         self.host_ip = host_ip
         self.kind = None  # a pytest-kind-ng KindCluster when the tests made one
         self.kubectl_bin = str(C.BIN / "kubectl") if (C.BIN / "kubectl").exists() else "kubectl"
+        self.made_namespaces: list = []  # removed at the end of the session whatever the tests' outcome
 
     @property
     def audit_log(self) -> pathlib.Path | None:
@@ -35,8 +38,14 @@ class Cluster:
         return dict(os.environ, KUBECONFIG=self.kubeconfig, PATH=f"{C.BIN}:{C.TOOLS}:{os.environ.get('PATH', '')}")
 
     def kubectl(self, *args, check=True, input=None, timeout=120) -> subprocess.CompletedProcess:
-        r = subprocess.run([self.kubectl_bin, *map(str, args)], capture_output=True, text=True, env=self.env(),
-                           input=input, timeout=timeout)
+        r = subprocess.run(
+            [self.kubectl_bin, *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            input=input,
+            timeout=timeout,
+        )
         if check and r.returncode:
             raise AssertionError(f"kubectl {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr}{r.stdout}")
         return r
@@ -60,26 +69,18 @@ class Cluster:
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"
         ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
         self.apply(ns)
+        self.made_namespaces.append(name)
         # The ServiceAccount controller creates "default"; pods cannot be created before it.
-        wait(lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0, 60,
-             f"default ServiceAccount in {name}")
+        wait(
+            lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+            60,
+            f"default ServiceAccount in {name}",
+        )
         return name
 
     def events(self, ns: str, name: str | None = None) -> list:
         items = self.get("events", ns=ns)["items"]
         return [e for e in items if name is None or e["involvedObject"].get("name") == name]
-
-
-MEASURE = ROOT / "_out" / "measurements.json"
-
-
-def record(key, value):
-    """Keep a measurement for the closing note (and print it)."""
-    MEASURE.parent.mkdir(exist_ok=True)
-    data = json.loads(MEASURE.read_text()) if MEASURE.exists() else {}
-    data[key] = value
-    MEASURE.write_text(json.dumps(data, indent=1))
-    print(f"MEASURED {key} = {value}")
 
 
 def wait(check, timeout: float, what: str, interval: float = 0.5):
@@ -94,4 +95,6 @@ def wait(check, timeout: float, what: str, interval: float = 0.5):
         except AssertionError as exc:
             last = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"; last error: {last}" if last else ""))
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what}" + (f"; last error: {last}" if last else "")
+    )
