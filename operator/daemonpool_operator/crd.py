@@ -227,7 +227,8 @@ def main(argv=None) -> int:
     for path in paths or default_paths():
         if check:
             try:
-                current = open(path).read()
+                with open(path) as f:
+                    current = f.read()
             except FileNotFoundError:
                 current = None
             if current != text:

@@ -33,3 +33,22 @@ def test_no_module_is_too_long_to_read():
         if (n := len(p.read_text().splitlines())) > 420
     }
     assert long == {}
+
+
+def test_chart_values_table_and_schema_follow_values_yaml():
+    """One source, values.yaml: its comments make the README's table; the schema has exactly its keys."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chart_docs", ROOT / "hack" / "chart_docs.py")
+    chart_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chart_docs)
+    assert chart_docs.problems() == []
+
+
+def test_crd_command_checks_every_copy(tmp_path):
+    from daemonpool_operator import crd
+
+    stale = tmp_path / "stale.yaml"
+    stale.write_text("old")
+    assert crd.main(["--check", str(stale)]) == 1
+    assert crd.main(["--check"]) == 0, "crds/ and the chart's copy are current"
