@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from . import cluster, config, images, install
+from . import cluster, config, fakenodes, images, install
 
 
 def main(argv=None) -> int:
@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     bi.add_argument("dockerfile")
     bi.add_argument("tag")
     sub.add_parser("images", help="print the project's images, one 'DOCKERFILE TAG' per line")
+    fn = sub.add_parser("fake-nodes", help="add N fake nodes (kwok) next to the real one")
+    fn.add_argument("n", type=int)
     a = p.parse_args(argv)
     try:
         if a.cmd == "up":
@@ -37,6 +39,8 @@ def main(argv=None) -> int:
             install.ensure_all()
         elif a.cmd == "load-image":
             print(images.load_image(a.archive))
+        elif a.cmd == "fake-nodes":
+            fakenodes.add(a.n)
         elif a.cmd == "images":
             for dockerfile, tag in config.PROJECT_IMAGES.values():
                 print(dockerfile, tag)

@@ -18,6 +18,7 @@ def _versions() -> dict:
 
 
 K8S_VERSION = _versions()["K8S_VERSION"]
+KWOK_VERSION = _versions()["KWOK_VERSION"]
 # Cached outside the repo, keyed by version; survives `down` so `up` is fast.
 CACHE = pathlib.Path(os.environ.get("DAEMONPOOL_CACHE", pathlib.Path.home() / ".cache" / "daemonpool"))
 BIN = CACHE / f"k8s-{K8S_VERSION}" / "bin"
@@ -81,3 +82,10 @@ PROJECT_IMAGES = {
     "operator": ("operator/Dockerfile", "daemonpool/operator:dev"),
     "mailer": ("examples/mailer/Dockerfile", "daemonpool/mailer:dev"),
 }
+
+# Fake nodes (kwok): a label and taint only pods that ask for them land on; the real node stays real.
+KWOK_BIN = CACHE / f"kwok-{KWOK_VERSION}" / "kwok"
+FAKE_NODE_LABEL = ("type", "kwok")
+FAKE_NODE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+# Each fake node: room for 110 pods, as a real node's default.
+FAKE_NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110"}

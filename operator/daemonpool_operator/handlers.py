@@ -1,10 +1,12 @@
-"""kopf handlers: thin. Parse the pool -> build with desired.py -> apply through kube.py -> status from status.py.
+"""kopf handlers: thin. Watch events feed the cache and enqueue the pool; workers reconcile it.
 
-Every trigger runs the same idempotent `reconcile` of one pool: a change of the
-pool, an event of its Deployment or of one of its pods, an operator restart
-(resume), and one slow resync loop over all pools as a safety net (no
-finalizer: cleanup is the ownerReferences' job). A pass that finds the world
-as it should be writes nothing.
+Events only record what they saw (cache.World) and add the pool's key to a coalescing,
+rate-limited work queue (workqueue.WorkQueue): a storm of pod events for one pool is one or
+two reconciles, not one per event. A reconcile reads the pool, its Deployment and a summary of
+its pods from the cache (no GET, no LIST), builds with desired.py, writes through kube.py only
+what differs, and rebuilds status with status.py, patched only when it changed. One slow
+resync loop re-enqueues every pool as a safety net. No kopf change handlers: kopf writes no
+progress or diff-base annotations and no finalizer on pools (cleanup is ownerReferences' job).
 """
 
 from __future__ import annotations
@@ -18,38 +20,34 @@ import time
 
 import kopf
 
-from . import desired, kube, model
+from . import cache, desired, kube, model
 from . import reasons as R
 from . import status as st
+from .workqueue import Retry, WorkQueue
 
-# Seconds between resyncs of every pool: a safety net for missed watch events; reads only.
-# One loop for all pools, not kopf's per-object timer: that timer forces a finalizer
-# on every pool (kopf issue 1074), and deletes would hang while the operator is away.
+# Seconds between resyncs of every pool from the cache: a safety net for a missed event. No API reads.
 RESYNC_SECONDS = float(os.environ.get("DAEMONPOOL_RESYNC_SECONDS", "60"))
-# Resyncs that may be missed before the health endpoint fails: the operator is stuck.
-STUCK_AFTER_RESYNCS = 3
+# Pools reconciled at once: enough to keep up with bursts, few enough not to flood the API server.
+WORKERS = int(os.environ.get("DAEMONPOOL_WORKERS", "4"))
+# Seconds the queue may hold work without finishing any before the health endpoint fails: stuck.
+STUCK_SECONDS = float(os.environ.get("DAEMONPOOL_STUCK_SECONDS", "180"))
 # A reconcile slower than this is logged: something (the API server, a lock) is slow.
 SLOW_RECONCILE_SECONDS = 10.0
-# Tries of a reconcile started by a Deployment or pod event (kopf does not retry event handlers).
-EVENT_TRIES = 5
-# Namespaces watched (empty: all), set by the CLI for the resync's LIST.
+# Namespaces watched (empty: all), set by the CLI.
 NAMESPACES: list = []
 
 log = logging.getLogger("daemonpool")
-_locks: dict = {}
-_locks_guard = threading.Lock()
+WORLD = cache.World()
 # (namespace, name) -> (fingerprint of the refused body, status message): the same body
 # is not sent again until the pool (or operator) changes; the API server would refuse it again.
 _rejected: dict = {}
-_progress = {"sweep": time.monotonic()}
-RES = (model.GROUP, model.VERSION, model.PLURAL)
+# (namespace, name) -> a Deployment of the pool's name that is not the pool's (not watched: it lacks
+# our labels). Looked at again once per resync, never written.
+_foreign: dict = {}
+_resync = {"last": time.monotonic()}
 # The status keys the operator owns (as published, camelCase); kopf and others may add their own.
 STATUS_KEYS = frozenset(f.alias or n for n, f in model.DaemonPoolStatus.model_fields.items())
-
-
-def _lock(key) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(key, threading.Lock())
+RES = (model.GROUP, model.VERSION, model.PLURAL)
 
 
 def _conditions(status: dict | None) -> dict:
@@ -63,7 +61,9 @@ def _publish(pool: dict, new: dict, events: list) -> None:
     if new != old:
         patch = dict(new)
         patch.update({k: None for k in old if k not in new})
-        kube.patch_pool_status(meta["namespace"], meta["name"], patch)
+        fresh = kube.patch_pool_status(meta["namespace"], meta["name"], patch)
+        if fresh:
+            WORLD.set_pool(fresh)
     for type_, reason, message in events:
         kube.post_event(pool, type_, reason, message)
 
@@ -97,106 +97,114 @@ def _fingerprint(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def reconcile(namespace: str, name: str, *, body: dict | None = None, from_change: bool = False) -> None:
+def reconcile(key: tuple) -> None:
+    """One pass over one pool, from the cache. Raises Retry (or TemporaryError) to be tried again later."""
     t0 = time.monotonic()
     try:
-        _reconcile(namespace, name, body=body, from_change=from_change)
+        _reconcile(key)
     except kube.NamespaceTerminating:
-        log.info("namespace %s is being deleted; leaving pool %s to go with it", namespace, name)
+        log.info("namespace %s is being deleted; leaving pool %s to go with it", *key)
+    except kopf.TemporaryError as exc:
+        raise Retry(str(exc), exc.delay) from None
     finally:
         took = time.monotonic() - t0
         if took > SLOW_RECONCILE_SECONDS:
             log.warning(
                 "reconciling pool %s/%s took %.1fs (limit %gs): the API server or a lock is slow",
-                namespace,
-                name,
+                *key,
                 took,
                 SLOW_RECONCILE_SECONDS,
             )
 
 
-def _reconcile(namespace: str, name: str, *, body: dict | None, from_change: bool) -> None:
-    with _lock((namespace, name)):
-        pool = kube.get_pool(namespace, name) if body is None else body
-        if pool is None or pool["metadata"].get("deletionTimestamp"):
-            _rejected.pop((namespace, name), None)
-            return
+def _reconcile(key: tuple) -> None:
+    namespace, name = key
+    pool = WORLD.pool(key)
+    if pool is None or pool["metadata"].get("deletionTimestamp"):
+        _rejected.pop(key, None)
+        _foreign.pop(key, None)
+        return
+    kube.remove_finalizer(pool)  # left by versions that used kopf's per-pool timer; a no-op without one
+    try:
+        _, spec = model.parse_pool(pool)
+    except model.InvalidPool as exc:
+        new = st.build_status(pool, None, [], now=kube.now(), invalid=str(exc)).dump()
+        _publish(pool, new, _transition_events(pool, new))
+        return
+    want = desired.build_deployment(pool, spec)
+    dname = want["metadata"]["name"]
+    have = WORLD.deployment(key) or _foreign.get(key)
+    action = desired.plan(pool, want, have)
+    events: list = []
+    rejected = conflict = None
+    fp = _fingerprint(want)
+    if isinstance(action, (desired.Create, desired.Update)) and _rejected.get(key, ("",))[0] == fp:
+        rejected = _rejected[key][1]  # refused before, unchanged since: do not send it again
+    else:
+        _rejected.pop(key, None)
         try:
-            _, spec = model.parse_pool(pool)
-        except model.InvalidPool as exc:
-            new = st.build_status(pool, None, [], now=kube.now(), invalid=str(exc)).dump()
-            _publish(pool, new, _transition_events(pool, new))
-            if from_change:
-                raise kopf.PermanentError(f"invalid spec: {exc}") from None
-            return
-        want = desired.build_deployment(pool, spec)
-        dname = want["metadata"]["name"]
-        have = kube.get_deployment(namespace, dname)
-        action = desired.plan(pool, want, have)
-        events: list = []
-        rejected = conflict = None
-        key, fp = (namespace, name), _fingerprint(want)
-        if isinstance(action, (desired.Create, desired.Update)) and _rejected.get(key, ("",))[0] == fp:
-            rejected = _rejected[key][1]  # refused before, unchanged since: do not send it again
-        else:
-            _rejected.pop(key, None)
-            try:
-                match action:
-                    case desired.Create(body=new_body):
-                        have = kube.create_deployment(namespace, new_body)
+            match action:
+                case desired.Create(body=new_body):
+                    made = kube.create_deployment(namespace, new_body)
+                    if made is None:
+                        # One of that name exists and we do not watch it: not ours (no pool label).
+                        have = kube.get_deployment(namespace, dname)
                         if have is None:
-                            raise kopf.TemporaryError(
-                                f"Deployment {dname} appeared while creating it; looking again", delay=1
-                            )
+                            raise Retry(f"Deployment {dname} appeared and went while creating it", 1)
+                        _foreign[key] = have
+                        action = desired.plan(pool, want, have)
+                        if not isinstance(action, desired.Conflict):
+                            raise Retry(f"Deployment {dname} exists already; looking again", 1)
+                        conflict = action.why
+                    else:
+                        have = made
+                        WORLD.set_deployment(made)
                         events.append(("Normal", R.CREATED, f"created Deployment {dname} with {spec.peers} worker(s)"))
                         log.info("pool %s/%s: created Deployment %s", namespace, name, dname)
-                    case desired.Update(patch=patch, paths=paths):
-                        before = have["spec"].get("replicas")
-                        have = kube.patch_deployment(namespace, dname, patch)
-                        if paths == ["spec.replicas"]:
-                            events.append(("Normal", R.SCALED, f"scaled workers from {before} to {spec.peers}"))
-                        else:
-                            shown = ", ".join(paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
-                            events.append(
-                                ("Normal", R.UPDATED, f"updated Deployment {dname} to the pool's spec ({shown})")
-                            )
-                        log.info("pool %s/%s: updated Deployment %s: %s", namespace, name, dname, ", ".join(paths))
-                    case desired.Conflict(why=why):
-                        conflict = why
-                    case desired.Noop():
-                        pass
-            except kube.Rejected as exc:
-                verb = "create" if isinstance(action, desired.Create) else "update"
-                rejected = R.rejected_message(dname, verb, exc.status, exc.message)
-                _rejected[key] = (fp, rejected)
-        pods = kube.list_pods(namespace, desired.selector_string(name)) if conflict is None else []
-        new = st.build_status(pool, have, pods, now=kube.now(), spec=spec, rejected=rejected, conflict=conflict).dump()
-        events += _transition_events(pool, new)
-        events += [("Warning", reason, msg) for reason, msg in st.restart_events(pool, pods, spec)]
-        _publish(pool, new, events)
+                case desired.Update(patch=patch, paths=paths):
+                    before = have["spec"].get("replicas")
+                    have = kube.patch_deployment(namespace, dname, patch)
+                    WORLD.set_deployment(have)
+                    _foreign.pop(key, None)
+                    if paths == ["spec.replicas"]:
+                        events.append(("Normal", R.SCALED, f"scaled workers from {before} to {spec.peers}"))
+                    else:
+                        shown = ", ".join(paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+                        events.append(("Normal", R.UPDATED, f"updated Deployment {dname} to the pool's spec ({shown})"))
+                    log.info("pool %s/%s: updated Deployment %s: %s", namespace, name, dname, ", ".join(paths))
+                case desired.Conflict(why=why):
+                    conflict = why
+                case desired.Noop():
+                    pass
+        except kube.Rejected as exc:
+            verb = "create" if isinstance(action, desired.Create) else "update"
+            rejected = R.rejected_message(dname, verb, exc.status, exc.message)
+            _rejected[key] = (fp, rejected)
+    pods = WORLD.pods(key) if conflict is None else []
+    new = st.build_status(pool, have, pods, now=kube.now(), spec=spec, rejected=rejected, conflict=conflict).dump()
+    events += _transition_events(pool, new)
+    events += [("Warning", reason, msg) for reason, msg in st.restart_events(pool, pods, spec)]
+    _publish(pool, new, events)
 
 
-def _from_event(namespace: str, name: str) -> None:
-    for attempt in range(EVENT_TRIES):
-        try:
-            reconcile(namespace, name)
-            return
-        except kopf.TemporaryError as exc:
-            if attempt + 1 == EVENT_TRIES:
-                raise
-            time.sleep(exc.delay or 1)
+def _on_error(key, exc: BaseException) -> None:
+    log.warning("reconciling pool %s/%s failed, retried with backoff: %s: %s", *key, type(exc).__name__, exc)
+
+
+QUEUE = WorkQueue(reconcile, workers=WORKERS, on_error=_on_error)
 
 
 def resync_once() -> None:
-    """Reconcile every pool once from one LIST (reads only when nothing changed)."""
-    for pool in kube.list_pools(NAMESPACES):
-        meta = pool["metadata"]
-        try:
-            reconcile(meta["namespace"], meta["name"], body=pool)
-        except (kopf.TemporaryError, kube.Rejected) as exc:
-            # The next trigger or sweep tries again; one pool must not stop the sweep of the others.
-            log.warning("resync of pool %s/%s failed, retried later: %s", meta["namespace"], meta["name"], exc)
-    _progress["sweep"] = time.monotonic()
+    """Every pool once more, from the cache; a foreign Deployment is looked at again (one GET each)."""
+    for key in list(_foreign):
+        have = kube.get_deployment(key[0], desired.deployment_name(key[1]))
+        if have is None:
+            _foreign.pop(key, None)
+        else:
+            _foreign[key] = have
+    for key in WORLD.pool_keys():
+        QUEUE.add(key)
+    _resync["last"] = time.monotonic()
 
 
 def _resync_loop() -> None:
@@ -205,50 +213,60 @@ def _resync_loop() -> None:
         try:
             resync_once()
         except (kopf.TemporaryError, kube.Rejected) as exc:
-            log.warning("resync could not list pools, retried in %gs: %s", RESYNC_SECONDS, exc)
+            log.warning("resync incomplete, tried again in %gs: %s", RESYNC_SECONDS, exc)
+
+
+def prefill() -> None:
+    """Deployments and pods of every pool, once at start (two LISTs), so the first reconciles see them."""
+    for d in kube.list_labelled("deployments", model.POOL_LABEL, NAMESPACES):
+        WORLD.set_deployment(d)
+    for p in kube.list_labelled("pods", model.POOL_LABEL, NAMESPACES):
+        WORLD.set_pod(p)
 
 
 # -- triggers ----------------------------------------------------------------------------
 
 
 @kopf.on.startup()
-def start_resync(**_) -> None:
+def start_workers(**_) -> None:
+    prefill()
+    QUEUE.start()
     threading.Thread(target=_resync_loop, name="daemonpool-resync", daemon=True).start()
 
 
-@kopf.on.probe(id="resync")
-def resync_health(**_) -> str:
-    """Fails the health endpoint (and so the pod's liveness) when no resync finished for several periods."""
-    age = time.monotonic() - _progress["sweep"]
-    if age > STUCK_AFTER_RESYNCS * RESYNC_SECONDS + kube.REQUEST_TIMEOUT[1]:
-        raise kopf.PermanentError(f"no resync finished for {age:.0f}s (period {RESYNC_SECONDS:g}s): stuck")
-    return f"last resync {age:.0f}s ago"
+@kopf.on.probe(id="queue")
+def queue_health(**_) -> str:
+    """Fails the health endpoint (and so the pod's liveness) when queued work makes no progress: stuck."""
+    idle = time.monotonic() - QUEUE.last_progress
+    if QUEUE.depth > 0 and idle > STUCK_SECONDS:
+        raise kopf.PermanentError(f"{QUEUE.depth} pool(s) queued and none reconciled for {idle:.0f}s: stuck")
+    since = time.monotonic() - _resync["last"]
+    if since > 3 * RESYNC_SECONDS + kube.REQUEST_TIMEOUT[1]:
+        raise kopf.PermanentError(f"no resync for {since:.0f}s (period {RESYNC_SECONDS:g}s): stuck")
+    return f"{QUEUE.depth} queued, {QUEUE.processed} reconciled"
 
 
-@kopf.index(*RES)
-def pools(namespace: str, name: str, **_) -> dict:
-    """Which pools exist, so Deployment and pod events find theirs without an API call."""
-    return {(namespace, name): True}
-
-
-@kopf.on.resume(*RES)
-@kopf.on.create(*RES)
-@kopf.on.update(*RES, field="spec")
-def pool_changed(namespace: str, name: str, body: kopf.Body, **_) -> None:
-    pool = dict(body)
-    kube.remove_finalizer(pool)  # left by versions that used kopf's per-pool timer
-    reconcile(namespace, name, body=pool, from_change=True)
+@kopf.on.event(*RES)
+async def pool_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A002 - kopf's argument name
+    if type == "DELETED":
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        WORLD.drop_pool(key)
+        QUEUE.forget(key)
+        _rejected.pop(key, None)
+        _foreign.pop(key, None)
+        return
+    QUEUE.add(WORLD.set_pool(body))
 
 
 @kopf.on.event("apps", "v1", "deployments")
-def deployment_event(namespace: str, name: str, pools: kopf.Index, **_) -> None:
-    # Same name as a pool: ours (drift, deletion) or a conflicting one (report it).
-    if (namespace, name) in pools:
-        _from_event(namespace, name)
+async def deployment_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A002
+    key = WORLD.drop_deployment(body) if type == "DELETED" else WORLD.set_deployment(body)
+    if key is not None:
+        QUEUE.add(key)
 
 
-@kopf.on.event("", "v1", "pods", labels={model.POOL_LABEL: kopf.PRESENT})
-def pod_event(namespace: str, labels: kopf.Labels, pools: kopf.Index, **_) -> None:
-    pool = labels[model.POOL_LABEL]
-    if (namespace, pool) in pools:
-        _from_event(namespace, pool)
+@kopf.on.event("", "v1", "pods")
+async def pod_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A002
+    key = WORLD.drop_pod(body) if type == "DELETED" else WORLD.set_pod(body)
+    if key is not None:
+        QUEUE.add(key)

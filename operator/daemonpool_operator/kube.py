@@ -187,28 +187,26 @@ def remove_finalizer(pool: dict) -> None:
     )
 
 
-def list_pools(namespaces: list) -> list:
-    """Every pool, for the resync (reads only)."""
+def list_labelled(kind: str, label: str, namespaces: list) -> list:
+    """Deployments or pods that carry ``label``, in the watched namespaces (once, at start)."""
+    fn = {"deployments": (_apps, "deployment"), "pods": (lambda: client.CoreV1Api(api()), "pod")}[kind]
+    api_, singular = fn[0](), fn[1]
     if not namespaces:
-        return _call(
-            "listing DaemonPools", _custom().list_cluster_custom_object, model.GROUP, model.VERSION, model.PLURAL
-        )["items"]
+        return _call(f"listing {kind}", getattr(api_, f"list_{singular}_for_all_namespaces"), label_selector=label)[
+            "items"
+        ]
     out = []
     for ns in namespaces:
-        out += _call(
-            f"listing DaemonPools in {ns}",
-            _custom().list_namespaced_custom_object,
-            model.GROUP,
-            model.VERSION,
-            ns,
-            model.PLURAL,
-        )["items"]
+        out += _call(f"listing {kind} in {ns}", getattr(api_, f"list_namespaced_{singular}"), ns, label_selector=label)[
+            "items"
+        ]
     return out
 
 
-def patch_pool_status(namespace: str, name: str, status: dict) -> None:
-    """Replace the status fields we own (merge patch on the status subresource); a pool that is gone is fine."""
-    _call(
+def patch_pool_status(namespace: str, name: str, status: dict) -> dict | None:
+    """Replace the status fields we own (merge patch on the status subresource); the pool as written, or None
+    when it is gone."""
+    return _call(
         f"updating the status of DaemonPool {namespace}/{name}",
         _custom().patch_namespaced_custom_object_status,
         model.GROUP,

@@ -24,8 +24,12 @@ def register() -> None:
         settings.scanning.disabled = True
         # Events are ours (Created, Scaled, Updated, InvalidSpec, ...); kopf posts only its failures.
         settings.posting.level = logging.WARNING
-        # Sync handlers run in threads; a few are enough for a pool's bursts of pod events.
-        settings.execution.max_workers = 8
+        # Only the Deployments and pods that carry our pool label are sent to us (server-side),
+        # not every one in the cluster.
+        settings.watching.label_selectors["apps", "v1", "deployments"] = model.POOL_LABEL
+        settings.watching.label_selectors["", "v1", "pods"] = model.POOL_LABEL
+        # Our event handlers are async and only enqueue; the work queue has threads of its own.
+        settings.execution.max_workers = 2
         # Reconnect watches well before proxies cut idle connections.
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330

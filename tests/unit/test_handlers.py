@@ -1,39 +1,42 @@
-"""Handlers against a fake API (the only place a fake is allowed): the reconcile logic, fast."""
+"""Handlers against a fake API (the only place a fake is allowed): the reconcile logic and the queue, fast."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
-import logging
 
 import kopf
 import pytest
 
-from daemonpool_operator import desired, handlers, kube
-
-LOG = logging.getLogger("test")
+from daemonpool_operator import cache, desired, handlers, kube
+from daemonpool_operator.workqueue import WorkQueue
 
 
 class FakeKube:
-    """In-memory stand-in for daemonpool_operator.kube: same functions, counts writes."""
+    """In-memory stand-in for daemonpool_operator.kube: same functions, counts reads and writes."""
 
     def __init__(self):
-        self.pools, self.deployments, self.pods = {}, {}, {}
-        self.writes, self.events = [], []
+        self.deployments, self.pools = {}, {}
+        self.writes, self.reads, self.events = [], [], []
+        self.rv = 100
 
-    def get_pool(self, ns, name):
-        return copy.deepcopy(self.pools.get((ns, name)))
+    def _bump(self, obj):
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
 
     def get_deployment(self, ns, name):
+        self.reads.append(("get", name))
         return copy.deepcopy(self.deployments.get((ns, name)))
 
     def create_deployment(self, ns, body):
         key = (ns, body["metadata"]["name"])
+        self.writes.append(("create", key))
         if key in self.deployments:
             return None
-        self.writes.append(("create", key))
         obj = copy.deepcopy(body)
-        obj["metadata"]["generation"] = 1
+        obj["metadata"].update(generation=1, uid=f"dep-{key[1]}")
         obj["status"] = {}
+        self._bump(obj)
         self.deployments[key] = obj
         return copy.deepcopy(obj)
 
@@ -42,10 +45,8 @@ class FakeKube:
         obj = self.deployments[(ns, name)]
         obj["metadata"].update(patch["metadata"])
         obj["spec"] = copy.deepcopy(patch["spec"])
+        self._bump(obj)
         return copy.deepcopy(obj)
-
-    def list_pods(self, ns, selector):
-        return [copy.deepcopy(p) for (n, _), p in self.pods.items() if n == ns]
 
     def patch_pool_status(self, ns, name, status):
         self.writes.append(("status", (ns, name)))
@@ -56,26 +57,30 @@ class FakeKube:
                 cur.pop(k, None)
             else:
                 cur[k] = v
+        self._bump(pool)
+        return copy.deepcopy(pool)
 
     def post_event(self, pool, type_, reason, message):
         self.writes.append(("event", reason))
         self.events.append((type_, reason, message))
+
+    def remove_finalizer(self, pool):
+        if kube.FINALIZER in (pool["metadata"].get("finalizers") or []):
+            self.writes.append(("unfinalize", pool["metadata"]["name"]))
 
     now = staticmethod(lambda: "2026-01-01T00:00:00Z")
     NamespaceTerminating = kube.NamespaceTerminating
     Rejected = kube.Rejected
     REQUEST_TIMEOUT = kube.REQUEST_TIMEOUT
 
-    def remove_finalizer(self, pool):
-        if kube.FINALIZER in (pool["metadata"].get("finalizers") or []):
-            self.writes.append(("unfinalize", pool["metadata"]["name"]))
-
 
 @pytest.fixture
 def fake(monkeypatch):
     f = FakeKube()
     monkeypatch.setattr(handlers, "kube", f)
+    monkeypatch.setattr(handlers, "WORLD", cache.World())
     monkeypatch.setattr(handlers, "_rejected", {})
+    monkeypatch.setattr(handlers, "_foreign", {})
     return f
 
 
@@ -83,71 +88,103 @@ def add_pool(fake, name="p", peers=2, **spec):
     obj = {
         "apiVersion": "daemonpool.dev/v1alpha1",
         "kind": "DaemonPool",
-        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1},
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1, "resourceVersion": "1"},
         "spec": {"peers": peers, "template": {"spec": {"containers": [{"name": "w", "image": "i"}]}}, **spec},
     }
     fake.pools[("ns", name)] = obj
+    handlers.WORLD.set_pool(obj)
     return obj
+
+
+def edit_pool(fake, name="p", **spec):
+    pool = fake.pools[("ns", name)]
+    pool["spec"].update(spec)
+    pool["metadata"]["generation"] += 1
+    fake._bump(pool)
+    handlers.WORLD.set_pool(pool)
+
+
+def run(key=("ns", "p")):
+    handlers.reconcile(key)
 
 
 def test_first_pass_creates_then_an_unchanged_world_writes_nothing(fake):
     add_pool(fake)
-    handlers.reconcile("ns", "p")
+    run()
     assert ("create", ("ns", "p")) in fake.writes and ("Normal", "Created") == fake.events[0][:2]
     dep = fake.deployments[("ns", "p")]
     assert dep == {**desired.build_deployment(fake.pools[("ns", "p")]), "metadata": dep["metadata"], "status": {}}
     fake.writes.clear()
-    handlers.reconcile("ns", "p")
+    run()
     assert fake.writes == [], "idle means quiet"
+    assert fake.reads == [], "a reconcile reads the cache, not the API"
 
 
 def test_scale_and_drift_are_patched_back(fake):
     add_pool(fake)
-    handlers.reconcile("ns", "p")
-    fake.pools[("ns", "p")]["spec"]["peers"] = 5
+    run()
+    edit_pool(fake, peers=5)
     fake.writes.clear()
-    handlers.reconcile("ns", "p")
+    run()
     assert ("patch", ("ns", "p")) in fake.writes and fake.deployments[("ns", "p")]["spec"]["replicas"] == 5
     assert ("Normal", "Scaled", "scaled workers from 2 to 5") in fake.events
-    fake.deployments[("ns", "p")]["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["periodSeconds"] = 99
-    handlers.reconcile("ns", "p")
+    drifted = copy.deepcopy(fake.deployments[("ns", "p")])
+    drifted["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["periodSeconds"] = 99
+    fake._bump(drifted)
+    fake.deployments[("ns", "p")] = drifted
+    handlers.WORLD.set_deployment(drifted)  # the watch tells us
+    run()
     live = fake.deployments[("ns", "p")]["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
     assert live["periodSeconds"] != 99 and fake.events[-1][1] == "Updated"
 
 
 def test_conflict_is_reported_once_and_never_written(fake):
     add_pool(fake)
+    # Not ours: no pool label, so the watch never shows it; the create finds it.
     fake.deployments[("ns", "p")] = {
-        "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "theirs"}},
+        "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "theirs"}, "resourceVersion": "5"},
         "spec": {"replicas": 1},
     }
     before = copy.deepcopy(fake.deployments[("ns", "p")])
-    handlers.reconcile("ns", "p")
-    handlers.reconcile("ns", "p")
+    run()
+    run()
     assert fake.deployments[("ns", "p")] == before
+    assert [w for w in fake.writes if w[0] in ("create", "patch")] == [("create", ("ns", "p"))], "one failed create"
     assert [e[1] for e in fake.events] == ["DeploymentConflict"] and fake.events[0][0] == "Warning"
     conds = {c["type"]: c for c in fake.pools[("ns", "p")]["status"]["conditions"]}
-    assert conds["Degraded"]["reason"] == "DeploymentConflict"
+    assert conds["Degraded"]["reason"] == "DeploymentConflict" and "no owner reference" in conds["Degraded"]["message"]
 
 
-def test_invalid_spec_is_permanent_with_status_and_one_warning(fake):
+def test_invalid_spec_has_status_and_one_warning(fake):
     add_pool(fake, strategy={"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}})
-    with pytest.raises(kopf.PermanentError, match="maxSurge"):
-        handlers.reconcile("ns", "p", body=fake.get_pool("ns", "p"), from_change=True)
-    handlers.reconcile("ns", "p")  # a later event: status stays, no new warning, no raise
+    run()
+    run()
     assert [e[1] for e in fake.events] == ["InvalidSpec"]
     assert ("ns", "p") not in fake.deployments
     conds = {c["type"]: c for c in fake.pools[("ns", "p")]["status"]["conditions"]}
     assert conds["Degraded"]["reason"] == "InvalidSpec" and "set maxSurge to 1" in conds["Degraded"]["message"]
 
 
+def _pod(name, pool="p", **status):
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "labels": {"daemonpool.dev/pool": pool},
+            "managedFields": [{"manager": "x" * 1000}],
+        },
+        "spec": {"big": "y" * 1000},
+        "status": status,
+    }
+
+
 def test_worker_restarts_raise_one_warning_per_new_restart(fake):
     add_pool(fake, peers=1)
-    handlers.reconcile("ns", "p")
-    fake.pods[("ns", "p-1")] = {
-        "metadata": {"name": "p-1"},
-        "status": {
-            "containerStatuses": [
+    run()
+    handlers.WORLD.set_pod(
+        _pod(
+            "p-1",
+            containerStatuses=[
                 {
                     "name": "w",
                     "restartCount": 1,
@@ -155,11 +192,11 @@ def test_worker_restarts_raise_one_warning_per_new_restart(fake):
                     "state": {"running": {}},
                     "lastState": {"terminated": {"reason": "Error", "exitCode": 137}},
                 }
-            ]
-        },
-    }
-    handlers.reconcile("ns", "p")
-    handlers.reconcile("ns", "p")
+            ],
+        )
+    )
+    run()
+    run()
     restarts = [e for e in fake.events if e[1] == "WorkerRestarted"]
     assert len(restarts) == 1 and restarts[0][0] == "Warning" and "exit code 137" in restarts[0][2]
 
@@ -171,7 +208,7 @@ def test_terminating_namespace_is_left_alone(fake, monkeypatch):
         raise kube.NamespaceTerminating("creating")
 
     monkeypatch.setattr(fake, "create_deployment", refuse)
-    handlers.reconcile("ns", "p")  # no exception: the pool goes with its namespace
+    run()  # no exception: the pool goes with its namespace
     assert fake.writes == []
 
 
@@ -188,7 +225,7 @@ def test_a_refused_deployment_is_degraded_once_and_not_sent_again_until_the_pool
 
     monkeypatch.setattr(fake, "create_deployment", refuse)
     for _ in range(3):
-        handlers.reconcile("ns", "p")
+        run()
     assert len(calls) == 1, "the same body is not sent again"
     conds = {c["type"]: c for c in fake.pools[("ns", "p")]["status"]["conditions"]}
     assert conds["Degraded"]["status"] == "True" and conds["Degraded"]["reason"] == "DeploymentRejected"
@@ -196,19 +233,19 @@ def test_a_refused_deployment_is_degraded_once_and_not_sent_again_until_the_pool
         'Invalid value: "A=B"' in conds["Degraded"]["message"] and "Fix spec.template" in conds["Degraded"]["message"]
     )
     assert [e[:2] for e in fake.events] == [("Warning", "DeploymentRejected")]
-    fake.pools[("ns", "p")]["spec"]["peers"] = 3  # the pool changed: try again
-    handlers.reconcile("ns", "p")
+    edit_pool(fake, peers=3)  # the pool changed: try again
+    run()
     assert len(calls) == 2
 
 
 def test_pods_that_cannot_start_make_the_pool_degraded_with_one_warning(fake):
     add_pool(fake, peers=2)
-    handlers.reconcile("ns", "p")
+    run()
     for i in (1, 2):
-        fake.pods[("ns", f"p-{i}")] = {
-            "metadata": {"name": f"p-{i}"},
-            "status": {
-                "containerStatuses": [
+        handlers.WORLD.set_pod(
+            _pod(
+                f"p-{i}",
+                containerStatuses=[
                     {
                         "name": "w",
                         "image": "nope:1",
@@ -218,12 +255,25 @@ def test_pods_that_cannot_start_make_the_pool_degraded_with_one_warning(fake):
                             "waiting": {"reason": "ErrImageNeverPull" if i == 1 else "ImagePullBackOff", "message": "x"}
                         },
                     }
-                ]
-            },
-        }
-    handlers.reconcile("ns", "p")
-    fake.pods[("ns", "p-2")]["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] = "ErrImagePull"
-    handlers.reconcile("ns", "p")
+                ],
+            )
+        )
+    run()
+    handlers.WORLD.set_pod(
+        _pod(
+            "p-2",
+            containerStatuses=[
+                {
+                    "name": "w",
+                    "image": "nope:1",
+                    "restartCount": 0,
+                    "ready": False,
+                    "state": {"waiting": {"reason": "ErrImagePull"}},
+                }
+            ],
+        )
+    )
+    run()
     conds = {c["type"]: c for c in fake.pools[("ns", "p")]["status"]["conditions"]}
     assert conds["Degraded"]["reason"] == "ImagePullFailed"
     assert conds["Degraded"]["message"].startswith(
@@ -233,27 +283,107 @@ def test_pods_that_cannot_start_make_the_pool_degraded_with_one_warning(fake):
     assert [e[1] for e in fake.events if e[0] == "Warning"] == ["ImagePullFailed"], "one Warning per new cause"
 
 
-def test_old_finalizer_is_removed_on_resume(fake):
+def test_old_finalizer_is_removed(fake):
     pool = add_pool(fake)
     pool["metadata"]["finalizers"] = [kube.FINALIZER]
-    handlers.pool_changed(namespace="ns", name="p", body=copy.deepcopy(pool))
+    handlers.WORLD.set_pool(pool)
+    run()
     assert ("unfinalize", "p") in fake.writes
 
 
-def test_the_health_probe_fails_when_no_resync_finished_for_several_periods(monkeypatch):
-    monkeypatch.setattr(handlers, "_progress", {"sweep": 0.0})
-    monkeypatch.setattr(
-        handlers.time, "monotonic", lambda: handlers.STUCK_AFTER_RESYNCS * handlers.RESYNC_SECONDS + 100
-    )
+def test_the_health_probe_fails_when_queued_work_makes_no_progress(monkeypatch):
+    q = WorkQueue(lambda key: None, clock=lambda: 1000.0)
+    q.last_progress = 0.0
+    q.add(("ns", "p"))
+    monkeypatch.setattr(handlers, "QUEUE", q)
+    monkeypatch.setattr(handlers.time, "monotonic", lambda: handlers.STUCK_SECONDS + 10)
+    monkeypatch.setattr(handlers, "_resync", {"last": handlers.STUCK_SECONDS + 5})
     with pytest.raises(kopf.PermanentError, match="stuck"):
-        handlers.resync_health()
-    monkeypatch.setattr(handlers, "_progress", {"sweep": handlers.time.monotonic() - 1})
-    assert handlers.resync_health() == "last resync 1s ago"
+        handlers.queue_health()
+    q.drain()
+    q.last_progress = handlers.STUCK_SECONDS + 9
+    assert handlers.queue_health() == "0 queued, 1 reconciled"
 
 
-def test_no_handler_forces_a_finalizer():
-    """kopf adds a finalizer when any handler needs one (timers, daemons, non-optional delete handlers)."""
+def test_no_handler_makes_kopf_write_to_pools():
+    """Change handlers (create/update/resume) make kopf write progress and diff-base annotations on every pool,
+    and timers or daemons add a finalizer: the operator has neither."""
     registry = kopf.get_default_registry()
-    for h in registry._spawning.get_all_handlers() + registry._changing.get_all_handlers():
-        assert not getattr(h, "requires_finalizer", False), h.id
     assert not registry._spawning.get_all_handlers(), "no per-object timers or daemons"
+    assert not registry._changing.get_all_handlers(), "no create/update/resume handlers"
+
+
+def test_a_burst_of_pod_events_is_a_few_reconciles_and_no_reads(fake, monkeypatch):
+    """100 events for one pool's pods, as a rollout gives: at most 3 reconciles, 0 API reads."""
+    add_pool(fake, peers=5)
+    q = WorkQueue(handlers.reconcile)
+    monkeypatch.setattr(handlers, "QUEUE", q)
+    q.add(("ns", "p"))
+    q.drain()
+    fake.reads.clear()
+    before = q.processed
+
+    async def storm():
+        for i in range(100):
+            await handlers.pod_event(
+                type="MODIFIED",
+                body=_pod(
+                    f"p-{i % 5}",
+                    phase="Running",
+                    containerStatuses=[{"name": "w", "restartCount": 0, "ready": i > 50, "state": {"running": {}}}],
+                ),
+            )
+            if i in (30, 70):
+                q.process_one()  # a worker takes the key in the middle of the storm
+
+    asyncio.run(storm())
+    q.drain()
+    assert q.processed - before <= 3
+    assert fake.reads == []
+
+
+def test_pods_are_kept_as_small_summaries():
+    w = cache.World()
+    w.set_pod(
+        _pod(
+            "a",
+            phase="Running",
+            containerStatuses=[
+                {
+                    "name": "w",
+                    "restartCount": 2,
+                    "ready": True,
+                    "state": {"running": {"startedAt": "x"}},
+                    "imageID": "sha256:" + "f" * 64,
+                }
+            ],
+        )
+    )
+    (summary,) = w.pods(("ns", "p"))
+    assert "managedFields" not in summary["metadata"] and "spec" not in summary
+    assert summary["status"]["containerStatuses"][0] == {
+        "name": "w",
+        "image": None,
+        "restartCount": 2,
+        "ready": True,
+        "state": {"running": {}},
+    }
+
+
+def test_an_older_watch_event_never_replaces_a_newer_write():
+    w = cache.World()
+    new = {
+        "metadata": {
+            "name": "p",
+            "namespace": "ns",
+            "uid": "u",
+            "resourceVersion": "20",
+            "labels": {"daemonpool.dev/pool": "p"},
+        },
+        "spec": {"replicas": 5},
+    }
+    old = copy.deepcopy(new)
+    old["metadata"]["resourceVersion"], old["spec"]["replicas"] = "19", 2
+    w.set_deployment(new)
+    w.set_deployment(old)
+    assert w.deployment(("ns", "p"))["spec"]["replicas"] == 5

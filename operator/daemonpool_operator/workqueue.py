@@ -1,0 +1,179 @@
+"""A rate-limited work queue of pool keys, like client-go's: events only enqueue, workers reconcile.
+
+- Coalescing: a key is in the queue at most once, however many events arrive; a key that is
+  being processed and is added again is processed once more afterwards (never twice at once).
+- Bounded concurrency: ``workers`` threads take keys; one pool never runs on two of them.
+- Retries back off per key (``base`` doubling up to ``cap``); a success forgets the failures.
+- ``add_after`` schedules a key later (a retry, or a condition that will change with time).
+
+Pure Python and threads: imports neither kopf nor kubernetes, so it is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from typing import Callable, Hashable
+
+# First retry delay and its cap: a failing pool is retried promptly, then at most once a minute.
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 60.0
+
+
+class Retry(Exception):
+    """Raised by a reconcile to be tried again after ``delay`` seconds (None: per-key backoff)."""
+
+    def __init__(self, why: str, delay: float | None = None):
+        super().__init__(why)
+        self.delay = delay
+
+
+class WorkQueue:
+    def __init__(
+        self,
+        process: Callable[[Hashable], None],
+        *,
+        workers: int = 4,
+        base: float = BACKOFF_BASE_SECONDS,
+        cap: float = BACKOFF_CAP_SECONDS,
+        on_error: Callable[[Hashable, BaseException], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._process = process
+        self._workers = workers
+        self._base, self._cap = base, cap
+        self._on_error = on_error
+        self._clock = clock
+        self._cv = threading.Condition()
+        self._queue: deque = deque()
+        self._dirty: set = set()  # queued, or to be queued again once processing ends
+        self._active: set = set()  # being processed right now
+        self._later: list = []  # heap of (when, seq, key)
+        self._seq = 0
+        self._failures: dict = {}
+        self._threads: list = []
+        self._stopped = False
+        self.processed = 0  # reconciles run (for tests and metrics)
+        self.last_progress = clock()
+
+    # -- producers -------------------------------------------------------------------
+    def add(self, key: Hashable) -> None:
+        with self._cv:
+            if key in self._dirty:
+                return  # coalesced: one pending reconcile per key
+            self._dirty.add(key)
+            if key not in self._active:
+                self._queue.append(key)
+                self._cv.notify()
+
+    def add_after(self, key: Hashable, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        with self._cv:
+            self._seq += 1
+            heapq.heappush(self._later, (self._clock() + delay, self._seq, key))
+            self._cv.notify()
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._queue) + len(self._later)
+
+    @property
+    def depth(self) -> int:
+        """Keys waiting to be reconciled now (not counting scheduled retries)."""
+        with self._cv:
+            return len(self._queue)
+
+    # -- consumers -------------------------------------------------------------------
+    def _promote_due(self) -> float | None:
+        """Move scheduled keys that are due into the queue; seconds until the next one, or None."""
+        now = self._clock()
+        while self._later and self._later[0][0] <= now:
+            _, _, key = heapq.heappop(self._later)
+            if key not in self._dirty:
+                self._dirty.add(key)
+                if key not in self._active:
+                    self._queue.append(key)
+        return (self._later[0][0] - now) if self._later else None
+
+    def _get(self, timeout: float | None) -> Hashable | None:
+        with self._cv:
+            deadline = None if timeout is None else self._clock() + timeout
+            while True:
+                if self._stopped:
+                    return None
+                wait = self._promote_due()
+                if self._queue:
+                    key = self._queue.popleft()
+                    self._dirty.discard(key)
+                    self._active.add(key)
+                    return key
+                if deadline is not None:
+                    left = deadline - self._clock()
+                    if left <= 0:
+                        return None
+                    wait = left if wait is None else min(wait, left)
+                self._cv.wait(wait)
+
+    def _done(self, key: Hashable) -> None:
+        with self._cv:
+            self._active.discard(key)
+            self.processed += 1
+            self.last_progress = self._clock()
+            if key in self._dirty:  # added again while it was being processed
+                self._queue.append(key)
+                self._cv.notify()
+
+    def process_one(self, timeout: float | None = 0) -> bool:
+        """Take one key and reconcile it in this thread; False when none was ready (tests drive it so)."""
+        key = self._get(timeout)
+        if key is None:
+            return False
+        try:
+            self._process(key)
+        except Retry as exc:
+            self._retry(key, exc.delay)
+        except Exception as exc:  # noqa: BLE001 - one pool's failure must not stop the queue; it is retried
+            if self._on_error is not None:
+                self._on_error(key, exc)
+            self._retry(key, None)
+        else:
+            self._failures.pop(key, None)
+        finally:
+            self._done(key)
+        return True
+
+    def _retry(self, key: Hashable, delay: float | None) -> None:
+        n = self._failures.get(key, 0)
+        self._failures[key] = n + 1
+        if delay is None:
+            delay = min(self._cap, self._base * (2**n))
+        self.add_after(key, delay)
+
+    def forget(self, key: Hashable) -> None:
+        self._failures.pop(key, None)
+
+    def drain(self, limit: int = 100000) -> int:
+        """Process until nothing is ready now; returns how many reconciles ran."""
+        n = 0
+        while n < limit and self.process_one(timeout=0):
+            n += 1
+        return n
+
+    def start(self) -> None:
+        for i in range(self._workers):
+            t = threading.Thread(target=self._run, name=f"daemonpool-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self.process_one(timeout=None)
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify_all()
