@@ -6,11 +6,20 @@ files ``NAME.SLOT.heartbeat``, ``NAME.SLOT.ready`` and ``NAME.SLOT.state``.
 Kept tiny and import-light: the probe path imports this module.
 """
 
+import errno
 import itertools
 import os
 import stat  # os imports it anyway: free
 
-from .contract import DEFAULT_RUN_DIR, ENV_HEARTBEAT_FILE, ENV_MAX_PEERS, ENV_NAME, ENV_RUN_DIR, ENV_TIMEOUT  # noqa: F401 - re-exported
+from .contract import (  # noqa: F401 - re-exported
+    DEFAULT_RUN_DIR,
+    ENV_HEARTBEAT_FILE,
+    ENV_MAX_PEERS,
+    ENV_NAME,
+    ENV_PORT,
+    ENV_RUN_DIR,
+    ENV_TIMEOUT,
+)
 
 _tmp_counter = itertools.count()
 
@@ -184,3 +193,22 @@ def list_slots(run_dir: str, name: str) -> list:
             if middle.isascii() and middle.isdigit():
                 slots.append(int(middle))
     return sorted(slots)
+
+
+_ERRNO_WORDS = {
+    errno.EACCES: "permission denied (wrong owner or mode)",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENOTDIR: "a path component is not a folder",
+    errno.EEXIST: "a file is already there (planted?)",
+    errno.ELOOP: "a symlink is in the way (planted?)",
+}
+
+
+def why(exc: OSError) -> str:
+    """An OSError in words a user acts on."""
+    if isinstance(exc, UnsafeDirError):
+        return exc.strerror
+    return _ERRNO_WORDS.get(exc.errno, exc.strerror or str(exc))

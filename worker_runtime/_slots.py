@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import os
 import time
+import weakref
 
 from . import _files
 
@@ -74,3 +75,19 @@ def _lock(fd: int) -> bool:
             if attempt + 1 < _LOCK_RETRIES:
                 time.sleep(_LOCK_RETRY_SLEEP)
     return False
+
+
+# Daemons holding a slot in this process. A forked child (multiprocessing,
+# os.fork) inherits the lock's descriptor, and flock locks belong to the open
+# file, so the child would keep the slot after the parent died. The child
+# closes its copies first thing (the parent's lock is untouched).
+holders: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _forget_slots_in_child() -> None:
+    for d in list(holders):
+        d._detach_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_slots_in_child)

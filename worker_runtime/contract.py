@@ -16,3 +16,10 @@ ENV_HEARTBEAT_FILE = "DAEMONPOOL_HEARTBEAT_FILE"
 DEFAULT_RUN_DIR = "/run/daemonpool"
 # The cheap exec probe the kubelet runs (POSIX sh, installed with the package).
 PROBE_COMMAND = "worker-runtime-probe"
+
+# The port the runtime answers on (/livez, /readyz, /startupz, /state, /metrics) when set.
+ENV_PORT = "DAEMONPOOL_PORT"
+# Rarely taken: not a well-known port, not in the ephemeral range, not used by common exporters.
+DEFAULT_PORT = 9309
+# The named container port the kubelet's HTTP probes and the operator's scale-in use.
+PORT_NAME = "daemonpool"

@@ -1,13 +1,11 @@
 """The Daemon class: classic Unix daemon semantics for one worker process."""
 
 import contextlib
-import errno
 import os
 import signal
 import time
-import weakref
 
-from . import _files, _slots
+from . import _files, _http, _slots
 
 __all__ = ["Daemon", "DaemonError"]
 
@@ -22,40 +20,6 @@ def _positive_int(value, name):
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return value
-
-
-_ERRNO_WORDS = {
-    errno.EACCES: "permission denied (wrong owner or mode)",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "read-only file system",
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.ENOTDIR: "a path component is not a folder",
-    errno.EEXIST: "a file is already there (planted?)",
-    errno.ELOOP: "a symlink is in the way (planted?)",
-}
-
-
-def _why(exc: OSError) -> str:
-    if isinstance(exc, _files.UnsafeDirError):
-        return exc.strerror
-    return _ERRNO_WORDS.get(exc.errno, exc.strerror or str(exc))
-
-
-# Daemons holding a slot in this process. A forked child (multiprocessing,
-# os.fork) inherits the lock's descriptor, and flock locks belong to the open
-# file, so the child would keep the slot after the parent died. The child
-# closes its copies first thing (the parent's lock is untouched).
-_holders: "weakref.WeakSet[Daemon]" = weakref.WeakSet()
-
-
-def _forget_slots_in_child() -> None:
-    for d in list(_holders):
-        d._detach_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_slots_in_child)
 
 
 class Daemon:
@@ -79,7 +43,10 @@ class Daemon:
     4. If every slot is held by a live process: restore the signal handlers,
        return False.
     5. Write the first heartbeat, the state file (``idle``) and the ready
-       file, and return True.
+       file.
+    6. When a port is set (``port``, else $DAEMONPOOL_PORT), answer over HTTP
+       on a daemon thread: ``/livez``, ``/readyz``, ``/startupz`` (the probes'
+       verdicts), ``/state`` and ``/metrics``. Return True.
 
     ``heartbeat()`` returns False once a stop signal arrived or once the PID
     file was removed or replaced; it writes the heartbeat file at most every
@@ -123,6 +90,7 @@ class Daemon:
         signal_map: "dict | None" = None,
         clock=time.time,
         monotonic=time.monotonic,
+        port: "int | None" = None,
     ) -> None:
         if not _files.valid_name(name):
             raise ValueError(f"name must be {_files.NAME_RULE}, got {name!r}")
@@ -154,6 +122,10 @@ class Daemon:
         self._lost = False
         self.stop_signal: "int | None" = None
         self._old_handlers: dict = {}
+        # The HTTP answers (/livez, /state, ...): on ``port``, else $DAEMONPOOL_PORT, else none.
+        self.port = port
+        self._http = None
+        self._state, self._state_since, self._busy_total = "idle", monotonic(), 0.0
 
     # -- construction from the environment the operator sets ---------------
     @classmethod
@@ -218,6 +190,7 @@ class Daemon:
         self._beat(self._monotonic())
         self._write_state("idle")
         self._sync_ready()
+        self._serve()
         # False when a stop signal arrived while starting: the loop must not begin.
         return self.running
 
@@ -236,7 +209,7 @@ class Daemon:
             _files.atomic_write(probe, b"ok\n")
             os.unlink(probe)
         except OSError as exc:
-            raise DaemonError(f"run directory {self.run_dir!r} is not usable: {_why(exc)}; {fix}") from exc
+            raise DaemonError(f"run directory {self.run_dir!r} is not usable: {_files.why(exc)}; {fix}") from exc
 
     def _take_slot(self, slot: int) -> bool:
         fd = _slots.take(self._path("pid", slot))
@@ -244,7 +217,7 @@ class Daemon:
             return False
         nst = os.fstat(fd)
         self._fd, self.slot, self._ident = fd, slot, (nst.st_dev, nst.st_ino)
-        _holders.add(self)
+        _slots.holders.add(self)
         self._who = f"{os.getpid()} {_files.proc_start() or '-'}"
         return True
 
@@ -277,9 +250,18 @@ class Daemon:
             _files.atomic_write(path, text.encode())
         except OSError as exc:
             raise DaemonError(
-                f"cannot write {path!r}: {_why(exc)}; free space in (or remount) {self.run_dir}, "
+                f"cannot write {path!r}: {_files.why(exc)}; free space in (or remount) {self.run_dir}, "
                 f"or set {_files.ENV_RUN_DIR} to a writable folder"
             ) from exc
+
+    def _serve(self) -> None:
+        """Step 6: answer over HTTP when a port is set (the operator sets DAEMONPOOL_PORT)."""
+        if self._http is None:
+            self._http = _http.serve(self, DaemonError)
+
+    def state_view(self) -> dict:
+        """What ``GET /state`` answers: who this worker is and what it is doing."""
+        return _http.state_view(self)
 
     def _detach_after_fork(self) -> None:
         """In a forked child: let go of the parent's slot without touching its files."""
@@ -288,6 +270,10 @@ class Daemon:
                 os.close(self._fd)
             self._fd = None
             self._lost = True
+        if self._http is not None:  # the parent's listening socket is the parent's
+            with contextlib.suppress(OSError):
+                self._http.server.socket.close()
+            self._http = None
 
     def _still_ours(self) -> bool:
         try:
@@ -325,6 +311,11 @@ class Daemon:
             return
         if self.stop_signal is not None:
             state = "stopping"
+        if state != self._state:
+            now = self._monotonic()
+            if self._state == "busy":
+                self._busy_total += now - self._state_since
+            self._state, self._state_since = state, now
         self._write("state", f"{state}\n")
 
     # -- signals -------------------------------------------------------------
@@ -390,13 +381,16 @@ class Daemon:
 
     def stop(self) -> None:
         """Remove the probe files and the PID file, release the slot, restore signals. Safe to call twice."""
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         if self._fd is not None:
             try:
                 self._cleanup_files()
             finally:
                 os.close(self._fd)
                 self._fd = None
-                _holders.discard(self)
+                _slots.holders.discard(self)
         self._restore_signals()
 
     def __enter__(self) -> "Daemon":

@@ -137,9 +137,17 @@ def _canonical_quantities(pod_spec: dict) -> None:
             v["emptyDir"]["sizeLimit"] = _quantity_string(v["emptyDir"]["sizeLimit"])
 
 
-def _probe(kind: str, limit: int, period: int, failures: int, timeout: int) -> dict:
+HTTP_PATHS = {"liveness": "/livez", "readiness": "/readyz", "startup": "/startupz"}
+
+
+def _probe(kind: str, limit: int, period: int, failures: int, timeout: int, how: str = "exec") -> dict:
+    if how == "http":
+        # The same verdict and limit as the exec probe, from the runtime's own HTTP answer.
+        action = {"httpGet": {"path": f"{HTTP_PATHS[kind]}?timeout={limit}", "port": contract.PORT_NAME}}
+    else:
+        action = {"exec": {"command": [PROBE_COMMAND, kind, "--timeout", str(limit)]}}
     return {
-        "exec": {"command": [PROBE_COMMAND, kind, "--timeout", str(limit)]},
+        **action,
         "periodSeconds": period,
         "failureThreshold": failures,
         "successThreshold": 1,
@@ -153,6 +161,7 @@ def runtime_env(pool_name: str, spec: DaemonPoolSpec) -> list:
         {"name": contract.ENV_TIMEOUT, "value": str(spec.timeout_seconds)},
         {"name": contract.ENV_MAX_PEERS, "value": "1"},  # one worker per pod; peers are pods
         {"name": contract.ENV_RUN_DIR, "value": RUN_DIR},
+        *([{"name": contract.ENV_PORT, "value": str(spec.port)}] if spec.probes == "http" else []),
     ]
 
 
@@ -169,12 +178,18 @@ def _worker(container: dict, pool_name: str, spec: DaemonPoolSpec) -> dict:
     limit = spec.timeout_seconds - period
     # A probe slower than its period is a probe that cannot keep up; cap it there.
     probe_timeout = max(1, min(period, 5))
-    live = _probe("liveness", limit, period, LIVENESS_FAILURES, probe_timeout)
+    how = spec.probes
+    live = _probe("liveness", limit, period, LIVENESS_FAILURES, probe_timeout, how)
     live["terminationGracePeriodSeconds"] = HUNG_KILL_GRACE_SECONDS
     c["livenessProbe"] = live
     # Readiness every <= 2 s: a new worker joins promptly after its startup probe passes.
-    c["readinessProbe"] = _probe("readiness", limit, min(period, 2), 1, min(probe_timeout, 2))
-    c["startupProbe"] = _probe("startup", limit, 1, spec.startup_timeout_seconds, 1)
+    c["readinessProbe"] = _probe("readiness", limit, min(period, 2), 1, min(probe_timeout, 2), how)
+    c["startupProbe"] = _probe("startup", limit, 1, spec.startup_timeout_seconds, 1, how)
+    ports = [p for p in c.get("ports", []) if p.get("name") != contract.PORT_NAME]
+    if how == "http":
+        ports.append({"name": contract.PORT_NAME, "containerPort": spec.port, "protocol": "TCP"})
+    if ports:
+        c["ports"] = ports
     return c
 
 

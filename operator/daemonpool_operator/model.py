@@ -175,6 +175,23 @@ class DaemonPoolSpec(_Model):
     worker_container: Optional[Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]] = Field(
         None, description=("Name of the container that runs the worker runtime; default: the first container.")
     )
+    probes: Literal["http", "exec"] = Field(
+        "http",
+        description=(
+            "How the kubelet asks the worker: http (default; the runtime answers /livez, /readyz, /startupz on "
+            "spec.port, about a tenth of the kubelet's CPU of exec probes) or exec (worker-runtime-probe, for "
+            "images that cannot open a port). http also lets the operator remove idle workers first on scale-in."
+        ),
+    )
+    port: int = Field(
+        9309,
+        ge=1024,
+        le=65535,
+        description=(
+            "The worker's port for probes, /state and /metrics: the named container port 'daemonpool'. "
+            "Default 9309: rarely taken. At least 1024: workers run as non-root."
+        ),
+    )
     strategy: Strategy = Field(
         default_factory=Strategy, description="How workers are replaced when the template changes."
     )

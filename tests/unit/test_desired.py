@@ -3,6 +3,7 @@
 import copy
 import pathlib
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,9 +50,11 @@ def test_selector_never_depends_on_the_spec():
     assert a["spec"]["selector"] == b["spec"]["selector"]
 
 
-def test_worker_gets_env_run_dir_and_probes():
+@pytest.mark.parametrize("how", ["http", "exec"])
+def test_worker_gets_env_run_dir_and_probes(how):
+    """Every probe field pinned to literals worked out from the desired.py docstring (T=20, P=4: limit 16)."""
     spec = pool()["spec"]
-    spec.update(timeoutSeconds=20, probePeriodSeconds=4, gracePeriodSeconds=45)
+    spec.update(timeoutSeconds=20, probePeriodSeconds=4, gracePeriodSeconds=45, probes=how)
     d = desired.build_deployment(pool(spec))
     pod = d["spec"]["template"]["spec"]
     (c,) = pod["containers"]
@@ -61,18 +64,79 @@ def test_worker_gets_env_run_dir_and_probes():
         "DAEMONPOOL_TIMEOUT_SECONDS": "20",
         "DAEMONPOOL_MAX_PEERS": "1",
         "DAEMONPOOL_RUN_DIR": "/run/daemonpool",
+        **({"DAEMONPOOL_PORT": "9309"} if how == "http" else {}),
     }
     assert {"name": "daemonpool-run", "mountPath": "/run/daemonpool"} in c["volumeMounts"]
     assert {"name": "daemonpool-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
-    live = c["livenessProbe"]
-    assert live["exec"]["command"] == ["worker-runtime-probe", "liveness", "--timeout", "16"]
-    assert (live["periodSeconds"], live["failureThreshold"], live["terminationGracePeriodSeconds"]) == (4, 2, 2)
-    # The bound the issue promises: kill no earlier than T, and within T + P (+2 s grace).
-    limit, p, f = 16, live["periodSeconds"], live["failureThreshold"]
+
+    def action(kind, path):
+        if how == "http":
+            return {"httpGet": {"path": f"{path}?timeout=16", "port": "daemonpool"}}
+        return {"exec": {"command": ["worker-runtime-probe", kind, "--timeout", "16"]}}
+
+    assert c["livenessProbe"] == {
+        **action("liveness", "/livez"),
+        "periodSeconds": 4,
+        "failureThreshold": 2,
+        "successThreshold": 1,
+        "timeoutSeconds": 4,
+        "terminationGracePeriodSeconds": 2,
+    }
+    assert c["readinessProbe"] == {
+        **action("readiness", "/readyz"),
+        "periodSeconds": 2,
+        "failureThreshold": 1,
+        "successThreshold": 1,
+        "timeoutSeconds": 2,
+    }
+    assert c["startupProbe"] == {
+        **action("startup", "/startupz"),
+        "periodSeconds": 1,
+        "failureThreshold": 60,
+        "successThreshold": 1,
+        "timeoutSeconds": 1,
+    }
+    if how == "http":
+        assert c["ports"] == [{"name": "daemonpool", "containerPort": 9309, "protocol": "TCP"}]
+    else:
+        assert "ports" not in c
+    # The bound the docstring promises: kill no earlier than T, and within T + P (+2 s grace).
+    limit, p, f = 16, 4, 2
     assert limit + (f - 1) * p >= 20 and limit + f * p <= 20 + 4
-    assert c["readinessProbe"]["exec"]["command"][1] == "readiness"
-    assert c["startupProbe"]["failureThreshold"] == 60 and c["startupProbe"]["periodSeconds"] == 1
     assert pod["terminationGracePeriodSeconds"] == 45
+
+
+@pytest.mark.parametrize(
+    "timeout,period,expect_period,expect_probe_timeout",
+    [
+        (30, None, 7, 5),  # P = T/4 = 7; probe timeout capped at 5
+        (4, None, 1, 1),  # P = max(1, 1)
+        (200, None, 10, 5),  # P capped at 10
+        (12, 3, 3, 3),  # probe timeout = min(P, 5)
+    ],
+)
+def test_default_probe_period_and_probe_timeout(timeout, period, expect_period, expect_probe_timeout):
+    spec = pool()["spec"]
+    spec.update(timeoutSeconds=timeout, **({"probePeriodSeconds": period} if period else {}))
+    (c,) = desired.build_deployment(pool(spec))["spec"]["template"]["spec"]["containers"]
+    live, ready = c["livenessProbe"], c["readinessProbe"]
+    assert (live["periodSeconds"], live["timeoutSeconds"]) == (expect_period, expect_probe_timeout)
+    assert (ready["periodSeconds"], ready["timeoutSeconds"]) == (min(expect_period, 2), min(expect_probe_timeout, 2))
+    assert live["httpGet"]["path"] == f"/livez?timeout={timeout - expect_period}"
+
+
+def test_a_users_port_of_the_same_name_is_replaced_others_kept():
+    spec = pool()["spec"]
+    spec["port"] = 12000
+    spec["template"]["spec"]["containers"][0]["ports"] = [
+        {"name": "daemonpool", "containerPort": 1},
+        {"name": "web", "containerPort": 8080},
+    ]
+    (c,) = desired.build_deployment(pool(spec))["spec"]["template"]["spec"]["containers"]
+    assert c["ports"] == [
+        {"name": "web", "containerPort": 8080},
+        {"name": "daemonpool", "containerPort": 12000, "protocol": "TCP"},
+    ]
 
 
 def test_worker_container_by_name_and_user_env_kept():
@@ -180,7 +244,7 @@ def test_valid_specs_build_a_deployment_that_round_trips(spec):
     assert d["spec"]["replicas"] == spec["peers"]
     worker = d["spec"]["template"]["spec"]["containers"][0]
     live = worker["livenessProbe"]
-    limit = int(live["exec"]["command"][-1])
+    limit = int(live["httpGet"]["path"].rsplit("=", 1)[1]) if "httpGet" in live else int(live["exec"]["command"][-1])
     assert limit >= 1 and limit + live["periodSeconds"] * (live["failureThreshold"] - 1) >= spec["timeoutSeconds"]
     assert limit + live["periodSeconds"] * live["failureThreshold"] <= spec["timeoutSeconds"] + live["periodSeconds"]
     assert yaml.safe_load(yaml.safe_dump(d)) == d
