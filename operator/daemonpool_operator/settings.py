@@ -28,6 +28,9 @@ def register() -> None:
         # not every one in the cluster.
         settings.watching.label_selectors["apps", "v1", "deployments"] = model.POOL_LABEL
         settings.watching.label_selectors["", "v1", "pods"] = model.POOL_LABEL
+        # kopf keeps a task (and the object's last event) per object for this long after its last event:
+        # short, so thousands of pods do not each hold a body in memory for long.
+        settings.batching.idle_timeout = 1.0
         # Our event handlers are async and only enqueue; the work queue has threads of its own.
         settings.execution.max_workers = 2
         # Reconnect watches well before proxies cut idle connections.
