@@ -2,10 +2,15 @@
 
 Environment (besides the DAEMONPOOL_* the operator sets):
   WORK_SECONDS   time one unit of work takes (default 1)
+                 (0: no work of its own; the worker idles until it is given a job)
   HANG_FILE      when this file exists, the worker hangs: it stops calling
                  heartbeat() and sleeps, so the liveness probe must restart it
                  (default $DAEMONPOOL_RUN_DIR/hang, writable on a read-only root:
                  `kubectl exec POD -- touch /run/daemonpool/hang`)
+  JOB_FILE       when this file exists, it holds a number of seconds: the worker
+                 takes it as one long item and is busy that long, beating
+                 (default $DAEMONPOOL_RUN_DIR/job:
+                 `kubectl exec POD -- sh -c 'echo 120 > /run/daemonpool/job'`)
 
 Logs one line per unit of work and one when it stops, with the signal.
 """
@@ -19,7 +24,9 @@ from worker_runtime import Daemon
 
 def main() -> int:
     work = float(os.environ.get("WORK_SECONDS", "1"))
-    hang_file = os.environ.get("HANG_FILE") or os.path.join(os.environ.get("DAEMONPOOL_RUN_DIR", "/tmp"), "hang")
+    run_dir = os.environ.get("DAEMONPOOL_RUN_DIR", "/tmp")
+    hang_file = os.environ.get("HANG_FILE") or os.path.join(run_dir, "hang")
+    job_file = os.environ.get("JOB_FILE") or os.path.join(run_dir, "job")
     d = Daemon.from_env()
     running = d.start()
     if not running:
@@ -35,10 +42,23 @@ def main() -> int:
             print(f"{d.name}: hanging on request ({hang_file} existed)", flush=True)
             while True:
                 time.sleep(3600)
-        with d.busy():
-            n += 1
-            time.sleep(work)
-            print(f"{d.name}: unit {n} done", flush=True)
+        if os.path.exists(job_file):
+            with open(job_file) as f:
+                seconds = float(f.read().strip() or 0)
+            os.unlink(job_file)
+            print(f"{d.name}: job of {seconds:g}s started", flush=True)
+            end = time.monotonic() + seconds
+            with d.busy():
+                while time.monotonic() < end and d.heartbeat():
+                    time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+            print(f"{d.name}: job {'done' if time.monotonic() >= end else 'interrupted'}", flush=True)
+        elif work > 0:
+            with d.busy():
+                n += 1
+                time.sleep(work)
+                print(f"{d.name}: unit {n} done", flush=True)
+        else:
+            time.sleep(0.2)  # idle: nothing to do until a job comes
         running = d.heartbeat()
     print(f"{d.name}: stopping on signal {d.stop_signal} after {n} units", flush=True)
     d.stop()

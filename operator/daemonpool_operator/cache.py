@@ -13,6 +13,8 @@ import threading
 from . import model
 
 Key = tuple  # (namespace, pool name)
+# KEP-2255: the ReplicaSet controller removes the pods with the lowest cost first.
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
 def _trim(obj: dict) -> dict:
@@ -60,6 +62,12 @@ def summarize_pod(pod: dict) -> dict:
     out: dict = {"metadata": {"name": meta.get("name")}, "status": {}}
     if meta.get("deletionTimestamp"):
         out["metadata"]["deletionTimestamp"] = meta["deletionTimestamp"]
+    cost = (meta.get("annotations") or {}).get(DELETION_COST)
+    if cost is not None:
+        out["metadata"]["annotations"] = {DELETION_COST: cost}
+    for key in ("podIP", "phase"):
+        if st.get(key):
+            out["status"][key] = st[key]
     sched = [c for c in st.get("conditions") or [] if c.get("type") == "PodScheduled" and c.get("status") == "False"]
     if sched:
         out["status"]["conditions"] = [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in sched]

@@ -230,9 +230,25 @@ def _readme_path() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")
 
 
+REASONS_BEGIN = "<!-- reasons:begin (checked against operator/daemonpool_operator/reasons.py by tests/unit) -->"
+REASONS_END = "<!-- reasons:end -->"
+
+
+def reasons_table() -> str:
+    from . import reasons  # noqa: PLC0415 - only the README needs it
+
+    rows = ["| reason | where | what it means, what to do |", "| --- | --- | --- |"]
+    rows += [f"| `{k}` | {where} | {what} |" for k, (where, what) in reasons.CATALOG.items()]
+    return "\n".join(rows)
+
+
 def readme_with_spec_table(text: str) -> str:
-    a, b = text.index(SPEC_BEGIN) + len(SPEC_BEGIN), text.index(SPEC_END)
-    return text[:a] + "\n" + spec_table() + "\n" + text[b:]
+    """The README with its generated tables (spec fields from the model, reasons from reasons.py) current."""
+    for begin, end, table in ((SPEC_BEGIN, SPEC_END, spec_table), (REASONS_BEGIN, REASONS_END, reasons_table)):
+        if begin in text:
+            a, b = text.index(begin) + len(begin), text.index(end)
+            text = text[:a] + "\n" + table() + "\n" + text[b:]
+    return text
 
 
 def default_paths() -> list:

@@ -20,7 +20,7 @@ import time
 
 import kopf
 
-from . import cache, desired, kube, model
+from . import cache, desired, kube, model, scalein, workers
 from . import reasons as R
 from . import status as st
 from .workqueue import Retry, WorkQueue
@@ -45,6 +45,8 @@ _rejected: dict = {}
 # our labels). Looked at again once per resync, never written.
 _foreign: dict = {}
 _resync = {"last": time.monotonic()}
+# Pools whose workers could not be asked at the last scale-in: warned once, not at every scale-in.
+_blind: set = set()
 # The status keys the operator owns (as published, camelCase); kopf and others may add their own.
 STATUS_KEYS = frozenset(f.alias or n for n, f in model.DaemonPoolStatus.model_fields.items())
 RES = (model.GROUP, model.VERSION, model.PLURAL)
@@ -163,6 +165,8 @@ def _reconcile(key: tuple) -> None:
                         log.info("pool %s/%s: created Deployment %s", namespace, name, dname)
                 case desired.Update(patch=patch, paths=paths):
                     before = have["spec"].get("replicas")
+                    if spec.peers < (before or 0):
+                        events += _idle_first(key, spec, before)
                     have = kube.patch_deployment(namespace, dname, patch)
                     WORLD.set_deployment(have)
                     _foreign.pop(key, None)
@@ -185,6 +189,42 @@ def _reconcile(key: tuple) -> None:
     events += _transition_events(pool, new)
     events += [("Warning", reason, msg) for reason, msg in st.restart_events(pool, pods, spec)]
     _publish(pool, new, events)
+
+
+def _idle_first(key: tuple, spec, before: int) -> list:
+    """Before a scale-in: ask each worker whether it is busy, and mark idle ones to go first (KEP-2255).
+
+    Only the pods whose cost changes are patched, and only here: costs are not kept up to date between
+    scale-ins (KEP-2255 warns against frequent updates). Returns the Events to post.
+    """
+    pods = WORLD.pods(key)
+    states = workers.states(pods, spec.port) if spec.probes == "http" else {}
+    if not any(states.values()):
+        if key in _blind:
+            return []
+        _blind.add(key)
+        why = "probes are exec" if spec.probes != "http" else f"no worker answered on port {spec.port}"
+        return [
+            (
+                "Warning",
+                R.IDLE_FIRST_UNAVAILABLE,
+                f"scaling in from {before} to {spec.peers} without knowing which workers are busy ({why}): any "
+                f"worker may go. Use spec.probes: http, and let the operator reach the pods on spec.port",
+            )
+        ]
+    _blind.discard(key)
+    for pod, cost in scalein.plan_costs(pods, states).items():
+        kube.patch_pod_deletion_cost(key[0], pod, cost)
+    busy = sorted(n for n, s in states.items() if s and s.get("state") == "busy")
+    idle = sorted(n for n, s in states.items() if s and s.get("state") == "idle")
+    return [
+        (
+            "Normal",
+            R.IDLE_FIRST,
+            f"scaling in from {before} to {spec.peers}: {len(idle)} idle worker(s) go "
+            f"first; {len(busy)} busy kept as long as possible",
+        )
+    ]
 
 
 def _on_error(key, exc: BaseException) -> None:

@@ -187,6 +187,20 @@ def remove_finalizer(pool: dict) -> None:
     )
 
 
+def patch_pod_deletion_cost(namespace: str, name: str, cost: int) -> None:
+    """Set controller.kubernetes.io/pod-deletion-cost on one worker pod (KEP-2255); a pod that is gone is fine."""
+    _call(
+        f"setting the deletion cost of pod {namespace}/{name}",
+        client.CoreV1Api(api()).patch_namespaced_pod,
+        name,
+        namespace,
+        {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": str(cost)}}},
+        field_manager=FIELD_MANAGER,
+        _content_type="application/merge-patch+json",
+        absent=(404,),
+    )
+
+
 def list_labelled(kind: str, label: str, namespaces: list) -> list:
     """Deployments or pods that carry ``label``, in the watched namespaces (once, at start)."""
     fn = {"deployments": (_apps, "deployment"), "pods": (lambda: client.CoreV1Api(api()), "pod")}[kind]

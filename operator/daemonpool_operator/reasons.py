@@ -35,6 +35,8 @@ CREATED = "Created"
 SCALED = "Scaled"
 UPDATED = "Updated"
 WORKER_RESTARTED = "WorkerRestarted"  # a Warning Event, not a condition
+IDLE_FIRST = "IdleFirst"  # a Normal Event: which workers a scale-in removes first
+IDLE_FIRST_UNAVAILABLE = "IdleFirstUnavailable"  # a Warning Event, once per pool
 
 # reason -> (where it shows, what it means and what to do)
 CATALOG: dict[str, tuple[str, str]] = {
@@ -87,6 +89,12 @@ CATALOG: dict[str, tuple[str, str]] = {
     SCALED: ("Event, Normal", "replicas follow peers"),
     UPDATED: ("Event, Normal", "the Deployment was put back to the pool's spec (an edit, or drift)"),
     WORKER_RESTARTED: ("Event, Warning", "a worker's container restarted; the message names pods and last reasons"),
+    IDLE_FIRST: ("Event, Normal", "a scale-in asked the workers who is busy and marked idle ones to go first"),
+    IDLE_FIRST_UNAVAILABLE: (
+        "Event, Warning",
+        "a scale-in could not ask the workers (probes: exec, or a "
+        "NetworkPolicy): any worker may go, busy ones included",
+    ),
 }
 
 # Degraded reasons caused by the spec: a new message is a new cause (another field, another error).

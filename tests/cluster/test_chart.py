@@ -20,7 +20,7 @@ EXPECTED_RBAC = {
     ("daemonpools.daemonpool.dev", ("get", "list", "patch", "watch")),
     ("daemonpools.daemonpool.dev/status", ("patch",)),
     ("deployments.apps", ("create", "get", "list", "patch", "watch")),
-    ("pods", ("get", "list", "watch")),
+    ("pods", ("get", "list", "patch", "watch")),
     ("events", ("create",)),
 }
 

@@ -387,3 +387,50 @@ def test_an_older_watch_event_never_replaces_a_newer_write():
     w.set_deployment(new)
     w.set_deployment(old)
     assert w.deployment(("ns", "p"))["spec"]["replicas"] == 5
+
+
+def test_scale_in_marks_idle_workers_to_go_first_and_patches_only_what_changed(fake, monkeypatch):
+    from daemonpool_operator import workers
+
+    add_pool(fake, peers=4)
+    run()
+    for i in range(4):
+        handlers.WORLD.set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
+    pod = _pod("p-3", podIP="10.0.0.3")
+    pod["metadata"]["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": "-31"}  # already right
+    handlers.WORLD.set_pod(pod)
+    answers = {
+        "p-0": {"state": "busy", "seconds_in_state": 100},
+        "p-1": {"state": "idle", "seconds_in_state": 5},
+        "p-2": None,
+        "p-3": {"state": "idle", "seconds_in_state": 30},
+    }
+    monkeypatch.setattr(
+        workers, "states", lambda pods, port: {p["metadata"]["name"]: answers[p["metadata"]["name"]] for p in pods}
+    )
+    patched = []
+    fake.patch_pod_deletion_cost = lambda ns, name, cost: patched.append((name, cost))
+    edit_pool(fake, peers=2)
+    run()
+    assert sorted(patched) == [("p-0", 1_000_100), ("p-1", -6), ("p-2", 0)], "p-3 already had its cost"
+    assert fake.deployments[("ns", "p")]["spec"]["replicas"] == 2
+    (ev,) = [e for e in fake.events if e[1] == "IdleFirst"]
+    assert "2 idle worker(s) go first; 1 busy" in ev[2]
+    patched.clear()
+    edit_pool(fake, peers=3)  # scale-out: nothing asked, nothing patched
+    run()
+    assert patched == []
+
+
+def test_scale_in_without_answers_warns_once(fake, monkeypatch):
+    from daemonpool_operator import workers
+
+    add_pool(fake, peers=3, probes="exec")
+    run()
+    monkeypatch.setattr(workers, "states", lambda pods, port: pytest.fail("exec probes: nobody to ask"))
+    monkeypatch.setattr(handlers, "_blind", set())
+    for peers in (2, 1):
+        edit_pool(fake, peers=peers)
+        run()
+    warned = [e for e in fake.events if e[1] == "IdleFirstUnavailable"]
+    assert len(warned) == 1 and "probes are exec" in warned[0][2]

@@ -44,10 +44,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# The workers' pods, read only: readiness and restarts for the status.
+# The workers' pods: readiness and restarts for the status; patch only to set
+# controller.kubernetes.io/pod-deletion-cost before a scale-in (idle workers go first).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Events on the pools (Created, Scaled, InvalidSpec, WorkerRestarted, ...).
 - apiGroups: [""]
   resources: ["events"]

@@ -1,0 +1,41 @@
+"""Which workers a scale-in removes first: idle before busy (KEP-2255's pod-deletion-cost). Pure.
+
+The ReplicaSet controller deletes the pods with the lowest ``controller.kubernetes.io/pod-deletion-cost``
+first. Costs: idle workers below zero (the longest idle lowest), workers that cannot be asked at zero,
+busy workers above (the longest busy highest). What KEP-2255 does not promise: pending and not-ready
+pods still go before any ready one, and the cost is a preference of one ReplicaSet at a time (during a
+rollout the old ReplicaSet's pods go first whatever their cost).
+"""
+
+from __future__ import annotations
+
+# int32, as the annotation's value must be; busy costs start here so any busy > any unknown > any idle.
+BUSY_BASE = 1_000_000
+CAP = 2**31 - 1
+
+
+def cost(state: dict | None) -> int:
+    """The deletion cost of one worker from its ``GET /state`` answer (None: could not ask)."""
+    if not state:
+        return 0
+    seconds = int(max(0.0, float(state.get("seconds_in_state") or 0.0)))
+    if state.get("state") == "busy":
+        return min(CAP, BUSY_BASE + seconds)
+    if state.get("state") == "idle":
+        return -min(BUSY_BASE - 1, 1 + seconds)
+    return 0  # stopping, or a state this operator does not know
+
+
+def plan_costs(pods: list, states: dict) -> dict:
+    """{pod name: new cost} for the live pods whose annotation differs from what ``states`` says now."""
+    out = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        name = meta.get("name")
+        want = cost(states.get(name))
+        have = (meta.get("annotations") or {}).get("controller.kubernetes.io/pod-deletion-cost")
+        if have != str(want):
+            out[name] = want
+    return out
