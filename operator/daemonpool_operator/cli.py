@@ -10,6 +10,9 @@ Every setting is a flag and an environment variable, with a default and its reas
                                                default http://0.0.0.0:8080/healthz
   --dev / DAEMONPOOL_DEV=1                      from a laptop against any cluster: your kubeconfig,
                                                no health endpoint unless asked, verbose logs
+  --leader-elect on|off|auto / DAEMONPOOL_LEADER_ELECT   default auto: on in a pod (several replicas,
+                                               one leader over a Lease in POD_NAMESPACE), off with --dev
+  --metrics-port P / DAEMONPOOL_METRICS_PORT    Prometheus /metrics; default 8081 in a pod, none with --dev
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ import os
 import sys
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+# Next to the health port: a metrics Service and a ServiceMonitor point here.
+DEFAULT_METRICS_PORT = 8081
+# The Lease the replicas elect a leader over, in the operator's own namespace (POD_NAMESPACE).
+LEASE_NAME = "daemonpool-operator"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=env.get("DAEMONPOOL_DEV") == "1",
         help="run from a laptop against the cluster in your kubeconfig",
+    )
+    p.add_argument(
+        "--leader-elect",
+        choices=["on", "off", "auto"],
+        default=env.get("DAEMONPOOL_LEADER_ELECT", "auto"),
+        help="elect a leader over a Lease so several replicas can run (default auto: on in a pod, off with --dev)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env.get("DAEMONPOOL_METRICS_PORT") or 0) or None,
+        help=f"serve Prometheus /metrics on this port (default {DEFAULT_METRICS_PORT} in a pod; none with --dev)",
     )
     return p
 
@@ -76,6 +95,19 @@ def main(argv=None) -> int:
     for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     handlers.NAMESPACES = list(args.namespaces)
+    handlers.METRICS_PORT = (
+        args.metrics_port if args.metrics_port is not None else (None if args.dev else DEFAULT_METRICS_PORT)
+    )
+    if args.leader_elect == "on" or (args.leader_elect == "auto" and not args.dev):
+        import socket  # noqa: PLC0415
+        import uuid  # noqa: PLC0415
+
+        handlers.LEADER_ELECTION = {
+            "namespace": os.environ.get("POD_NAMESPACE") or "default",
+            "name": LEASE_NAME,
+            # Unique per process: a restarted container is a new candidate, never mistaken for the old leader.
+            "identity": f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+        }
     liveness = args.liveness if args.liveness is not None else (None if args.dev else DEFAULT_LIVENESS)
     settings.register()
     asyncio.run(

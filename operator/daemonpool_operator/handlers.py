@@ -20,7 +20,7 @@ import time
 
 import kopf
 
-from . import cache, desired, kube, model, scalein, workers
+from . import cache, desired, kube, metrics, model, scalein, workers
 from . import reasons as R
 from . import status as st
 from .workqueue import Retry, WorkQueue
@@ -31,6 +31,9 @@ RESYNC_SECONDS = float(os.environ.get("DAEMONPOOL_RESYNC_SECONDS", "60"))
 WORKERS = int(os.environ.get("DAEMONPOOL_WORKERS", "4"))
 # Seconds the queue may hold work without finishing any before the health endpoint fails: stuck.
 STUCK_SECONDS = float(os.environ.get("DAEMONPOOL_STUCK_SECONDS", "180"))
+# Pod and Deployment events wait this long before their pool is reconciled, so the events of a rollout
+# (each pod turning Ready) make one status write, not one each. Pool changes go at once.
+STATUS_BATCH_SECONDS = float(os.environ.get("DAEMONPOOL_STATUS_BATCH_SECONDS", "0.5"))
 # A reconcile slower than this is logged: something (the API server, a lock) is slow.
 SLOW_RECONCILE_SECONDS = 10.0
 # Namespaces watched (empty: all), set by the CLI.
@@ -47,6 +50,19 @@ _foreign: dict = {}
 _resync = {"last": time.monotonic()}
 # Pools whose workers could not be asked at the last scale-in: warned once, not at every scale-in.
 _blind: set = set()
+# What last asked for each queued pool (pool, deployment, pod, resync): for the reconciles metric.
+_triggers: dict = {}
+# Set by the CLI: leader election (a Lease in this namespace) and the metrics port; None: off.
+LEADER_ELECTION: dict | None = None
+METRICS_PORT: int | None = None
+
+
+def _enqueue(key: tuple, trigger: str, delay: float = 0.0) -> None:
+    _triggers.setdefault(key, trigger)
+    QUEUE.add_after(key, delay)
+    metrics.QUEUE_DEPTH.set(QUEUE.depth)
+
+
 # The status keys the operator owns (as published, camelCase); kopf and others may add their own.
 STATUS_KEYS = frozenset(f.alias or n for n, f in model.DaemonPoolStatus.model_fields.items())
 RES = (model.GROUP, model.VERSION, model.PLURAL)
@@ -102,14 +118,24 @@ def _fingerprint(body: dict) -> str:
 def reconcile(key: tuple) -> None:
     """One pass over one pool, from the cache. Raises Retry (or TemporaryError) to be tried again later."""
     t0 = time.monotonic()
+    trigger, result = _triggers.pop(key, "resync"), "error"
     try:
         _reconcile(key)
+        result = "ok"
     except kube.NamespaceTerminating:
+        result = "ok"
         log.info("namespace %s is being deleted; leaving pool %s to go with it", *key)
     except kopf.TemporaryError as exc:
+        result = "retry"
         raise Retry(str(exc), exc.delay) from None
+    except Retry:
+        result = "retry"
+        raise
     finally:
         took = time.monotonic() - t0
+        metrics.RECONCILES.labels(trigger, result).inc()
+        metrics.RECONCILE_SECONDS.observe(took)
+        metrics.QUEUE_DEPTH.set(QUEUE.depth)
         if took > SLOW_RECONCILE_SECONDS:
             log.warning(
                 "reconciling pool %s/%s took %.1fs (limit %gs): the API server or a lock is slow",
@@ -243,7 +269,7 @@ def resync_once() -> None:
         else:
             _foreign[key] = have
     for key in WORLD.pool_keys():
-        QUEUE.add(key)
+        _enqueue(key, "resync")
     _resync["last"] = time.monotonic()
 
 
@@ -267,11 +293,24 @@ def prefill() -> None:
 # -- triggers ----------------------------------------------------------------------------
 
 
+def _lead() -> None:
+    """Now the leader (or alone): reconcile everything once, then keep up."""
+    QUEUE.start()
+    resync_once()
+
+
 @kopf.on.startup()
 def start_workers(**_) -> None:
+    if METRICS_PORT:
+        metrics.serve(METRICS_PORT, lambda: [WORLD.pool(k) or {} for k in WORLD.pool_keys()])
     prefill()
-    QUEUE.start()
     threading.Thread(target=_resync_loop, name="daemonpool-resync", daemon=True).start()
+    if LEADER_ELECTION:
+        from .leader import Elector  # noqa: PLC0415 - only with leader election
+
+        Elector(on_started=_lead, **LEADER_ELECTION).start()
+    else:
+        _lead()
 
 
 @kopf.on.probe(id="queue")
@@ -288,6 +327,7 @@ def queue_health(**_) -> str:
 
 @kopf.on.event(*RES)
 async def pool_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A002 - kopf's argument name
+    metrics.watch_event("daemonpools")
     if type == "DELETED":
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         WORLD.drop_pool(key)
@@ -295,18 +335,20 @@ async def pool_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A
         _rejected.pop(key, None)
         _foreign.pop(key, None)
         return
-    QUEUE.add(WORLD.set_pool(body))
+    _enqueue(WORLD.set_pool(body), "pool")
 
 
 @kopf.on.event("apps", "v1", "deployments")
 async def deployment_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A002
+    metrics.watch_event("deployments")
     key = WORLD.drop_deployment(body) if type == "DELETED" else WORLD.set_deployment(body)
     if key is not None:
-        QUEUE.add(key)
+        _enqueue(key, "deployment", STATUS_BATCH_SECONDS)
 
 
 @kopf.on.event("", "v1", "pods")
 async def pod_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A002
+    metrics.watch_event("pods")
     key = WORLD.drop_pod(body) if type == "DELETED" else WORLD.set_pod(body)
     if key is not None:
-        QUEUE.add(key)
+        _enqueue(key, "pod", STATUS_BATCH_SECONDS)

@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from . import model
+from . import metrics, model
 
 _lock = threading.Lock()
 _api: client.ApiClient | None = None
@@ -81,11 +81,43 @@ def _retryable(exc: ApiException, what: str):
     raise exc
 
 
-def _call(what: str, fn, *args, absent: tuple = (), **kwargs):
-    """Call the API and return the parsed JSON body; None when the answer's status is in ``absent``."""
+_VERBS = (
+    ("read_", "get"),
+    ("list_", "list"),
+    ("create_", "create"),
+    ("patch_", "patch"),
+    ("replace_", "update"),
+    ("delete_", "delete"),
+)
+WRITES = {"create", "patch", "update", "delete"}
+
+
+def _verb(fn) -> str:
+    name = getattr(fn, "__name__", "")
+    return next((v for prefix, v in _VERBS if name.startswith(prefix)), "other")
+
+
+def writes_allowed() -> bool:
+    """Replaced by the leader elector: only a leader with a fresh lease writes (fencing)."""
+    return True
+
+
+class NotLeader(Exception):
+    """A write was attempted by a replica that is not (or no longer surely) the leader."""
+
+
+def _call(what: str, fn, *args, absent: tuple = (), fenced: bool = True, **kwargs):
+    """Call the API and return the parsed JSON body; None when the answer's status is in ``absent``.
+    Writes (fenced) only while this replica is the leader."""
+    verb = _verb(fn)
+    if fenced and verb in WRITES and not writes_allowed():
+        raise NotLeader(f"{what}: not the leader (or the lease may have expired); not writing")
     try:
-        return _raw(fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs))
+        out = _raw(fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs))
+        metrics.API_REQUESTS.labels(verb, "200").inc()
+        return out
     except ApiException as exc:
+        metrics.API_REQUESTS.labels(verb, str(exc.status)).inc()
         if exc.status in absent:
             return None
         _retryable(exc, what)
@@ -268,4 +300,40 @@ def post_event(pool: dict, type_: str, reason: str, message: str) -> None:
         client.CoreV1Api(api()).create_namespaced_event,
         meta["namespace"],
         body,
+    )
+
+
+# -- the leader's Lease (coordination.k8s.io/v1) ------------------------------------------
+
+
+def _leases():
+    return client.CoordinationV1Api(api())
+
+
+def get_lease(namespace: str, name: str) -> dict | None:
+    return _call(f"reading Lease {namespace}/{name}", _leases().read_namespaced_lease, name, namespace, absent=(404,))
+
+
+def create_lease(namespace: str, body: dict) -> dict | None:
+    """None when another replica created it first."""
+    return _call(
+        f"creating Lease {namespace}/{body['metadata']['name']}",
+        _leases().create_namespaced_lease,
+        namespace,
+        body,
+        absent=(409,),
+        fenced=False,
+    )
+
+
+def replace_lease(namespace: str, name: str, body: dict) -> dict | None:
+    """Compare-and-swap on resourceVersion: None when another replica wrote it meanwhile."""
+    return _call(
+        f"renewing Lease {namespace}/{name}",
+        _leases().replace_namespaced_lease,
+        name,
+        namespace,
+        body,
+        absent=(409,),
+        fenced=False,
     )

@@ -51,6 +51,7 @@ class WorkQueue:
         self._dirty: set = set()  # queued, or to be queued again once processing ends
         self._active: set = set()  # being processed right now
         self._later: list = []  # heap of (when, seq, key)
+        self._scheduled: set = set()  # keys in _later
         self._seq = 0
         self._failures: dict = {}
         self._threads: list = []
@@ -69,10 +70,15 @@ class WorkQueue:
                 self._cv.notify()
 
     def add_after(self, key: Hashable, delay: float) -> None:
+        """Add ``key`` in ``delay`` seconds; nothing when it is already waiting (now or later): events
+        that arrive meanwhile are covered by that reconcile."""
         if delay <= 0:
             self.add(key)
             return
         with self._cv:
+            if key in self._scheduled or (key in self._dirty and key not in self._active):
+                return
+            self._scheduled.add(key)
             self._seq += 1
             heapq.heappush(self._later, (self._clock() + delay, self._seq, key))
             self._cv.notify()
@@ -93,6 +99,7 @@ class WorkQueue:
         now = self._clock()
         while self._later and self._later[0][0] <= now:
             _, _, key = heapq.heappop(self._later)
+            self._scheduled.discard(key)
             if key not in self._dirty:
                 self._dirty.add(key)
                 if key not in self._active:

@@ -181,9 +181,14 @@ class Operator:
         live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
         return live[0] if live else None
 
+    def pods(self) -> list:
+        items = self.cluster.get("pods", "-l", f"app.kubernetes.io/instance={self.release}", ns=self.namespace)["items"]
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
     def logs(self) -> str:
+        """The last lines of every replica (leader and standbys)."""
         return self.cluster.kubectl(
-            "logs", "-n", self.namespace, "deploy/" + self.service_account, "--tail=200", check=False
+            "logs", "-n", self.namespace, "-l", f"app.kubernetes.io/instance={self.release}", "--tail=200", check=False
         ).stdout
 
 

@@ -356,7 +356,12 @@ def _writes_by(cluster, username, since_line):
     out = []
     for line in lines:
         ev = json.loads(line)
-        if ev.get("stage") == "ResponseComplete" and ev["user"]["username"] == username and ev["verb"] in WRITES:
+        if (
+            ev.get("stage") == "ResponseComplete"
+            and ev["user"]["username"] == username
+            and ev["verb"] in WRITES
+            and "/leases/" not in ev["requestURI"]  # the leader's Lease renewals: HA, not reconciling
+        ):
             out.append(f"{ev['verb']} {ev['requestURI']}")
     return out
 

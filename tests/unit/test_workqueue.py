@@ -75,3 +75,18 @@ def test_retry_with_a_delay_is_scheduled_then():
     assert q.drain() == 0
     now[0] = 5.0
     assert q.drain() == 1 and calls == [0.0, 5.0]
+
+
+def test_delayed_adds_coalesce_into_one():
+    now = [0.0]
+    seen = []
+    q = WorkQueue(seen.append, clock=lambda: now[0])
+    for _ in range(50):
+        q.add_after("a", 0.5)
+    assert q.drain() == 0
+    now[0] = 0.5
+    assert q.drain() == 1 and seen == ["a"]
+    q.add("b")
+    q.add_after("b", 0.5)  # already queued now: nothing more
+    now[0] = 2.0
+    assert q.drain() == 1

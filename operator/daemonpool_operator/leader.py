@@ -1,0 +1,120 @@
+"""Leader election over a coordination.k8s.io/v1 Lease, as client-go's leaderelection does it.
+
+Only the leader reconciles; a standby is hot (its watches fill the cache) and takes over once the
+Lease has not been renewed for ``LEASE_SECONDS`` as it observed it (its own clock, never the holder's
+timestamps: clocks may differ). A leader that cannot renew within ``RENEW_DEADLINE_SECONDS`` stops
+writing at once (kube.writes_allowed) and exits, and the kubelet restarts it as a standby.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+from . import kube, metrics
+
+# How long a lease is good for without renewal: a standby waits this long after the last renewal it saw.
+LEASE_SECONDS = 15
+# A leader that could not renew for this long stops writing and exits: before any standby may take over.
+RENEW_DEADLINE_SECONDS = 10
+# How often the leader renews and a standby tries.
+RETRY_SECONDS = 2
+
+log = logging.getLogger("daemonpool")
+
+
+def _now_micro() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Elector:
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        identity: str,
+        *,
+        on_started: Callable[[], None],
+        on_lost: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self.on_started = on_started
+        self.on_lost = on_lost or (lambda: os._exit(1))
+        self.clock = clock
+        self.leader = False
+        self.last_renew = -1e9
+        self._observed: tuple | None = None  # (holder, renewTime) as last seen
+        self._observed_at = clock()
+
+    def fresh(self) -> bool:
+        """Leader, and surely still: renewed within the deadline (writes are fenced on this)."""
+        return self.leader and self.clock() - self.last_renew < RENEW_DEADLINE_SECONDS
+
+    def _body(self, old: dict | None) -> dict:
+        now = _now_micro()
+        spec_old = (old or {}).get("spec") or {}
+        taking_over = spec_old.get("holderIdentity") != self.identity
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": now,
+            "acquireTime": now if taking_over else spec_old.get("acquireTime", now),
+            "leaseTransitions": (spec_old.get("leaseTransitions") or 0) + (1 if taking_over and old else 0),
+        }
+        meta = {"name": self.name, "namespace": self.namespace}
+        if old:
+            meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
+    def try_acquire_or_renew(self) -> bool:
+        lease = kube.get_lease(self.namespace, self.name)
+        if lease is None:
+            return kube.create_lease(self.namespace, self._body(None)) is not None
+        spec = lease.get("spec") or {}
+        seen = (spec.get("holderIdentity"), spec.get("renewTime"))
+        if seen != self._observed:
+            self._observed, self._observed_at = seen, self.clock()
+        holder = spec.get("holderIdentity")
+        duration = spec.get("leaseDurationSeconds") or LEASE_SECONDS
+        if holder and holder != self.identity and self.clock() - self._observed_at < duration:
+            return False  # held by another, renewed recently as far as we saw
+        return kube.replace_lease(self.namespace, self.name, self._body(lease)) is not None
+
+    def step(self) -> None:
+        try:
+            ok = self.try_acquire_or_renew()
+        except Exception as exc:  # noqa: BLE001 - an API hiccup is a failed renewal, judged by the deadline
+            log.warning("leader election: %s", exc)
+            ok = False
+        if ok:
+            self.last_renew = self.clock()
+            if not self.leader:
+                self.leader = True
+                metrics.LEADER.set(1)
+                metrics.LEADER_TRANSITIONS.inc()
+                log.info("leader election: %s is the leader (Lease %s/%s)", self.identity, self.namespace, self.name)
+                self.on_started()
+        elif self.leader and self.clock() - self.last_renew >= RENEW_DEADLINE_SECONDS:
+            self.leader = False
+            metrics.LEADER.set(0)
+            metrics.LEADER_TRANSITIONS.inc()
+            log.error(
+                "leader election: could not renew the Lease for %ss; stopped writing, exiting to restart as a standby",
+                RENEW_DEADLINE_SECONDS,
+            )
+            self.on_lost()
+
+    def run(self) -> None:
+        while True:
+            self.step()
+            time.sleep(RETRY_SECONDS)
+
+    def start(self) -> None:
+        metrics.LEADER.set(0)
+        kube.writes_allowed = self.fresh
+        threading.Thread(target=self.run, name="daemonpool-leader-election", daemon=True).start()

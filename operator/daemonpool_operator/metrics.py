@@ -1,0 +1,73 @@
+"""Prometheus metrics of the operator (prometheus-client), served on their own port.
+
+Counters are updated where things happen (kube.py for API requests, the handlers for watch events and
+reconciles); the pools by condition and reason are counted from the cache at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+RECONCILES = Counter(
+    "daemonpool_reconciles_total", "Reconciles of a pool, by what asked for it and how it ended.", ["trigger", "result"]
+)
+RECONCILE_SECONDS = Histogram(
+    "daemonpool_reconcile_duration_seconds",
+    "Seconds one reconcile of one pool took.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+QUEUE_DEPTH = Gauge("daemonpool_queue_depth", "Pools waiting to be reconciled.")
+API_REQUESTS = Counter(
+    "daemonpool_api_requests_total", "Requests to the Kubernetes API, by verb and status code.", ["verb", "code"]
+)
+WATCH_EVENTS = Counter("daemonpool_watch_events_total", "Watch events received, by resource.", ["resource"])
+WATCH_AGE = Gauge(
+    "daemonpool_watch_event_age_seconds", "Seconds since the last watch event, by resource.", ["resource"]
+)
+LEADER = Gauge("daemonpool_leader", "1 while this replica is the leader (reconciles), 0 while standby.")
+LEADER_TRANSITIONS = Counter(
+    "daemonpool_leader_transitions_total", "Times this replica became or stopped being leader."
+)
+
+_last_event: dict = {}
+
+
+def watch_event(resource: str) -> None:
+    WATCH_EVENTS.labels(resource).inc()
+    if resource not in _last_event:
+        WATCH_AGE.labels(resource).set_function(lambda r=resource: time.monotonic() - _last_event[r])
+    _last_event[resource] = time.monotonic()
+
+
+def last_event_age(resource: str) -> float | None:
+    t = _last_event.get(resource)
+    return None if t is None else time.monotonic() - t
+
+
+class PoolConditions:
+    """daemonpool_pools{condition, status, reason}: how many pools show each condition, from the cache."""
+
+    def __init__(self, pools):
+        self._pools = pools
+
+    def collect(self):
+        g = GaugeMetricFamily(
+            "daemonpool_pools", "Pools by condition, status and reason.", labels=["condition", "status", "reason"]
+        )
+        counts: dict = {}
+        for pool in self._pools():
+            for c in (pool.get("status") or {}).get("conditions") or []:
+                key = (c.get("type", ""), c.get("status", ""), c.get("reason", ""))
+                counts[key] = counts.get(key, 0) + 1
+        for key, n in sorted(counts.items()):
+            g.add_metric(list(key), n)
+        yield g
+
+
+def serve(port: int, pools) -> None:
+    """Start the /metrics endpoint (a daemon thread of prometheus-client's)."""
+    REGISTRY.register(PoolConditions(pools))
+    start_http_server(port)

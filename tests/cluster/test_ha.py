@@ -1,0 +1,165 @@
+"""An operator you can leave alone (issue 14): one leader of two replicas, failover, metrics, fenced writes."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import pytest
+
+from clusterkit import record, wait
+from skips import unavailable
+
+pytestmark = pytest.mark.timeout(900)
+LEASE = "daemonpool-operator"
+METRICS = [
+    "daemonpool_reconciles_total",
+    "daemonpool_reconcile_duration_seconds",
+    "daemonpool_queue_depth",
+    "daemonpool_api_requests_total",
+    "daemonpool_watch_events_total",
+    "daemonpool_watch_event_age_seconds",
+    "daemonpool_pools",
+    "daemonpool_leader",
+    "daemonpool_leader_transitions_total",
+]
+KILLS = 4  # CI size; each kill is a failover
+
+
+def holder(cluster, operator) -> str | None:
+    lease = cluster.get("lease", LEASE, ns=operator.namespace, check=False)
+    return (lease or {}).get("spec", {}).get("holderIdentity")
+
+
+def leader_pod(cluster, operator) -> dict | None:
+    h = holder(cluster, operator) or ""
+    return next((p for p in operator.pods() if h.startswith(p["metadata"]["name"] + "_")), None)
+
+
+def pool(ns, name, image, peers):
+    return {
+        "apiVersion": "daemonpool.dev/v1alpha1",
+        "kind": "DaemonPool",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "peers": peers,
+            "timeoutSeconds": 10,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "image": image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "env": [{"name": "WORK_SECONDS", "value": "0"}],
+                            "resources": {"requests": {"cpu": "5m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def is_ready(cluster, ns, name, peers):
+    p = cluster.get("dp", name, ns=ns, check=False) or {}
+    conds = {c["type"]: c for c in (p.get("status") or {}).get("conditions", [])}
+    return (
+        conds.get("Ready", {}).get("status") == "True"
+        and p["status"].get("readyPeers") == peers
+        and conds["Ready"].get("observedGeneration") == p["metadata"]["generation"]
+    )
+
+
+def test_one_leader_failover_metrics_and_no_writes_by_a_standby(cluster, operator, images):
+    if cluster.audit_log is None:
+        unavailable("needs the local cluster's audit log (who wrote)")
+    wait(
+        lambda: (
+            len([p for p in operator.pods() if all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))])
+            == 2
+        ),
+        180,
+        "2 ready operator replicas",
+    )
+    first = wait(lambda: leader_pod(cluster, operator), 60, "a leader")
+    # Every metric, with its help text, from the leader's /metrics (through the API server's pod proxy).
+    text = cluster.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{operator.namespace}/pods/{first['metadata']['name']}:8081/proxy/metrics"
+    ).stdout
+    missing = [m for m in METRICS if f"# HELP {m} " not in text]
+    assert missing == [], missing
+    assert "daemonpool_leader 1.0" in text
+
+    ns = cluster.namespace("ha")
+    start = len(cluster.audit_log.read_text().splitlines())
+    failovers = []
+    try:
+        leaders = {first["metadata"]["name"]}
+        takeovers = []
+        for i in range(KILLS):
+            old = leader_pod(cluster, operator)
+            old_holder = holder(cluster, operator)
+            leaders.add(old["metadata"]["name"])
+            t0 = time.monotonic()
+            if i % 2 == 0:  # SIGKILL of the container: the kubelet restarts it in place
+                cluster.kubectl(
+                    "exec",
+                    "-n",
+                    operator.namespace,
+                    old["metadata"]["name"],
+                    "--",
+                    "python3",
+                    "-c",
+                    "import os, signal; os.kill(1, signal.SIGKILL)",
+                    check=False,
+                )
+            else:  # the pod deleted at once
+                cluster.kubectl(
+                    "delete",
+                    "pod",
+                    "-n",
+                    operator.namespace,
+                    old["metadata"]["name"],
+                    "--grace-period=0",
+                    "--force",
+                    check=False,
+                )
+            wait(lambda h=old_holder: holder(cluster, operator) not in (None, h), 90, "the Lease taken over")
+            takeovers.append(round(time.monotonic() - t0, 1))
+            name = f"after-{i}"
+            cluster.apply(pool(ns, name, images["example-worker"], 1))
+            wait(lambda n=name: is_ready(cluster, ns, n, 1), 120, f"{name} Ready under the next leader")
+            failovers.append(round(time.monotonic() - t0, 1))
+            leaders.add(wait(lambda: leader_pod(cluster, operator), 60, "a leader again")["metadata"]["name"])
+        # Writes by the operator's ServiceAccount, by the pod that made them: only the leader of the moment.
+        writers: dict = {}
+        for line in cluster.audit_log.read_text().splitlines()[start:]:
+            ev = json.loads(line)
+            if (
+                ev.get("stage") == "ResponseComplete"
+                and ev["user"]["username"] == operator.username
+                and ev["verb"] in ("create", "patch", "update", "delete")
+                and "/leases/" not in ev["requestURI"]
+            ):
+                pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
+                writers.setdefault(pod, []).append(ev["requestURI"])
+        deps = cluster.get("deployments", ns=ns)["items"]
+        assert sorted(d["metadata"]["name"] for d in deps) == sorted(f"after-{i}" for i in range(KILLS)), "no orphans"
+        rs = [r for r in cluster.get("replicasets", ns=ns)["items"] if r["spec"].get("replicas")]
+        assert len(rs) == KILLS, "one ReplicaSet per pool: nobody wrote a Deployment twice"
+        record(
+            "failover_seconds",
+            {
+                "kills": KILLS,
+                "lease_takeover_p50": statistics.median(takeovers),
+                "lease_takeover_max": max(takeovers),
+                "to_a_new_pool_ready": failovers,
+                "writer_pods": sorted(writers),
+                "leaders": sorted(leaders),
+            },
+        )
+        assert set(writers) <= leaders, f"writes by a pod that never led: {set(writers) - leaders}"
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -1,0 +1,108 @@
+"""Leader election over a Lease, against a fake Lease store with compare-and-swap, on a fake clock."""
+
+import copy
+
+import pytest
+
+from daemonpool_operator import kube, leader
+
+
+class Leases:
+    def __init__(self):
+        self.obj, self.rv, self.down = None, 0, set()
+
+    def _check(self, who):
+        if who in self.down:
+            raise kube.kopf.TemporaryError("API unreachable", delay=1)
+
+    def get(self, ns, name):
+        return copy.deepcopy(self.obj)
+
+    def create(self, ns, body):
+        if self.obj is not None:
+            return None
+        self.rv += 1
+        self.obj = copy.deepcopy(body)
+        self.obj["metadata"]["resourceVersion"] = str(self.rv)
+        return copy.deepcopy(self.obj)
+
+    def replace(self, ns, name, body):
+        if body["metadata"].get("resourceVersion") != self.obj["metadata"]["resourceVersion"]:
+            return None  # 409: someone wrote it meanwhile
+        self.rv += 1
+        self.obj = copy.deepcopy(body)
+        self.obj["metadata"]["resourceVersion"] = str(self.rv)
+        return copy.deepcopy(self.obj)
+
+
+@pytest.fixture
+def world(monkeypatch):
+    store, now = Leases(), [0.0]
+    current = {"who": None}
+
+    def wrap(fn):
+        def call(*a):
+            store._check(current["who"])
+            return fn(*a)
+
+        return call
+
+    monkeypatch.setattr(kube, "get_lease", wrap(store.get))
+    monkeypatch.setattr(kube, "create_lease", wrap(store.create))
+    monkeypatch.setattr(kube, "replace_lease", wrap(store.replace))
+    return store, now, current
+
+
+def elector(name, now, events):
+    return leader.Elector(
+        "ns",
+        "lease",
+        name,
+        clock=lambda: now[0],
+        on_started=lambda: events.append(("started", name)),
+        on_lost=lambda: events.append(("lost", name)),
+    )
+
+
+def step(e, current):
+    current["who"] = e.identity
+    e.step()
+
+
+def test_one_leader_a_hot_standby_and_a_takeover_after_the_lease_expires(world):
+    store, now, current = world
+    events = []
+    a, b = elector("a", now, events), elector("b", now, events)
+    step(a, current)
+    step(b, current)
+    assert events == [("started", "a")] and a.fresh() and not b.fresh()
+    for _ in range(5):  # a renews every 2 s; b keeps waiting
+        now[0] += leader.RETRY_SECONDS
+        step(a, current)
+        step(b, current)
+    assert store.obj["spec"]["holderIdentity"] == "a" and events == [("started", "a")]
+    store.down.add("a")  # a loses the API server
+    t_cut = now[0]
+    while ("lost", "a") not in events:
+        now[0] += leader.RETRY_SECONDS
+        step(a, current)
+        step(b, current)
+    assert now[0] - t_cut >= leader.RENEW_DEADLINE_SECONDS and not a.fresh(), "a stops writing before anyone takes over"
+    assert ("started", "b") not in events, "b waits out the whole lease"
+    while ("started", "b") not in events:
+        now[0] += leader.RETRY_SECONDS
+        step(b, current)
+    assert now[0] - t_cut >= leader.LEASE_SECONDS
+    assert store.obj["spec"]["holderIdentity"] == "b" and store.obj["spec"]["leaseTransitions"] == 1
+
+
+def test_writes_are_fenced_to_a_fresh_leader(world, monkeypatch):
+    store, now, current = world
+    e = elector("a", now, [])
+    monkeypatch.setattr(kube, "writes_allowed", e.fresh)
+    with pytest.raises(kube.NotLeader):
+        kube._call("creating Deployment ns/x", type("F", (), {"__name__": "create_namespaced_deployment"})())
+    step(e, current)
+    assert e.fresh()
+    now[0] += leader.RENEW_DEADLINE_SECONDS
+    assert not e.fresh(), "an unrenewed lease stops the writes at the deadline"
