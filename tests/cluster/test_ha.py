@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from localcluster.procs import ctr
+
 from clusterkit import record, wait
 from skips import unavailable
 
@@ -103,18 +105,9 @@ def test_one_leader_failover_metrics_and_no_writes_by_a_standby(cluster, operato
             old_holder = holder(cluster, operator)
             leaders.add(old["metadata"]["name"])
             t0 = time.monotonic()
-            if i % 2 == 0:  # SIGKILL of the container: the kubelet restarts it in place
-                cluster.kubectl(
-                    "exec",
-                    "-n",
-                    operator.namespace,
-                    old["metadata"]["name"],
-                    "--",
-                    "python3",
-                    "-c",
-                    "import os, signal; os.kill(1, signal.SIGKILL)",
-                    check=False,
-                )
+            if i % 2 == 0:  # SIGKILL of the container from the node (PID 1 ignores it from inside)
+                cid = old["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+                ctr("tasks", "kill", "-s", "SIGKILL", cid, check=False, timeout=30)
             else:  # the pod deleted at once
                 cluster.kubectl(
                     "delete",
