@@ -31,7 +31,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/* The rules the operator needs, each with its reason. */}}
 {{- define "daemonpool-operator.rules" -}}
-# The pools: watch them; patch is for kopf's bookkeeping annotations on the pool.
+# The pools: watch them; patch only removes the finalizer an older version put there (kopf writes nothing).
 - apiGroups: ["daemonpool.dev"]
   resources: ["daemonpools"]
   verbs: ["get", "list", "watch", "patch"]
