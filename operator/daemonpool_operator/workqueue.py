@@ -170,7 +170,13 @@ class WorkQueue:
             n += 1
         return n
 
+    @property
+    def started(self) -> bool:
+        return bool(self._threads)
+
     def start(self) -> None:
+        if self._threads:
+            return
         for i in range(self._workers):
             t = threading.Thread(target=self._run, name=f"daemonpool-worker-{i}", daemon=True)
             t.start()

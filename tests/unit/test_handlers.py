@@ -295,6 +295,7 @@ def test_old_finalizer_is_removed(fake):
 def test_the_health_probe_fails_when_queued_work_makes_no_progress(monkeypatch):
     q = WorkQueue(lambda key: None, clock=lambda: 1000.0)
     q.last_progress = 0.0
+    q._threads = ["a running worker"]  # the leader's queue (a standby's never starts)
     q.add(("ns", "p"))
     monkeypatch.setattr(handlers, "QUEUE", q)
     monkeypatch.setattr(handlers.time, "monotonic", lambda: handlers.STUCK_SECONDS + 10)
@@ -437,3 +438,12 @@ def test_scale_in_without_answers_warns_once(fake, monkeypatch):
         run()
     warned = [e for e in fake.events if e[1] == "IdleFirstUnavailable"]
     assert len(warned) == 1 and "probes are exec" in warned[0][2]
+
+
+def test_a_standbys_waiting_queue_is_not_stuck(monkeypatch):
+    q = WorkQueue(lambda key: None)
+    q.add(("ns", "p"))
+    q.last_progress = -1e9  # nothing processed for ages: a standby does not process
+    monkeypatch.setattr(handlers, "QUEUE", q)
+    monkeypatch.setattr(handlers, "_resync", {"last": handlers.time.monotonic()})
+    assert handlers.queue_health().startswith("1 queued")

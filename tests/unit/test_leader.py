@@ -106,3 +106,16 @@ def test_writes_are_fenced_to_a_fresh_leader(world, monkeypatch):
     assert e.fresh()
     now[0] += leader.RENEW_DEADLINE_SECONDS
     assert not e.fresh(), "an unrenewed lease stops the writes at the deadline"
+
+
+def test_a_released_lease_is_taken_at_once(world):
+    store, now, current = world
+    events = []
+    a, b = elector("a", now, events), elector("b", now, events)
+    step(a, current)
+    step(b, current)
+    current["who"] = "a"
+    a.release()
+    assert not a.fresh() and store.obj["spec"]["holderIdentity"] is None
+    step(b, current)
+    assert ("started", "b") in events, "no 15 s wait after a clean handover"
