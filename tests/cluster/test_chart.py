@@ -43,11 +43,16 @@ def test_templates_pass_strict_server_side_dry_run(cluster, operator, values):
     finally:
         for ns in made:  # only those this test made: a user's own team-a stays
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    kinds = {d["kind"] for d in yaml.safe_load_all(out) if d}
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    kinds = {d["kind"] for d in docs}
+    # The leader's Lease Role, in the operator's namespace, is there either way.
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role"}
+    leader_role = (operator.namespace, "dryrun-daemonpool-operator-leader")
+    assert leader_role in roles
     if vals.get("watchNamespaces"):
-        assert "ClusterRole" not in kinds and "Role" in kinds
+        assert "ClusterRole" not in kinds and {ns for ns, _ in roles - {leader_role}} == set(vals["watchNamespaces"])
     else:
-        assert "ClusterRole" in kinds and "Role" not in kinds
+        assert "ClusterRole" in kinds and roles == {leader_role}
 
 
 def test_mistyped_value_is_refused(cluster):
@@ -65,6 +70,12 @@ def _can_i(cluster, user, ns):
         verbs = line[line.rindex("[") + 1 : line.rindex("]")].split()
         rules.add((parts[0], tuple(sorted(verbs))))
     return rules
+
+
+def test_the_lease_is_the_only_thing_granted_in_the_operators_namespace(cluster, operator):
+    mine = _can_i(cluster, operator.username, operator.namespace)
+    base = _can_i(cluster, f"system:serviceaccount:{operator.namespace}:default", operator.namespace)
+    assert (mine - base) - EXPECTED_RBAC == {("leases.coordination.k8s.io", ("create", "get", "update"))}
 
 
 def test_operator_rbac_is_exactly_what_it_uses(cluster, operator):
