@@ -220,7 +220,9 @@ def requests_by_verb(user: str, since: int) -> dict:
                 continue
             ev = json.loads(line)
             if ev.get("stage") == "ResponseComplete" and ev["user"]["username"] == user:
-                out[ev["verb"]] = out.get(ev["verb"], 0) + 1
+                # The leader's Lease renewals are HA, not reconciling: counted apart.
+                verb = ("lease-" if "/leases/" in ev["requestURI"] else "") + ev["verb"]
+                out[verb] = out.get(verb, 0) + 1
     return out
 
 

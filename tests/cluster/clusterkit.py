@@ -98,3 +98,45 @@ def wait(check, timeout: float, what: str, interval: float = 0.5):
     raise AssertionError(
         f"timed out after {timeout:.0f}s waiting for {what}" + (f"; last error: {last}" if last else "")
     )
+
+
+# -- what the operator tests share ---------------------------------------------------------------
+
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def worker_spec(image, peers=2, timeout=10, work_seconds="0.5", **spec):
+    """A pool's spec running the example worker: small requests, WORK_SECONDS per unit (0: idle until a job)."""
+    env = spec.pop("env", [{"name": "WORK_SECONDS", "value": work_seconds}])
+    container = {
+        "name": "worker",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": env,
+        "resources": {"requests": {"cpu": "5m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
+    }
+    return {"peers": peers, "timeoutSeconds": timeout, **spec, "template": {"spec": {"containers": [container]}}}
+
+
+def worker_pool(name, ns, image, **kw):
+    return {
+        "apiVersion": "daemonpool.dev/v1alpha1",
+        "kind": "DaemonPool",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": worker_spec(image, **kw),
+    }
+
+
+def writes_by(cluster, username, since_line) -> list:
+    """Writes in the audit log by ``username`` since ``since_line``, without the leader's Lease renewals."""
+    out = []
+    for line in cluster.audit_log.read_text().splitlines()[since_line:]:
+        ev = json.loads(line)
+        if (
+            ev.get("stage") == "ResponseComplete"
+            and ev["user"]["username"] == username
+            and ev["verb"] in WRITES
+            and "/leases/" not in ev["requestURI"]
+        ):
+            out.append(f"{ev['verb']} {ev['requestURI']}")
+    return out

@@ -10,7 +10,7 @@ import pytest
 
 from localcluster.procs import ctr
 
-from clusterkit import record, wait
+from clusterkit import record, wait, worker_pool
 from skips import unavailable
 
 pytestmark = pytest.mark.timeout(900)
@@ -37,31 +37,6 @@ def holder(cluster, operator) -> str | None:
 def leader_pod(cluster, operator) -> dict | None:
     h = holder(cluster, operator) or ""
     return next((p for p in operator.pods() if h.startswith(p["metadata"]["name"] + "_")), None)
-
-
-def pool(ns, name, image, peers):
-    return {
-        "apiVersion": "daemonpool.dev/v1alpha1",
-        "kind": "DaemonPool",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "peers": peers,
-            "timeoutSeconds": 10,
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "worker",
-                            "image": image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "env": [{"name": "WORK_SECONDS", "value": "0"}],
-                            "resources": {"requests": {"cpu": "5m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
-                        }
-                    ]
-                }
-            },
-        },
-    }
 
 
 def is_ready(cluster, ns, name, peers):
@@ -122,7 +97,7 @@ def test_one_leader_failover_metrics_and_no_writes_by_a_standby(cluster, operato
             wait(lambda h=old_holder: holder(cluster, operator) not in (None, h), 90, "the Lease taken over")
             takeovers.append(round(time.monotonic() - t0, 1))
             name = f"after-{i}"
-            cluster.apply(pool(ns, name, images["example-worker"], 1))
+            cluster.apply(worker_pool(name, ns, images["example-worker"], peers=1, work_seconds="0"))
             wait(lambda n=name: is_ready(cluster, ns, n, 1), 120, f"{name} Ready under the next leader")
             failovers.append(round(time.monotonic() - t0, 1))
             leaders.add(wait(lambda: leader_pod(cluster, operator), 60, "a leader again")["metadata"]["name"])

@@ -17,15 +17,13 @@ import pytest
 
 from daemonpool_operator import reasons
 
-from clusterkit import record, wait
+from clusterkit import record, wait, writes_by
 from hostile import CHURNING, generated, hand
 from skips import unavailable
 
 pytestmark = pytest.mark.timeout(900)
 
 SETTLE_SECONDS = 60
-# The audit log also has reads by service accounts (bench/scale.py); these tests count writes.
-WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 def _conditions(obj):
@@ -75,20 +73,6 @@ def namespaces(cluster, operator):
     finally:
         for ns in made.values():
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-
-
-def _writes(cluster, username, since_line):
-    out = []
-    for line in cluster.audit_log.read_text().splitlines()[since_line:]:
-        ev = json.loads(line)
-        if (
-            ev.get("stage") == "ResponseComplete"
-            and ev["user"]["username"] == username
-            and ev["verb"] in WRITES
-            and "/leases/" not in ev["requestURI"]  # the leader's Lease renewals: HA, not reconciling
-        ):
-            out.append(f"{ev['verb']} {ev['requestURI']}")
-    return out
 
 
 def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
@@ -156,7 +140,7 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     }
     start = len(cluster.audit_log.read_text().splitlines())
     time.sleep(60)
-    writes = _writes(cluster, operator.username, start)
+    writes = writes_by(cluster, operator.username, start)
     churning = {f"/namespaces/{ns['open']}/daemonpools/{name}/" for name in CHURNING}
     quiet_writes = [
         w

@@ -12,39 +12,10 @@ import pytest
 
 from daemonpool_operator import desired
 
-from clusterkit import record, wait
+from clusterkit import record, wait, worker_pool, writes_by
 from skips import unavailable
 
 pytestmark = pytest.mark.timeout(600)
-# The audit log also has reads by service accounts (bench/scale.py); these tests count writes.
-WRITES = {"create", "update", "patch", "delete", "deletecollection"}
-
-
-def pool(name, ns, image, peers=2, timeout=10, **spec):
-    env = spec.pop("env", [{"name": "WORK_SECONDS", "value": "0.5"}])
-    return {
-        "apiVersion": "daemonpool.dev/v1alpha1",
-        "kind": "DaemonPool",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "peers": peers,
-            "timeoutSeconds": timeout,
-            **spec,
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "worker",
-                            "image": image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "env": env,
-                            "resources": {"requests": {"cpu": "5m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
-                        }
-                    ]
-                }
-            },
-        },
-    }
 
 
 def conditions(obj):
@@ -75,7 +46,7 @@ def ns(cluster, operator):
 
 
 def test_apply_pool_gives_ready_workers_and_the_desired_deployment(cluster, operator, images, ns):
-    obj = pool("apply", ns, images["example-worker"], peers=3)
+    obj = worker_pool("apply", ns, images["example-worker"], peers=3)
     t0 = time.monotonic()
     cluster.apply(obj)
     live = wait(lambda: ready(cluster, ns, "apply"), 120, "pool apply Ready")
@@ -104,7 +75,7 @@ def test_apply_pool_gives_ready_workers_and_the_desired_deployment(cluster, oper
 
 
 def test_scale_up_and_down_with_kubectl_scale(cluster, operator, images, ns):
-    cluster.apply(pool("scale", ns, images["example-worker"], peers=1))
+    cluster.apply(worker_pool("scale", ns, images["example-worker"], peers=1))
     wait(lambda: ready(cluster, ns, "scale"), 120, "pool Ready")
     for n in (4, 2):
         cluster.kubectl("scale", "daemonpool", "scale", f"--replicas={n}", "-n", ns)
@@ -127,7 +98,7 @@ def test_scale_up_and_down_with_kubectl_scale(cluster, operator, images, ns):
 
 
 def test_drift_is_restored(cluster, operator, images, ns):
-    cluster.apply(pool("drift", ns, images["example-worker"], peers=2))
+    cluster.apply(worker_pool("drift", ns, images["example-worker"], peers=2))
     wait(lambda: ready(cluster, ns, "drift"), 120, "pool Ready")
     original = cluster.get("deployment", "drift", ns=ns)
     cluster.kubectl("scale", "deployment", "drift", "--replicas=5", "-n", ns)
@@ -157,7 +128,9 @@ def test_drift_is_restored(cluster, operator, images, ns):
 
 def test_hung_worker_is_restarted_in_time_and_others_are_untouched(cluster, operator, images, ns):
     timeout, period = 6, 2
-    cluster.apply(pool("hang", ns, images["example-worker"], peers=2, timeout=timeout, probePeriodSeconds=period))
+    cluster.apply(
+        worker_pool("hang", ns, images["example-worker"], peers=2, timeout=timeout, probePeriodSeconds=period)
+    )
     wait(lambda: ready(cluster, ns, "hang"), 120, "pool Ready")
     victim, other = sorted(pods(cluster, ns, "hang"), key=lambda p: p["metadata"]["name"])
     t_hang = time.time()
@@ -225,7 +198,7 @@ def _watch_pods(cluster, ns, selector, seen, stop):
 
 def test_scale_in_lets_the_worker_finish_and_exit_on_sigterm(cluster, operator, images, ns):
     cluster.apply(
-        pool(
+        worker_pool(
             "graceful",
             ns,
             images["example-worker"],
@@ -254,7 +227,7 @@ def test_scale_in_lets_the_worker_finish_and_exit_on_sigterm(cluster, operator, 
 
 
 def test_delete_pool_removes_deployment_and_pods(cluster, operator, images, ns):
-    cluster.apply(pool("gone", ns, images["example-worker"], peers=2))
+    cluster.apply(worker_pool("gone", ns, images["example-worker"], peers=2))
     wait(lambda: ready(cluster, ns, "gone"), 120, "pool Ready")
     cluster.kubectl("delete", "dp", "gone", "-n", ns, "--timeout=60s")
     wait(lambda: cluster.get("deployment", "gone", ns=ns, check=False) is None, 60, "Deployment garbage-collected")
@@ -277,7 +250,7 @@ def test_foreign_deployment_is_never_touched(cluster, operator, images, ns):
     }
     cluster.apply(foreign)
     before = cluster.get("deployment", "foreign", ns=ns)
-    cluster.apply(pool("foreign", ns, images["example-worker"], peers=2))
+    cluster.apply(worker_pool("foreign", ns, images["example-worker"], peers=2))
 
     def degraded():
         c = conditions(cluster.get("dp", "foreign", ns=ns)).get("Degraded", {})
@@ -302,7 +275,7 @@ def test_foreign_deployment_is_never_touched(cluster, operator, images, ns):
 
 def test_invalid_spec_that_passed_the_api_server(cluster, operator, images, ns):
     # maxSurge and maxUnavailable both 0: the schema allows each, the model refuses the pair.
-    obj = pool(
+    obj = worker_pool(
         "bad",
         ns,
         images["example-worker"],
@@ -329,7 +302,7 @@ def test_invalid_spec_that_passed_the_api_server(cluster, operator, images, ns):
 
 
 def test_operator_restart_in_the_middle_of_a_scale_converges(cluster, operator, images, ns):
-    cluster.apply(pool("restart", ns, images["example-worker"], peers=1))
+    cluster.apply(worker_pool("restart", ns, images["example-worker"], peers=1))
     wait(lambda: ready(cluster, ns, "restart"), 120, "pool Ready")
     old = operator.pod()["metadata"]["name"]
     cluster.kubectl("delete", "pod", old, "-n", operator.namespace, "--wait=false")
@@ -354,21 +327,6 @@ def test_operator_restart_in_the_middle_of_a_scale_converges(cluster, operator, 
     assert len(rs) == 1 and rs[0]["spec"]["replicas"] == 3
 
 
-def _writes_by(cluster, username, since_line):
-    lines = cluster.audit_log.read_text().splitlines()[since_line:]
-    out = []
-    for line in lines:
-        ev = json.loads(line)
-        if (
-            ev.get("stage") == "ResponseComplete"
-            and ev["user"]["username"] == username
-            and ev["verb"] in WRITES
-            and "/leases/" not in ev["requestURI"]  # the leader's Lease renewals: HA, not reconciling
-        ):
-            out.append(f"{ev['verb']} {ev['requestURI']}")
-    return out
-
-
 def test_idle_means_quiet(cluster, operator, images, ns):
     if cluster.audit_log is None:
         unavailable("needs the local cluster's audit log")
@@ -381,13 +339,16 @@ def test_idle_means_quiet(cluster, operator, images, ns):
     )
     names = [f"idle-{i:02d}" for i in range(20)]
     cluster.apply(
-        [pool(n, ns, images["example-worker"], peers=1, env=[{"name": "WORK_SECONDS", "value": "5"}]) for n in names]
+        [
+            worker_pool(n, ns, images["example-worker"], peers=1, env=[{"name": "WORK_SECONDS", "value": "5"}])
+            for n in names
+        ]
     )
     wait(lambda: all(ready(cluster, ns, n) for n in names), 300, "20 pools Ready", interval=2)
     # Let the last status patches and events land before counting.
     time.sleep(10)
     start = len(cluster.audit_log.read_text().splitlines())
     time.sleep(60)
-    writes = _writes_by(cluster, operator.username, start)
+    writes = writes_by(cluster, operator.username, start)
     record("idle_writes_20_pools_60s", len(writes))
     assert writes == [], writes[:20]

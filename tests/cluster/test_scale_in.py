@@ -13,31 +13,10 @@ import pytest
 
 from daemonpool_operator import desired
 
-from clusterkit import record, wait
+from clusterkit import record, wait, worker_spec
 
 pytestmark = pytest.mark.timeout(900)
 JOB_SECONDS = 120
-
-
-def spec(image, peers):
-    return {
-        "peers": peers,
-        "timeoutSeconds": 10,
-        "gracePeriodSeconds": 30,
-        "template": {
-            "spec": {
-                "containers": [
-                    {
-                        "name": "worker",
-                        "image": image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "env": [{"name": "WORK_SECONDS", "value": "0"}],
-                        "resources": {"requests": {"cpu": "5m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
-                    }
-                ]
-            }
-        },
-    }
 
 
 @pytest.fixture
@@ -88,7 +67,7 @@ def test_idle_workers_go_first_and_busy_ones_stay(cluster, operator, images, ns)
             "apiVersion": "daemonpool.dev/v1alpha1",
             "kind": "DaemonPool",
             "metadata": {"name": "jobs", "namespace": ns},
-            "spec": spec(images["example-worker"], 6),
+            "spec": worker_spec(images["example-worker"], peers=6, work_seconds="0", gracePeriodSeconds=30),
         }
     )
     pods = wait(lambda: all_ready(cluster, ns, sel, 6), 180, "6 ready workers")
@@ -121,7 +100,10 @@ def test_idle_workers_go_first_and_busy_ones_stay(cluster, operator, images, ns)
 
     # The baseline: the same image and scenario on a plain Deployment (no operator).
     plain = desired.build_deployment(
-        {"metadata": {"name": "plain", "namespace": ns}, "spec": spec(images["example-worker"], 6)}
+        {
+            "metadata": {"name": "plain", "namespace": ns},
+            "spec": worker_spec(images["example-worker"], peers=6, work_seconds="0", gracePeriodSeconds=30),
+        }
     )
     plain["spec"]["selector"] = {"matchLabels": {"app": "plain"}}
     plain["spec"]["template"]["metadata"]["labels"] = {"app": "plain"}
