@@ -133,14 +133,13 @@ def _upgrade_and_uninstall(cluster, operator, images, ns):
         "the upgraded operator Ready",
     )
     upgrade_s = time.monotonic() - t0
-    wait(
-        lambda: (
-            json.loads(next(line for line in operator.logs().splitlines()[-5:] if line.startswith("{")) or "{}")
-            is not None
-        ),
-        60,
-        "JSON logs",
-    )
+
+    def json_logs():
+        # Every replica's last lines; the new ones log JSON (an old one may still be going away).
+        lines = [ln for ln in operator.logs().splitlines() if ln.startswith("{")]
+        return bool(lines) and all(isinstance(json.loads(ln), dict) for ln in lines[-5:])
+
+    wait(json_logs, 60, "JSON logs")
     time.sleep(3)
     after = cluster.get("deployment", "example", ns=ns)
     assert after["metadata"]["uid"] == dep["metadata"]["uid"]

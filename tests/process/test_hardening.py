@@ -55,6 +55,10 @@ def _children(pid):
     return out
 
 
+def run_probe(impl, args):
+    return subprocess.run(PROBES[impl] + args, capture_output=True, text=True, env=child_env(), timeout=10)
+
+
 def _alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -505,23 +509,11 @@ def test_a_beat_far_in_the_future_is_stale(impl, run_dir, workers):
     hb = run_dir / "w.0.heartbeat"
     future = time.time() + 300
     os.utime(hb, (future, future))
-    r = subprocess.run(
-        PROBES[impl] + ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "2"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=10,
-    )
+    r = run_probe(impl, ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "2"])
     assert r.returncode == 1 and "in the future" in r.stdout, r.stdout
     near = time.time() + 1  # within the limit: a small step is forgiven
     os.utime(hb, (near, near))
-    r = subprocess.run(
-        PROBES[impl] + ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "2"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=10,
-    )
+    r = run_probe(impl, ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", "2"])
     assert r.returncode == 0, r.stdout
 
 
@@ -530,13 +522,7 @@ def test_a_beat_far_in_the_future_is_stale(impl, run_dir, workers):
 @pytest.mark.parametrize("impl", sorted(PROBES))
 def test_probe_refuses_a_timeout_that_is_not_finite(impl, bad, run_dir):
     """Before: the Python probe took nan and then passed a worker whatever its beat's age."""
-    r = subprocess.run(
-        PROBES[impl] + ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", bad],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=10,
-    )
+    r = run_probe(impl, ["liveness", "--name", "w", "--run-dir", str(run_dir), "--timeout", bad])
     assert r.returncode == 2 and "--timeout" in (r.stdout + r.stderr), (r.stdout, r.stderr)
 
 
@@ -584,25 +570,13 @@ def test_a_name_does_not_match_a_longer_name(impl, run_dir, workers):
     """Before: the sh probe's glob let `--name mail` see the holder of `mail.bulk`."""
     w = workers("mail.bulk", run_dir)
     w.expect("START True")
-    r = subprocess.run(
-        PROBES[impl] + ["liveness", "--name", "mail", "--run-dir", str(run_dir)],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=10,
-    )
+    r = run_probe(impl, ["liveness", "--name", "mail", "--run-dir", str(run_dir)])
     assert r.returncode == 1 and "no live holder of" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("impl", sorted(PROBES))
 def test_a_name_with_a_newline_is_a_usage_error(impl, run_dir):
-    r = subprocess.run(
-        PROBES[impl] + ["liveness", "--name", "mail\n", "--run-dir", str(run_dir)],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=10,
-    )
+    r = run_probe(impl, ["liveness", "--name", "mail\n", "--run-dir", str(run_dir)])
     assert r.returncode == 2 and "--name must be" in (r.stdout + r.stderr), (r.stdout, r.stderr)
 
 
