@@ -26,6 +26,7 @@ KINDS = {"/livez": "liveness", "/readyz": "readiness", "/startupz": "startup"}
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True  # never keep the worker alive for a slow client
     allow_reuse_address = True  # a restarted worker takes its port back at once
+    request_queue_size = 128  # bursts of probes and scrapes queue instead of being refused (5 by default)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
