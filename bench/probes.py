@@ -25,6 +25,8 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "operator"), os.path.join(ROOT, "hack")]
 
+from scale import example_spec  # noqa: E402  (bench/ is on the path: the same worker as the scale bench)
+
 from daemonpool_operator import desired  # noqa: E402
 from localcluster import cluster as local  # noqa: E402
 from localcluster import config as C  # noqa: E402
@@ -63,25 +65,14 @@ def machinery_cpu() -> float:
 
 
 def deployment(ns, name, n, how):
-    spec = {
-        "peers": n,
-        "timeoutSeconds": 4,
-        "probePeriodSeconds": 1,
-        "probes": how,
-        "template": {
-            "spec": {
-                "containers": [
-                    {
-                        "name": "worker",
-                        "image": "daemonpool/example-worker:dev",
-                        "imagePullPolicy": "IfNotPresent",
-                        "env": [{"name": "WORK_SECONDS", "value": "0.5"}],
-                        "resources": {"requests": {"cpu": "1m", "memory": "16Mi"}, "limits": {"memory": "48Mi"}},
-                    }
-                ]
-            }
-        },
-    }
+    spec = example_spec(
+        n,
+        timeoutSeconds=4,
+        probePeriodSeconds=1,
+        probes=how,
+        env=[{"name": "WORK_SECONDS", "value": "0.5"}],
+        resources={"requests": {"cpu": "1m", "memory": "16Mi"}, "limits": {"memory": "48Mi"}},
+    )
     return desired.build_deployment({"metadata": {"name": name, "namespace": ns}, "spec": spec})
 
 

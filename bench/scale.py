@@ -42,24 +42,26 @@ def say(msg):
     print(f"[scale] {msg}", file=sys.stderr, flush=True)
 
 
-def worker_template(peers: int) -> dict:
+def example_spec(peers: int, placement: dict | None = None, **spec) -> dict:
+    """A pool spec of the example worker (also used by bench/probes.py); ``placement`` puts it on fake nodes."""
+    container = {
+        "name": "worker",
+        "image": "daemonpool/example-worker:dev",
+        "imagePullPolicy": "IfNotPresent",
+        "resources": spec.pop("resources", {"requests": {"cpu": "1m", "memory": "4Mi"}}),
+    }
+    if "env" in spec:
+        container["env"] = spec.pop("env")
     return {
         "peers": peers,
         "timeoutSeconds": 30,
-        "template": {
-            "spec": {
-                "containers": [
-                    {
-                        "name": "worker",
-                        "image": "daemonpool/example-worker:dev",
-                        "imagePullPolicy": "IfNotPresent",
-                        "resources": {"requests": {"cpu": "1m", "memory": "4Mi"}},
-                    }
-                ],
-                **fakenodes.pod_placement(),
-            }
-        },
+        **spec,
+        "template": {"spec": {"containers": [container], **(placement or {})}},
     }
+
+
+def worker_template(peers: int) -> dict:
+    return example_spec(peers, fakenodes.pod_placement())
 
 
 def pool_body(ns, name, peers):

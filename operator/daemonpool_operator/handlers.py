@@ -350,17 +350,22 @@ async def pool_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A
     _enqueue(WORLD.set_pool(body), "pool")
 
 
+def _child_event(kind: str, event_type: str | None, body) -> None:
+    """A Deployment or pod of a pool changed: remember it, and reconcile its pool soon (batched)."""
+    metrics.watch_event(kind + "s")
+    drop, keep = {"deployment": (WORLD.drop_deployment, WORLD.set_deployment), "pod": (WORLD.drop_pod, WORLD.set_pod)}[
+        kind
+    ]
+    key = drop(body) if event_type == "DELETED" else keep(body)
+    if key is not None:
+        _enqueue(key, kind, STATUS_BATCH_SECONDS)
+
+
 @kopf.on.event("apps", "v1", "deployments")
 async def deployment_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A002
-    metrics.watch_event("deployments")
-    key = WORLD.drop_deployment(body) if type == "DELETED" else WORLD.set_deployment(body)
-    if key is not None:
-        _enqueue(key, "deployment", STATUS_BATCH_SECONDS)
+    _child_event("deployment", type, body)
 
 
 @kopf.on.event("", "v1", "pods")
 async def pod_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A002
-    metrics.watch_event("pods")
-    key = WORLD.drop_pod(body) if type == "DELETED" else WORLD.set_pod(body)
-    if key is not None:
-        _enqueue(key, "pod", STATUS_BATCH_SECONDS)
+    _child_event("pod", type, body)

@@ -74,3 +74,13 @@ def probe_cmds():
     if shutil.which("sh"):
         cmds["sh"] = ["sh", PROBE_SH]
     return cmds
+
+
+def cli(command, run_dir, name="w"):
+    """The worker-runtime arguments most tests start with: COMMAND --name NAME --run-dir DIR."""
+    return [command, "--name", name, "--run-dir", str(run_dir)]
+
+
+def cli_cmd(command, run_dir, name="w"):
+    """The same, as a command line of its own (python -m worker_runtime ...)."""
+    return [sys.executable, "-m", "worker_runtime", *cli(command, run_dir, name)]

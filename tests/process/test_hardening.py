@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from proc import PROBE_SH, PROG, child_env, probe_cmds, wr
+from proc import PROBE_SH, PROG, child_env, cli, cli_cmd, probe_cmds, wr
 from skips import need_root, unavailable
 
 pytestmark = pytest.mark.timeout(180)
@@ -321,11 +321,7 @@ def test_watchdog_ends_every_real_holder_and_checks_the_slot_is_free(run_dir):
     try:
         time.sleep(1.5)
         args = [
-            "watchdog",
-            "--name",
-            "w",
-            "--run-dir",
-            str(run_dir),
+            *cli("watchdog", run_dir),
             "--timeout",
             "1",
             "--grace",
@@ -369,14 +365,7 @@ def test_watchdog_ends_a_hung_run_child_too(run_dir, tmp_path):
     hung = f"import os, signal, time; signal.signal(15, signal.SIG_IGN); open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
     run = subprocess.Popen(
         [
-            PY,
-            "-m",
-            "worker_runtime",
-            "run",
-            "--name",
-            "w",
-            "--run-dir",
-            str(run_dir),
+            *cli_cmd("run", run_dir),
             "--timeout",
             "1",
             "--",
@@ -474,14 +463,7 @@ def test_run_as_pid_1_reaps_orphans(run_dir):
             "-pf",
             "--kill-child",
             "--mount-proc",
-            PY,
-            "-m",
-            "worker_runtime",
-            "run",
-            "--name",
-            "w",
-            "--run-dir",
-            str(run_dir),
+            *cli_cmd("run", run_dir),
             "--",
             "sh",
             "-c",
@@ -618,11 +600,7 @@ def test_heartbeat_on_a_full_disk_raises_daemon_error(tmp_path):
 
 def test_unwritable_log_is_an_error_not_a_traceback(run_dir, tmp_path):
     r = wr(
-        "watchdog",
-        "--name",
-        "w",
-        "--run-dir",
-        str(run_dir),
+        *cli("watchdog", run_dir),
         "--log",
         str(tmp_path / "no" / "such" / "log"),
         "--",

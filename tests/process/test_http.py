@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from proc import PROG, child_env
+from proc import PROG, child_env, cli_cmd
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,14 +132,7 @@ def test_run_wrapper_answers_for_its_child(run_dir):
     port = free_port()
     p = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "worker_runtime",
-            "run",
-            "--name",
-            "w",
-            "--run-dir",
-            str(run_dir),
+            *cli_cmd("run", run_dir),
             "--timeout",
             "2",
             "--",

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from proc import PROBE_SH, child_env, probe_cmds, wr
+from proc import PROBE_SH, child_env, cli_cmd, probe_cmds, wr
 from skips import need_root
 
 pytestmark = pytest.mark.timeout(120)
@@ -266,14 +266,7 @@ def test_watchdog_respawns_dead_and_hung_workers(tmp_path, run_dir, workers):
     def watchdog():
         return subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "worker_runtime",
-                "watchdog",
-                "--name",
-                "w",
-                "--run-dir",
-                str(run_dir),
+                *cli_cmd("watchdog", run_dir),
                 "--timeout",
                 "1",
                 "--grace",
