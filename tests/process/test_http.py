@@ -53,6 +53,20 @@ def probe(kind, run_dir, timeout):
     return r.returncode, r.stdout.strip()
 
 
+def started_worker(run_dir, *args):
+    """A worker_prog.py worker answering on a free port, past its start()."""
+    port = free_port()
+    w = subprocess.Popen(
+        [sys.executable, PROG, "w", str(run_dir), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(DAEMONPOOL_PORT=port),
+    )
+    assert w.stdout.readline().startswith("START True")
+    wait_answer(port)
+    return port, w
+
+
 def wait_answer(port, path="/livez", timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,15 +78,8 @@ def wait_answer(port, path="/livez", timeout=10):
 
 
 def test_verdicts_match_the_probes_through_a_hang_and_a_stop(run_dir):
-    port = free_port()
-    w = subprocess.Popen(
-        [sys.executable, PROG, "w", str(run_dir), "--timeout", "2", "--mode", "hang"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=child_env(DAEMONPOOL_PORT=port),
-    )
+    port, w = started_worker(run_dir, "--timeout", "2", "--mode", "hang")
     try:
-        assert w.stdout.readline().startswith("START True")
         for path, kind in (("/livez", "liveness"), ("/readyz", "readiness"), ("/startupz", "startup")):
             assert wait_answer(port, path) == (200, "ok\n")
             assert probe(kind, run_dir, 2) == (0, "")
@@ -110,16 +117,8 @@ def test_verdicts_match_the_probes_through_a_hang_and_a_stop(run_dir):
 
 
 def test_busy_state_and_seconds(run_dir):
-    port = free_port()
-    w = subprocess.Popen(
-        [sys.executable, PROG, "w", str(run_dir), "--mode", "busy"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=child_env(DAEMONPOOL_PORT=port),
-    )
+    port, w = started_worker(run_dir, "--mode", "busy")
     try:
-        assert w.stdout.readline().startswith("START True")
-        wait_answer(port)
         seen = {json.loads(get(port, "/state")[1])["state"] for _ in range(200)}
         assert "busy" in seen
         assert float(get(port, "/metrics")[1].split("daemonpool_busy_seconds_total{")[1].split()[1]) > 0

@@ -69,12 +69,18 @@ def step(e, current):
     e.step()
 
 
-def test_one_leader_a_hot_standby_and_a_takeover_after_the_lease_expires(world):
+def two_candidates(world):
+    """a and b try once, a first: a leads, b waits."""
     store, now, current = world
     events = []
     a, b = elector("a", now, events), elector("b", now, events)
     step(a, current)
     step(b, current)
+    return store, now, current, events, a, b
+
+
+def test_one_leader_a_hot_standby_and_a_takeover_after_the_lease_expires(world):
+    store, now, current, events, a, b = two_candidates(world)
     assert events == [("started", "a")] and a.fresh() and not b.fresh()
     for _ in range(5):  # a renews every 2 s; b keeps waiting
         now[0] += leader.RETRY_SECONDS
@@ -109,11 +115,7 @@ def test_writes_are_fenced_to_a_fresh_leader(world, monkeypatch):
 
 
 def test_a_released_lease_is_taken_at_once(world):
-    store, now, current = world
-    events = []
-    a, b = elector("a", now, events), elector("b", now, events)
-    step(a, current)
-    step(b, current)
+    store, now, current, events, a, b = two_candidates(world)
     current["who"] = "a"
     a.release()
     assert not a.fresh() and store.obj["spec"]["holderIdentity"] is None
