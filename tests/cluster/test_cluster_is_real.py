@@ -14,6 +14,17 @@ RESTRICTED_CTX = {
 CONTAINER_CTX = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+def script_container(images, script):
+    """A restricted container of the worker base image running a Python ``script``."""
+    return {
+        "name": "c",
+        "image": images["worker-base"],
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-c", script],
+        "securityContext": CONTAINER_CTX,
+    }
+
+
 def test_node_is_ready_and_guard_keeps_pod_traffic_local(cluster):
     nodes = cluster.get("nodes")["items"]
     assert len(nodes) >= 1
@@ -53,11 +64,7 @@ def test_kubelet_restarts_a_container_whose_liveness_probe_fails(cluster, images
                     "volumes": [{"name": "work", "emptyDir": {}}],
                     "containers": [
                         {
-                            "name": "c",
-                            "image": images["worker-base"],
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": ["python3", "-c", script],
-                            "securityContext": CONTAINER_CTX,
+                            **script_container(images, script),
                             "volumeMounts": [{"name": "work", "mountPath": "/work"}],
                             "livenessProbe": {
                                 "exec": {"command": ["python3", "-c", probe]},
@@ -107,15 +114,7 @@ def test_pod_reaches_the_api_server_through_the_kubernetes_service(cluster, imag
         "spec": {
             "restartPolicy": "Never",
             "securityContext": RESTRICTED_CTX,
-            "containers": [
-                {
-                    "name": "c",
-                    "image": images["worker-base"],
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["python3", "-c", script],
-                    "securityContext": CONTAINER_CTX,
-                }
-            ],
+            "containers": [script_container(images, script)],
         },
     }
     cluster.apply(pod)
