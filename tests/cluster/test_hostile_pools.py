@@ -30,6 +30,10 @@ def _conditions(obj):
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
 
 
+def _restarts(pod) -> int:
+    return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses", []))
+
+
 def _ts(stamp: str) -> float:
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
@@ -83,7 +87,8 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     gen = generated(ns["gen"], 300)
     pools = [p for p, _ in cases] + gen
     assert len(cases) >= 40 and len(gen) >= 300
-    op_before = {p["metadata"]["uid"] for p in operator.pods()}
+    # Restarts counted from here: earlier tests (test_ha) kill operator containers on purpose.
+    op_before = {p["metadata"]["uid"]: _restarts(p) for p in operator.pods()}
     t0 = time.monotonic()
     # create, not apply: one request per pool, no read first (the contract is tested here, not kubectl).
     docs = "\n---\n".join(json.dumps(p, ensure_ascii=False) for p in pools)
@@ -171,18 +176,15 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
             "settled_seconds_p50": sorted(seen.values())[len(seen) // 2],
             "verdicts": dict(counts),
             "silent": sum(1 for v in final.values() if v is None),
-            "operator_restarts": sum(
-                c.get("restartCount", 0) for p in op_after for c in p["status"]["containerStatuses"]
-            ),
+            "operator_restarts": sum(_restarts(p) for p in op_after) - sum(op_before.values()),
             "idle_writes_60s": len(quiet_writes),
             "churning_writes_60s": len(writes) - len(quiet_writes),
             "by_case": by_case,
         },
     )
     assert all(v is not None for v in final.values()), [k for k, v in final.items() if v is None]
-    assert {p["metadata"]["uid"] for p in op_after} == op_before, "an operator pod was replaced"
-    assert all(c.get("restartCount", 0) == 0 for p in op_after for c in p["status"]["containerStatuses"]), (
-        "the operator restarted"
+    assert {p["metadata"]["uid"]: _restarts(p) for p in op_after} == op_before, (
+        "an operator pod restarted or was replaced"
     )
     assert quiet_writes == [], quiet_writes[:20]
     moved = {k: (gens[k], gens_after.get(k)) for k in gens if gens_after.get(k) != gens[k]}
