@@ -16,7 +16,7 @@ import sys
 import time
 
 from . import config as C
-from .procs import kubectl, pid_of, say, spawn, wait_for
+from .procs import ClusterError, kubectl, pid_of, say, spawn, wait_for
 
 # The stages kwok needs to make nodes Ready and pods Running/Ready/Completed/deleted (kustomize/stage).
 STAGES = [
@@ -83,8 +83,6 @@ def start() -> None:
     )
     time.sleep(1)
     if pid_of("kwok") is None:
-        from .procs import ClusterError  # noqa: PLC0415 - only on failure
-
         raise ClusterError("kwok", "the process exited")
 
 
