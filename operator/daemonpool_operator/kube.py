@@ -175,25 +175,6 @@ def patch_deployment(namespace: str, name: str, patch: dict) -> dict:
 # -- Pods and pools ------------------------------------------------------------------
 
 
-def list_pods(namespace: str, selector: str) -> list:
-    return _call(
-        f"listing pods in {namespace}", client.CoreV1Api(api()).list_namespaced_pod, namespace, label_selector=selector
-    )["items"]
-
-
-def get_pool(namespace: str, name: str) -> dict | None:
-    return _call(
-        f"reading DaemonPool {namespace}/{name}",
-        _custom().get_namespaced_custom_object,
-        model.GROUP,
-        model.VERSION,
-        namespace,
-        model.PLURAL,
-        name,
-        absent=(404,),
-    )
-
-
 def remove_finalizer(pool: dict) -> None:
     """Drop kopf's finalizer that earlier versions put on pools (a JSON patch that only applies if it is still there)."""
     meta = pool["metadata"]

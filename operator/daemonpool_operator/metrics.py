@@ -42,11 +42,6 @@ def watch_event(resource: str) -> None:
     _last_event[resource] = time.monotonic()
 
 
-def last_event_age(resource: str) -> float | None:
-    t = _last_event.get(resource)
-    return None if t is None else time.monotonic() - t
-
-
 class PoolConditions:
     """daemonpool_pools{condition, status, reason}: how many pools show each condition, from the cache."""
 
