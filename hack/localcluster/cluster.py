@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import config as C
-from . import host, images, install, pki, render
+from . import fakenodes, host, images, install, pki, render
 from .procs import ClusterError, ctr, kill_matching, kubectl, pid_of, say, sh, spawn, stop, wait_for
 
 __all__ = ["ClusterError", "up", "down", "status", "is_up", "COMPONENTS"]
@@ -301,6 +301,7 @@ def down() -> None:
     images.docker_down()
     # Reverse order; the containers go once their kubelet is gone and before their containerd.
     stop("kwok")  # fake nodes, when `fake-nodes` started it
+    fakenodes.unroute_fake_pods()
     for comp in reversed(COMPONENTS):
         if comp.name == "containerd":
             _kill_containers()

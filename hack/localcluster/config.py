@@ -86,6 +86,10 @@ PROJECT_IMAGES = {
 # Fake nodes (kwok): a label and taint only pods that ask for them land on; the real node stays real.
 KWOK_BIN = CACHE / f"kwok-{KWOK_VERSION}" / "kwok"
 FAKE_NODE_LABEL = ("type", "kwok")
+# Addresses kwok gives its pods. Routed to the host itself, so a connection to a fake pod is refused at
+# once (as by a pod that does not listen) instead of timing out, and no packet for it leaves the machine.
+FAKE_POD_CIDR = "10.200.0.0/16"
+FAKE_POD_GATEWAY = "10.200.0.1"  # kwok's --cidr names its first address; nodes report it as their IP
 FAKE_NODE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 # Each fake node: room for 110 pods, as a real node's default.
 FAKE_NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110"}

@@ -16,7 +16,7 @@ import sys
 import time
 
 from . import config as C
-from .procs import ClusterError, kubectl, pid_of, say, spawn, wait_for
+from .procs import ClusterError, kubectl, pid_of, say, sh, spawn, stop, wait_for
 
 # The stages kwok needs to make nodes Ready and pods Running/Ready/Completed/deleted (kustomize/stage).
 STAGES = [
@@ -65,6 +65,7 @@ def start() -> None:
     if pid_of("kwok"):
         return
     binary = ensure_kwok()
+    route_fake_pods()
     say("starting kwok (fake nodes)")
     spawn(
         "kwok",
@@ -77,13 +78,23 @@ def start() -> None:
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-lease-duration-seconds=40",
-            "--cidr=10.200.0.1/16",
-            "--node-ip=10.200.0.1",
+            f"--cidr={C.FAKE_POD_GATEWAY}/{C.FAKE_POD_CIDR.split('/')[1]}",
+            f"--node-ip={C.FAKE_POD_GATEWAY}",
         ],
     )
     time.sleep(1)
     if pid_of("kwok") is None:
         raise ClusterError("kwok", "the process exited")
+
+
+def route_fake_pods() -> None:
+    """Fake pods' addresses are the host's own (a `local` route): asking one refuses at once, and a
+    connection from the host (`--operator dev`) never leaves for the default route. `down` removes it."""
+    sh("ip", "route", "replace", "local", C.FAKE_POD_CIDR, "dev", "lo", "table", "local")
+
+
+def unroute_fake_pods() -> None:
+    sh("ip", "route", "del", "local", C.FAKE_POD_CIDR, "dev", "lo", "table", "local", check=False)
 
 
 def node(i: int) -> dict:
@@ -117,6 +128,14 @@ def add(n: int) -> None:
     kubectl("apply", "-f", "-", input=docs, timeout=120)
     wait_for("kwok", lambda: _ready_fakes() >= n, 120, f"{n} fake node(s) Ready")
     say(f"{n} fake node(s) Ready (label {'='.join(C.FAKE_NODE_LABEL)}, taint {C.FAKE_NODE_TAINT['key']})")
+
+
+def remove() -> None:
+    """The fake nodes gone (their pods are then removed by the pod garbage collector) and kwok stopped."""
+    kubectl("delete", "nodes", "-l", "=".join(C.FAKE_NODE_LABEL), "--wait=false", timeout=120)
+    stop("kwok")
+    unroute_fake_pods()
+    say("fake nodes removed")
 
 
 def pod_placement() -> dict:

@@ -48,8 +48,12 @@ _rejected: dict = {}
 # our labels). Looked at again once per resync, never written.
 _foreign: dict = {}
 _resync = {"last": time.monotonic()}
-# Pools whose workers could not be asked at the last scale-in: warned once, not at every scale-in.
-_blind: set = set()
+# Pools whose workers could not be asked at a scale-in -> when (monotonic): warned once, and not asked
+# again for BLIND_SECONDS (asking workers that cannot answer costs up to a timeout per scale-in).
+_blind: dict = {}
+# Seconds a pool whose workers did not answer scales in without asking them again: a NetworkPolicy or
+# a port that does not answer rarely changes within minutes, and each failed asking delays the scale-in.
+BLIND_SECONDS = float(os.environ.get("DAEMONPOOL_BLIND_SECONDS", "300"))
 # What last asked for each queued pool (pool, deployment, pod, resync): for the reconciles metric.
 _triggers: dict = {}
 # Set by the CLI: leader election (a Lease in this namespace) and the metrics port; None: off.
@@ -149,8 +153,7 @@ def _reconcile(key: tuple) -> None:
     namespace, name = key
     pool = WORLD.pool(key)
     if pool is None or pool["metadata"].get("deletionTimestamp"):
-        _rejected.pop(key, None)
-        _foreign.pop(key, None)
+        _forget(key)
         return
     kube.remove_finalizer(pool)  # left by versions that used kopf's per-pool timer; a no-op without one
     try:
@@ -223,12 +226,16 @@ def _idle_first(key: tuple, spec, before: int) -> list:
     Only the pods whose cost changes are patched, and only here: costs are not kept up to date between
     scale-ins (KEP-2255 warns against frequent updates). Returns the Events to post.
     """
+    last = _blind.get(key)
+    now = time.monotonic()
+    if last is not None and now - last < BLIND_SECONDS:
+        return []
     pods = WORLD.pods(key)
     states = workers.states(pods, spec.port) if spec.probes == "http" else {}
     if not any(states.values()):
-        if key in _blind:
+        _blind[key] = now
+        if last is not None:
             return []
-        _blind.add(key)
         why = "probes are exec" if spec.probes != "http" else f"no worker answered on port {spec.port}"
         return [
             (
@@ -238,7 +245,7 @@ def _idle_first(key: tuple, spec, before: int) -> list:
                 f"worker may go. Use spec.probes: http, and let the operator reach the pods on spec.port",
             )
         ]
-    _blind.discard(key)
+    _blind.pop(key, None)
     for pod, cost in scalein.plan_costs(pods, states).items():
         kube.patch_pod_deletion_cost(key[0], pod, cost)
     busy = sorted(n for n, s in states.items() if s and s.get("state") == "busy")
@@ -251,6 +258,12 @@ def _idle_first(key: tuple, spec, before: int) -> list:
             f"first; {len(busy)} busy kept as long as possible",
         )
     ]
+
+
+def _forget(key: tuple) -> None:
+    """What the operator remembers of a pool that is gone, so memory does not grow with pools deleted."""
+    for memory in (_rejected, _foreign, _blind):
+        memory.pop(key, None)
 
 
 def _on_error(key, exc: BaseException) -> None:
@@ -344,8 +357,7 @@ async def pool_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         WORLD.drop_pool(key)
         QUEUE.forget(key)
-        _rejected.pop(key, None)
-        _foreign.pop(key, None)
+        _forget(key)
         return
     _enqueue(WORLD.set_pool(body), "pool")
 

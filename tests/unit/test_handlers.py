@@ -432,12 +432,42 @@ def test_scale_in_without_answers_warns_once(fake, monkeypatch):
     add_pool(fake, peers=3, probes="exec")
     run()
     monkeypatch.setattr(workers, "states", lambda pods, port: pytest.fail("exec probes: nobody to ask"))
-    monkeypatch.setattr(handlers, "_blind", set())
+    monkeypatch.setattr(handlers, "_blind", {})
     for peers in (2, 1):
         edit_pool(fake, peers=peers)
         run()
     warned = [e for e in fake.events if e[1] == "IdleFirstUnavailable"]
     assert len(warned) == 1 and "probes are exec" in warned[0][2]
+
+
+def test_workers_that_did_not_answer_are_not_asked_again_for_a_while(fake, monkeypatch):
+    """Asking unreachable workers delays each scale-in by a timeout: once nobody answered, the pool scales
+    in without asking until BLIND_SECONDS have passed, and warns once."""
+    from daemonpool_operator import workers
+
+    add_pool(fake, peers=4)
+    run()
+    for i in range(4):
+        handlers.WORLD.set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
+    asked = []
+    monkeypatch.setattr(workers, "states", lambda pods, port: asked.append(len(pods)) or {})
+    monkeypatch.setattr(handlers, "_blind", {})
+    clock = [1000.0]
+    monkeypatch.setattr(handlers.time, "monotonic", lambda: clock[0])
+    for peers in (3, 2):
+        edit_pool(fake, peers=peers)
+        run()
+        clock[0] += 10
+    assert asked == [4], "asked once; the second scale-in went on without asking"
+    assert fake.deployments[("ns", "p")]["spec"]["replicas"] == 2
+    clock[0] += handlers.BLIND_SECONDS
+    edit_pool(fake, peers=1)
+    run()
+    assert asked == [4, 4], "asked again once the window passed"
+    warned = [e for e in fake.events if e[1] == "IdleFirstUnavailable"]
+    assert len(warned) == 1 and "no worker answered on port" in warned[0][2]
+    handlers._forget(("ns", "p"))
+    assert handlers._blind == {}
 
 
 def test_a_standbys_waiting_queue_is_not_stuck(monkeypatch):
