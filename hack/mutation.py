@@ -16,6 +16,7 @@ prints JSON and exits 1 under the target or when a listed mutant no longer exist
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import pathlib
@@ -58,7 +59,10 @@ def scratch(modules: list) -> None:
     """A copy of the tracked files with both packages under src/, and mutmut's config."""
     if WORK.exists():
         shutil.rmtree(WORK)
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    # Tracked files and new ones not ignored: a test written a minute ago counts.
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     for rel in filter(None, files.decode().split("\0")):
         src = ROOT / rel
         if not src.is_file():
@@ -106,17 +110,35 @@ def status_of(code) -> str:
     )
 
 
+_SOURCES: dict = {}
+
+
+def _functions(module: str) -> dict:
+    """{function name: source} of mutmut's copy of a module: the original and every mutant of each function."""
+    if module not in _SOURCES:
+        path = WORK / "mutants" / "src" / (module.replace(".", "/") + ".py")
+        text = path.read_text()
+        lines = text.splitlines()
+        _SOURCES[module] = {
+            node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
+    return _SOURCES[module]
+
+
 def describe(name: str) -> str:
     """``module.function | mutated line`` for one mutant: stable when other code moves."""
-    module = name.split(".x", 1)[0]
-    func = name.rsplit("__mutmut_", 1)[0].split(".")[-1].removeprefix("x_").replace("ǁ", ".").lstrip(".")
-    diff = subprocess.run(
-        [sys.executable, "-m", "mutmut", "show", name], cwd=WORK, capture_output=True, text=True
-    ).stdout
-    added = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
-    removed = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
-    pairs = [a for a in added if a not in removed and not a.startswith("def ")]
-    return f"{module}.{func} | {(pairs or added or ['?'])[0]}"
+    module, _, mangled = name.partition(".x")
+    mangled = "x" + mangled  # x_func__mutmut_3 or xǁClassǁmethod__mutmut_3
+    func = mangled.rsplit("__mutmut_", 1)[0].removeprefix("x_").removeprefix("xǁ").replace("ǁ", ".")
+    funcs = _functions(module)
+    orig = (funcs.get(mangled.rsplit("__mutmut_", 1)[0] + "__mutmut_orig") or "").splitlines()[1:]
+    mutant = (funcs.get(mangled) or "").splitlines()[1:]  # the def line names the mutant: skipped
+    changed = [ln.strip() for ln in mutant if ln not in orig] or [
+        "(removed) " + ln.strip() for ln in orig if ln not in mutant
+    ]
+    return f"{module}.{func} | {(changed or ['?'])[0]}"
 
 
 def load_equivalent() -> dict:
@@ -134,12 +156,14 @@ def main(argv=None) -> int:
     p.add_argument("--module", action="append", choices=sorted(MODULES), help="only these (default: all)")
     p.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     p.add_argument("--keep", action="store_true", help="keep the scratch copy (to `mutmut browse` it)")
+    p.add_argument("--report", action="store_true", help="only report on the kept scratch copy's last run")
     a = p.parse_args(argv)
     modules = a.module or list(MODULES)
     t0 = time.monotonic()
-    say(f"scratch copy in {WORK}; mutating {', '.join(modules)}")
-    scratch(modules)
-    mutmut("run", f"--max-children={a.max_children}")
+    if not a.report:
+        say(f"scratch copy in {WORK}; mutating {', '.join(modules)}")
+        scratch(modules)
+        mutmut("run", f"--max-children={a.max_children}")
     codes = results()
     equivalent = load_equivalent()
     by_module: dict = {}
@@ -179,7 +203,7 @@ def main(argv=None) -> int:
     print(json.dumps(report, indent=1, ensure_ascii=False))
     for n, w, _ in survivors:
         say(f"survived: {w}    ({n}; `cd {WORK} && mutmut show {n}`)")
-    if not a.keep and report["score"] >= TARGET and not stale:
+    if not (a.keep or a.report) and report["score"] >= TARGET and not stale:
         shutil.rmtree(WORK, ignore_errors=True)
     ok = report["score"] >= TARGET and not stale
     say(f"score {report['score']:.1%} (target {TARGET:.0%}){'' if ok else ' — FAILED'}")

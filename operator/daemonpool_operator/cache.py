@@ -145,6 +145,11 @@ class World:
         with self._lock:
             return copy.deepcopy(list(self._pods.get(key, {}).values()))
 
+    def pool_versions(self) -> dict:
+        """{(namespace, name): resourceVersion} of every pool: what the watch delivered, for the census."""
+        with self._lock:
+            return {k: p["metadata"].get("resourceVersion") for k, p in self._pools.items()}
+
     def pool_keys(self) -> list:
         with self._lock:
             return list(self._pools)

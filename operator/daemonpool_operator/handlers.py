@@ -20,7 +20,7 @@ import time
 
 import kopf
 
-from . import cache, desired, kube, metrics, model, scalein, workers
+from . import cache, desired, kube, metrics, model, scalein, watchdog, workers
 from . import reasons as R
 from . import status as st
 from .workqueue import Retry, WorkQueue
@@ -286,13 +286,31 @@ def resync_once() -> None:
     _resync["last"] = time.monotonic()
 
 
+def check_watches() -> None:
+    """The census (watchdog.py): the API server's pools against what the watch delivered."""
+    watchdog.census(kube.pool_census(NAMESPACES), WORLD.pool_versions())
+
+
 def _resync_loop() -> None:
+    """Resyncs every RESYNC_SECONDS and watch censuses every watchdog.CHECK_SECONDS, on one thread."""
+    next_resync, next_check = time.monotonic() + RESYNC_SECONDS, time.monotonic() + watchdog.CHECK_SECONDS
     while True:
-        time.sleep(RESYNC_SECONDS)
-        try:
-            resync_once()
-        except (kopf.TemporaryError, kube.Rejected) as exc:
-            log.warning("resync incomplete, tried again in %gs: %s", RESYNC_SECONDS, exc)
+        time.sleep(max(0.0, min(next_resync, next_check) - time.monotonic()))
+        now = time.monotonic()
+        for due, job, period in (
+            (next_check, check_watches, watchdog.CHECK_SECONDS),
+            (next_resync, resync_once, RESYNC_SECONDS),
+        ):
+            if now < due:
+                continue
+            try:
+                job()
+            except (kopf.TemporaryError, kube.Rejected) as exc:
+                log.warning("%s incomplete, tried again in %gs: %s", job.__name__, period, exc)
+        if now >= next_check:
+            next_check = now + watchdog.CHECK_SECONDS
+        if now >= next_resync:
+            next_resync = now + RESYNC_SECONDS
 
 
 def prefill() -> None:
@@ -310,6 +328,12 @@ def _lead() -> None:
     """Now the leader (or alone): reconcile everything once, then keep up."""
     QUEUE.start()
     resync_once()
+
+
+@kopf.on.startup()
+async def watch_guard(**_) -> None:
+    """Before the first watch: keepalive on kopf's connections, and watches the census can restart."""
+    watchdog.install()
 
 
 @kopf.on.startup()
@@ -344,6 +368,9 @@ def queue_health(**_) -> str:
     idle = time.monotonic() - QUEUE.last_progress
     if QUEUE.started and QUEUE.depth > 0 and idle > STUCK_SECONDS:  # a standby's queue only waits
         raise kopf.PermanentError(f"{QUEUE.depth} pool(s) queued and none reconciled for {idle:.0f}s: stuck")
+    stale = watchdog.health()
+    if stale:
+        raise kopf.PermanentError(stale)
     since = time.monotonic() - _resync["last"]
     if since > 3 * RESYNC_SECONDS + kube.REQUEST_TIMEOUT[1]:
         raise kopf.PermanentError(f"no resync for {since:.0f}s (period {RESYNC_SECONDS:g}s): stuck")

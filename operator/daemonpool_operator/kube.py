@@ -230,6 +230,36 @@ def list_labelled(kind: str, label: str, namespaces: list) -> list:
     return out
 
 
+def pool_census(namespaces: list) -> tuple:
+    """(how many pools, the first one as (namespace, name, resourceVersion) or None): LISTs with limit=1,
+    one per watched namespace (one in all), read from etcd (no resourceVersion: the latest)."""
+    api_ = _custom()
+    pages = (
+        [_call("counting pools", api_.list_cluster_custom_object, model.GROUP, model.VERSION, model.PLURAL, limit=1)]
+        if not namespaces
+        else [
+            _call(
+                f"counting pools in {ns}",
+                api_.list_namespaced_custom_object,
+                model.GROUP,
+                model.VERSION,
+                ns,
+                model.PLURAL,
+                limit=1,
+            )
+            for ns in namespaces
+        ]
+    )
+    count, first = 0, None
+    for page in pages:
+        items = page.get("items") or []
+        count += len(items) + int((page.get("metadata") or {}).get("remainingItemCount") or 0)
+        if items and first is None:
+            m = items[0]["metadata"]
+            first = (m.get("namespace"), m["name"], m.get("resourceVersion"))
+    return count, first
+
+
 def patch_pool_status(namespace: str, name: str, status: dict) -> dict | None:
     """Replace the status fields we own (merge patch on the status subresource); the pool as written, or None
     when it is gone."""

@@ -27,6 +27,19 @@ WATCH_EVENTS = Counter("daemonpool_watch_events_total", "Watch events received, 
 WATCH_AGE = Gauge(
     "daemonpool_watch_event_age_seconds", "Seconds since the last watch event, by resource.", ["resource"]
 )
+WATCH_INPUT_AGE = Gauge(
+    "daemonpool_watch_input_age_seconds",
+    "Seconds since a watch last delivered anything (an event or a bookmark), by resource.",
+    ["resource"],
+)
+WATCH_RESTARTS = Counter(
+    "daemonpool_watch_restarts_total",
+    "Watch requests ended by the operator because they stopped delivering.",
+    ["resource"],
+)
+WATCH_STALE_CHECKS = Counter(
+    "daemonpool_watch_stale_checks_total", "Censuses of the pools (a LIST with limit=1) that disagreed with the watch."
+)
 LEADER = Gauge("daemonpool_leader", "1 while this replica is the leader (reconciles), 0 while standby.")
 LEADER_TRANSITIONS = Counter(
     "daemonpool_leader_transitions_total", "Times this replica became or stopped being leader."
