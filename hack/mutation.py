@@ -61,7 +61,10 @@ def scratch(modules: list) -> None:
         shutil.rmtree(WORK)
     # Tracked files and new ones not ignored: a test written a minute ago counts.
     files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
     ).stdout
     for rel in filter(None, files.decode().split("\0")):
         src = ROOT / rel
