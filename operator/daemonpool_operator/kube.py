@@ -31,6 +31,9 @@ FIELD_MANAGER = "daemonpool-operator"
 # (connect, read) seconds for every call: a hung connection must not hold a pool's lock
 # forever. 30 s read is well above a loaded API server's answer and below the resync period.
 REQUEST_TIMEOUT = (5, 30)
+# Lease requests give up sooner: a renew stuck on a dead connection must fail, and be retried on a new one,
+# well within the renew deadline (leader.py: 7 s) instead of costing the leadership.
+LEASE_REQUEST_TIMEOUT = (2, 2.5)
 FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
@@ -106,14 +109,14 @@ class NotLeader(Exception):
     """A write was attempted by a replica that is not (or no longer surely) the leader."""
 
 
-def _call(what: str, fn, *args, absent: tuple = (), fenced: bool = True, **kwargs):
+def _call(what: str, fn, *args, absent: tuple = (), fenced: bool = True, timeout=REQUEST_TIMEOUT, **kwargs):
     """Call the API and return the parsed JSON body; None when the answer's status is in ``absent``.
     Writes (fenced) only while this replica is the leader."""
     verb = _verb(fn)
     if fenced and verb in WRITES and not writes_allowed():
         raise NotLeader(f"{what}: not the leader (or the lease may have expired); not writing")
     try:
-        out = _raw(fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs))
+        out = _raw(fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs))
         metrics.API_REQUESTS.labels(verb, "200").inc()
         return out
     except ApiException as exc:
@@ -322,7 +325,14 @@ def _leases():
 
 
 def get_lease(namespace: str, name: str) -> dict | None:
-    return _call(f"reading Lease {namespace}/{name}", _leases().read_namespaced_lease, name, namespace, absent=(404,))
+    return _call(
+        f"reading Lease {namespace}/{name}",
+        _leases().read_namespaced_lease,
+        name,
+        namespace,
+        absent=(404,),
+        timeout=LEASE_REQUEST_TIMEOUT,
+    )
 
 
 def create_lease(namespace: str, body: dict) -> dict | None:
@@ -334,6 +344,7 @@ def create_lease(namespace: str, body: dict) -> dict | None:
         body,
         absent=(409,),
         fenced=False,
+        timeout=LEASE_REQUEST_TIMEOUT,
     )
 
 
@@ -347,4 +358,5 @@ def replace_lease(namespace: str, name: str, body: dict) -> dict | None:
         body,
         absent=(409,),
         fenced=False,
+        timeout=LEASE_REQUEST_TIMEOUT,
     )

@@ -32,6 +32,12 @@ WATCH_INPUT_AGE = Gauge(
     "Seconds since a watch last delivered anything (an event or a bookmark), by resource.",
     ["resource"],
 )
+WATCH_REQUESTS = Counter(
+    "daemonpool_watch_requests_total",
+    "Watch requests opened, by resource: one per resource at start, then one each time a watch ends "
+    "(the API server's 5-minute end, a dead connection, a restart by the operator).",
+    ["resource"],
+)
 WATCH_RESTARTS = Counter(
     "daemonpool_watch_restarts_total",
     "Watch requests ended by the operator because they stopped delivering.",

@@ -83,6 +83,7 @@ def install() -> None:
 
     async def watch_objs(*, resource, **kwargs):
         name = resource.plural
+        metrics.WATCH_REQUESTS.labels(name).inc()
         stop = _restart.setdefault(name, asyncio.Event())
         stop.clear()
         stream = original(resource=resource, **kwargs)

@@ -140,3 +140,35 @@ def writes_by(cluster, username, since_line) -> list:
         ):
             out.append(f"{ev['verb']} {ev['requestURI']}")
     return out
+
+
+# -- the operator's leader -------------------------------------------------------------------------
+
+LEASE = "daemonpool-operator"
+
+
+def holder(cluster, operator) -> str | None:
+    lease = cluster.get("lease", LEASE, ns=operator.namespace, check=False)
+    return (lease or {}).get("spec", {}).get("holderIdentity")
+
+
+def leader_pod(cluster, operator) -> dict | None:
+    h = holder(cluster, operator) or ""
+    return next((p for p in operator.pods() if h.startswith(p["metadata"]["name"] + "_")), None)
+
+
+def writer_pods(cluster, username: str, since_line: int) -> dict:
+    """{pod name: [request URIs]} of the writes (not Lease renewals) made by ``username`` after ``since_line``
+    of the audit log, by the pod that made them (a ServiceAccount token names its pod)."""
+    writers: dict = {}
+    for line in cluster.audit_log.read_text().splitlines()[since_line:]:
+        ev = json.loads(line)
+        if (
+            ev.get("stage") == "ResponseComplete"
+            and ev["user"]["username"] == username
+            and ev["verb"] in WRITES
+            and "/leases/" not in ev["requestURI"]
+        ):
+            pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
+            writers.setdefault(pod, []).append(ev["requestURI"])
+    return writers

@@ -216,3 +216,23 @@ def operator(cluster, images):
         helm(cluster, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", check=False)
         cluster.kubectl("delete", "namespace", OPERATOR_NS, "--wait=false", check=False)
         restore()
+
+
+FAKE_NODES = 5  # 550 pods: the fake-node test peaks at 400, the chaos test at 100 pools x 4
+
+
+@pytest.fixture(scope="session")
+def fake_nodes(cluster):
+    """Fake nodes (kwok) next to the real one; removed at the end unless they were there before (a user's
+    bench). Returns what a pod template needs to land on them."""
+    if not cluster.local:
+        unavailable("fake nodes come from the local cluster harness (kwok); this cluster is not the local one")
+    from localcluster import fakenodes
+
+    had = cluster.get("nodes", "-l", "=".join(C.FAKE_NODE_LABEL))["items"]
+    fakenodes.add(max(FAKE_NODES, len(had)))
+    try:
+        yield fakenodes.pod_placement()
+    finally:
+        if not had:
+            fakenodes.remove()

@@ -12,30 +12,12 @@ import time
 
 import pytest
 
-from clusterkit import C, record, wait, worker_pool
-from skips import unavailable
+from clusterkit import record, wait, worker_pool
 
 pytestmark = pytest.mark.timeout(1200)
 POOLS, PEERS = 50, 5
-# Peers scaled to and back: 50 x 8 = 400 pods at the peak, on 5 nodes of 110 pods.
+# Peers scaled to and back: 50 x 8 = 400 pods at the peak, on the fake nodes (conftest: 5 of 110 pods).
 SCALED = 8
-FAKE_NODES = 5
-
-
-@pytest.fixture(scope="module")
-def fake_nodes(cluster):
-    """Fake nodes next to the real one; removed at the end unless they were there before (a user's bench)."""
-    if not cluster.local:
-        unavailable("fake nodes come from the local cluster harness (kwok); this cluster is not the local one")
-    from localcluster import fakenodes
-
-    had = cluster.get("nodes", "-l", "=".join(C.FAKE_NODE_LABEL))["items"]
-    fakenodes.add(max(FAKE_NODES, len(had)))
-    try:
-        yield fakenodes.pod_placement()
-    finally:
-        if not had:
-            fakenodes.remove()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
@@ -10,11 +9,10 @@ import pytest
 
 from localcluster.procs import ctr
 
-from clusterkit import record, wait, worker_pool
+from clusterkit import holder, leader_pod, record, wait, worker_pool, writer_pods
 from skips import unavailable
 
 pytestmark = pytest.mark.timeout(900)
-LEASE = "daemonpool-operator"
 METRICS = [
     "daemonpool_reconciles_total",
     "daemonpool_reconcile_duration_seconds",
@@ -27,16 +25,6 @@ METRICS = [
     "daemonpool_leader_transitions_total",
 ]
 KILLS = 4  # CI size; each kill is a failover
-
-
-def holder(cluster, operator) -> str | None:
-    lease = cluster.get("lease", LEASE, ns=operator.namespace, check=False)
-    return (lease or {}).get("spec", {}).get("holderIdentity")
-
-
-def leader_pod(cluster, operator) -> dict | None:
-    h = holder(cluster, operator) or ""
-    return next((p for p in operator.pods() if h.startswith(p["metadata"]["name"] + "_")), None)
 
 
 def is_ready(cluster, ns, name, peers):
@@ -102,17 +90,7 @@ def test_one_leader_failover_metrics_and_no_writes_by_a_standby(cluster, operato
             failovers.append(round(time.monotonic() - t0, 1))
             leaders.add(wait(lambda: leader_pod(cluster, operator), 60, "a leader again")["metadata"]["name"])
         # Writes by the operator's ServiceAccount, by the pod that made them: only the leader of the moment.
-        writers: dict = {}
-        for line in cluster.audit_log.read_text().splitlines()[start:]:
-            ev = json.loads(line)
-            if (
-                ev.get("stage") == "ResponseComplete"
-                and ev["user"]["username"] == operator.username
-                and ev["verb"] in ("create", "patch", "update", "delete")
-                and "/leases/" not in ev["requestURI"]
-            ):
-                pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
-                writers.setdefault(pod, []).append(ev["requestURI"])
+        writers = writer_pods(cluster, operator.username, start)
         deps = cluster.get("deployments", ns=ns)["items"]
         assert sorted(d["metadata"]["name"] for d in deps) == sorted(f"after-{i}" for i in range(KILLS)), "no orphans"
         rs = [r for r in cluster.get("replicasets", ns=ns)["items"] if r["spec"].get("replicas")]
