@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import json
 import os
 import pathlib
@@ -136,11 +137,13 @@ def describe(name: str) -> str:
     mangled = "x" + mangled  # x_func__mutmut_3 or xǁClassǁmethod__mutmut_3
     func = mangled.rsplit("__mutmut_", 1)[0].removeprefix("x_").removeprefix("xǁ").replace("ǁ", ".")
     funcs = _functions(module)
-    orig = (funcs.get(mangled.rsplit("__mutmut_", 1)[0] + "__mutmut_orig") or "").splitlines()[1:]
-    mutant = (funcs.get(mangled) or "").splitlines()[1:]  # the def line names the mutant: skipped
-    changed = [ln.strip() for ln in mutant if ln not in orig] or [
-        "(removed) " + ln.strip() for ln in orig if ln not in mutant
-    ]
+    base = mangled.rsplit("__mutmut_", 1)[0]
+    orig = (funcs.get(base + "__mutmut_orig") or "").replace(base + "__mutmut_orig", "NAME").splitlines()
+    mutant = (funcs.get(mangled) or "").replace(mangled, "NAME").splitlines()
+    diff = [ln for ln in difflib.ndiff(orig, mutant) if ln[:2] in ("+ ", "- ")]
+    added = [ln[2:].strip() for ln in diff if ln.startswith("+ ")]
+    changed = added or ["(removed) " + ln[2:].strip() for ln in diff]
+    changed = [c.replace("def NAME", f"def {func.rsplit('.', 1)[-1]}") for c in changed]
     return f"{module}.{func} | {(changed or ['?'])[0]}"
 
 

@@ -291,3 +291,7 @@ def test_the_update_patch_does_not_share_or_change_the_built_spec():
     assert want == before, "the built Deployment is not changed by making its patch"
     patch["spec"]["template"]["spec"]["containers"][0]["image"] = "changed"
     assert want == before
+
+
+def test_differences_names_every_list_item_that_differs():
+    assert desired.differences({"a": [1, 2, 3]}, {"a": [9, 2, 8]}) == ["a[0]", "a[2]"]

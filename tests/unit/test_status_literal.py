@@ -399,3 +399,69 @@ def test_restart_event_words_and_only_new_restarts():
     assert status.restart_events(with_status(restarts=3), pods, SPEC) == []
     assert status.restart_events(pool(), pods, None) == []
     assert status.restart_events(pool(), [pod(statuses=[{"name": "worker"}])], SPEC) == []
+
+
+# -- edges the first mutation run found untested ---------------------------------------------------
+
+
+def no_count(**kw) -> dict:
+    """A container status the kubelet has not counted restarts for yet (no restartCount key)."""
+    c = cs(**kw)
+    del c["restartCount"]
+    return c
+
+
+def test_a_container_status_without_restart_count_counts_zero():
+    s = build(dep(), [pod(statuses=[no_count(ready=False)])])
+    assert s.dump()["restarts"] == 0
+    assert conds(s)["Degraded"] == ("False", "AsExpected", "0 restart(s) in total")
+    assert status.pod_problems([pod(statuses=[no_count(ready=False, last="OOMKilled")])]) == []
+    assert status.pod_problems([pod(statuses=[no_count(waiting="CrashLoopBackOff", last="OOMKilled")])])[0][1] == (
+        "1 worker pod(s) keep being killed for memory; first mail-a: container worker was OOMKilled "
+        "(0 restart(s)). Raise the memory limit, or make the worker use less"
+    )
+    pods = [pod("mail-a", statuses=[cs(restarts=2)]), pod("mail-b", statuses=[no_count()])]
+    assert status.restart_events(pool(), pods, SPEC) == [
+        ("WorkerRestarted", "2 worker restart(s): mail-a (2 restart(s))")
+    ]
+
+
+def test_a_worker_not_ready_without_restarts_is_not_restarting():
+    s = build(dep(replicas=1, ready=0, updated=1), [pod(statuses=[cs(restarts=0, ready=False)])])
+    assert conds(s)["Degraded"] == ("False", "AsExpected", "0 restart(s) in total")
+
+
+def test_a_deleted_pod_first_does_not_hide_the_others():
+    pods = [
+        pod("mail-0", statuses=[cs(restarts=7, ready=False)], deleting=True),
+        pod("mail-1", statuses=[cs(restarts=1, ready=False)]),
+    ]
+    s = build(dep(), pods)
+    assert s.dump()["restarts"] == 1
+    assert conds(s)["Degraded"][2].startswith("mail-1: 1 restart(s).")
+    assert status.pod_problems([pods[0], pod("mail-1", statuses=[cs(waiting="ErrImagePull")])])[0][1].startswith(
+        "1 worker pod(s) cannot pull their image; first mail-1:"
+    )
+
+
+def test_a_deployment_status_without_observed_generation_has_not_been_seen():
+    d = dep()
+    del d["status"]["observedGeneration"]
+    assert conds(build(d))["Progressing"] == (
+        "True",
+        "RollingOut",
+        "the Deployment controller has not seen the latest change yet",
+    )
+
+
+def test_a_config_error_message_keeps_its_last_letter():
+    msg = status.pod_problems([pod(statuses=[cs(waiting="CreateContainerError", message="no such key X")])])[0][1]
+    assert "container worker: CreateContainerError: no such key X. Create the missing" in msg
+
+
+@pytest.mark.parametrize("deployment", [None, "rejected", "conflict"])
+def test_every_status_names_the_selector_and_the_generation_seen(deployment):
+    kw = {"rejected": "no"} if deployment == "rejected" else {}
+    d = dep(uid="someone-else") if deployment == "conflict" else None
+    out = build(d, **kw).dump()
+    assert (out["selector"], out["observedGeneration"]) == ("daemonpool.dev/pool=mail", 1)
