@@ -172,3 +172,16 @@ def writer_pods(cluster, username: str, since_line: int) -> dict:
             pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
             writers.setdefault(pod, []).append(ev["requestURI"])
     return writers
+
+
+def operator_metric(cluster, operator, pod_name: str, name: str, labels: str = "") -> float:
+    """The sum of one metric's samples (those whose labels contain ``labels``) from one replica's /metrics."""
+    text = cluster.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{operator.namespace}/pods/{pod_name}:8081/proxy/metrics"
+    ).stdout
+    total = 0.0
+    for line in text.splitlines():
+        metric, _, value = line.rpartition(" ")
+        if (metric == name or metric.startswith(name + "{")) and labels in metric:
+            total += float(value)
+    return total

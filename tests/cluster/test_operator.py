@@ -12,7 +12,7 @@ import pytest
 
 from daemonpool_operator import desired
 
-from clusterkit import record, wait, worker_pool, writes_by
+from clusterkit import leader_pod, operator_metric, record, wait, worker_pool, writes_by
 from skips import unavailable
 
 pytestmark = pytest.mark.timeout(600)
@@ -213,7 +213,8 @@ def test_scale_in_lets_the_worker_finish_and_exit_on_sigterm(cluster, operator, 
         target=_watch_pods, args=(cluster, ns, "daemonpool.dev/pool=graceful", seen, stop), daemon=True
     )
     t.start()
-    time.sleep(1)
+    # A watch without a resourceVersion starts with the pods that exist: then it is surely watching.
+    wait(lambda: len({e[2]["metadata"]["name"] for e in seen if e[1] == "ADDED"}) >= 2, 30, "the watch to start")
     t0 = time.monotonic()
     cluster.kubectl("scale", "dp", "graceful", "--replicas=1", "-n", ns)
     wait(lambda: any(e[1] == "DELETED" for e in seen), 60, "a worker pod to be removed")
@@ -293,7 +294,16 @@ def test_invalid_spec_that_passed_the_api_server(cluster, operator, images, ns):
     assert cluster.get("deployment", "bad", ns=ns, check=False) is None
     warnings = [e for e in cluster.events(ns, "bad") if e["reason"] == "InvalidSpec"]
     assert warnings and warnings[0]["type"] == "Warning"
-    time.sleep(8)  # no retry loop: no more events pile up
+    # No retry loop, and no new Warning for the same cause: make the operator look at the pool again (an
+    # annotation is a pool event) and, once it has reconciled, count the Warnings again.
+    leader = leader_pod(cluster, operator)["metadata"]["name"]
+    before = operator_metric(cluster, operator, leader, "daemonpool_reconciles_total", 'trigger="pool"')
+    cluster.kubectl("annotate", "dp", "bad", "-n", ns, "test.daemonpool.dev/poke=1")
+    wait(
+        lambda: operator_metric(cluster, operator, leader, "daemonpool_reconciles_total", 'trigger="pool"') > before,
+        60,
+        "the operator to reconcile the annotated pool",
+    )
     assert len([e for e in cluster.events(ns, "bad") if e["reason"] == "InvalidSpec"]) == len(warnings)
     # Fixing the spec heals the pool.
     obj["spec"]["strategy"] = {"type": "Recreate"}

@@ -15,7 +15,7 @@ import pytest
 
 from localcluster.procs import ctr, sh
 
-from clusterkit import holder, leader_pod, record, wait, worker_pool
+from clusterkit import holder, leader_pod, operator_metric, record, wait, worker_pool
 from skips import unavailable
 
 pytestmark = pytest.mark.timeout(600)
@@ -49,13 +49,6 @@ def api_connections(pid: int) -> dict:
     return conns
 
 
-def metric(cluster, operator, pod_name: str, name: str) -> float:
-    text = cluster.kubectl(
-        "get", "--raw", f"/api/v1/namespaces/{operator.namespace}/pods/{pod_name}:8081/proxy/metrics"
-    ).stdout
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-
-
 def test_a_watch_that_stops_receiving_is_noticed_and_rewatched(cluster, operator, images):
     if not cluster.local:
         unavailable("cuts connections inside the operator pod's network namespace: needs the local cluster's node")
@@ -66,7 +59,7 @@ def test_a_watch_that_stops_receiving_is_noticed_and_rewatched(cluster, operator
     ns = cluster.namespace("stall")
     cluster.apply(worker_pool("before", ns, images["example-worker"], peers=1, work_seconds="0"))
     wait(lambda: cluster.get("deployment", "before", ns=ns, check=False), 60, "the first pool's Deployment")
-    requests_before = metric(cluster, operator, name, "daemonpool_watch_requests_total")
+    requests_before = operator_metric(cluster, operator, name, "daemonpool_watch_requests_total")
 
     # The watches: connections to the API server that sent nothing for 6 s (a watch sends its request once,
     # then only receives; the Lease is renewed every 2 s on a connection of its own, left alone).
@@ -103,7 +96,7 @@ def test_a_watch_that_stops_receiving_is_noticed_and_rewatched(cluster, operator
         "the same leader recovered its watches (no failover)"
     )
     assert now["status"]["containerStatuses"][0]["restartCount"] == restarts_before, "no restart of the operator"
-    requests_after = metric(cluster, operator, name, "daemonpool_watch_requests_total")
+    requests_after = operator_metric(cluster, operator, name, "daemonpool_watch_requests_total")
     assert requests_after >= requests_before + 1, "the operator watched again"
     packets = sum(int(n) for n in re.findall(r"packets (\d+)", dropped))
     record(
@@ -112,7 +105,7 @@ def test_a_watch_that_stops_receiving_is_noticed_and_rewatched(cluster, operator
             "cut_connections": len(idle),
             "recovered_seconds": recovered,
             "watch_requests_opened": requests_after - requests_before,
-            "census_restarts": metric(cluster, operator, name, "daemonpool_watch_restarts_total"),
+            "census_restarts": operator_metric(cluster, operator, name, "daemonpool_watch_restarts_total"),
             "packets_dropped": packets,
         },
     )
