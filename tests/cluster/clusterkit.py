@@ -127,9 +127,8 @@ def worker_pool(name, ns, image, **kw):
     }
 
 
-def writes_by(cluster, username, since_line) -> list:
-    """Writes in the audit log by ``username`` since ``since_line``, without the leader's Lease renewals."""
-    out = []
+def _writes(cluster, username, since_line):
+    """The audit events of the writes by ``username`` since ``since_line``, without Lease renewals."""
     for line in cluster.audit_log.read_text().splitlines()[since_line:]:
         ev = json.loads(line)
         if (
@@ -138,8 +137,12 @@ def writes_by(cluster, username, since_line) -> list:
             and ev["verb"] in WRITES
             and "/leases/" not in ev["requestURI"]
         ):
-            out.append(f"{ev['verb']} {ev['requestURI']}")
-    return out
+            yield ev
+
+
+def writes_by(cluster, username, since_line) -> list:
+    """Writes in the audit log by ``username`` since ``since_line``, without the leader's Lease renewals."""
+    return [f"{ev['verb']} {ev['requestURI']}" for ev in _writes(cluster, username, since_line)]
 
 
 # -- the operator's leader -------------------------------------------------------------------------
@@ -161,16 +164,9 @@ def writer_pods(cluster, username: str, since_line: int) -> dict:
     """{pod name: [request URIs]} of the writes (not Lease renewals) made by ``username`` after ``since_line``
     of the audit log, by the pod that made them (a ServiceAccount token names its pod)."""
     writers: dict = {}
-    for line in cluster.audit_log.read_text().splitlines()[since_line:]:
-        ev = json.loads(line)
-        if (
-            ev.get("stage") == "ResponseComplete"
-            and ev["user"]["username"] == username
-            and ev["verb"] in WRITES
-            and "/leases/" not in ev["requestURI"]
-        ):
-            pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
-            writers.setdefault(pod, []).append(ev["requestURI"])
+    for ev in _writes(cluster, username, since_line):
+        pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
+        writers.setdefault(pod, []).append(ev["requestURI"])
     return writers
 
 
@@ -185,3 +181,16 @@ def operator_metric(cluster, operator, pod_name: str, name: str, labels: str = "
         if (metric == name or metric.startswith(name + "{")) and labels in metric:
             total += float(value)
     return total
+
+
+def reconciled_again(cluster, operator, ns: str, pool: str) -> None:
+    """Make the operator look at a pool once more (an annotation is a pool event) and wait until its leader
+    has reconciled a pool since: "nothing happened" is then an observation, not a sleep."""
+    leader = wait(lambda: leader_pod(cluster, operator), 60, "a leader")["metadata"]["name"]
+    before = operator_metric(cluster, operator, leader, "daemonpool_reconciles_total", 'trigger="pool"')
+    cluster.kubectl("annotate", "dp", pool, "-n", ns, f"test.daemonpool.dev/poke={uuid.uuid4().hex[:8]}", "--overwrite")
+    wait(
+        lambda: operator_metric(cluster, operator, leader, "daemonpool_reconciles_total", 'trigger="pool"') > before,
+        60,
+        f"the operator to reconcile {pool} again",
+    )

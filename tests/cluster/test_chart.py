@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from clusterkit import ROOT, record, wait
+from clusterkit import ROOT, leader_pod, operator_metric, record, wait
 from conftest import helm, install_operator
 
 pytestmark = pytest.mark.timeout(600)
@@ -140,7 +140,20 @@ def _upgrade_and_uninstall(cluster, operator, images, ns):
         return bool(lines) and all(isinstance(json.loads(ln), dict) for ln in lines[-5:])
 
     wait(json_logs, 60, "JSON logs")
-    time.sleep(3)
+
+    def new_leader_caught_up():
+        # The upgraded leader reconciles every pool it was told of when it starts leading; an empty queue
+        # after that means it has had its chance to rewrite the Deployment.
+        lp = leader_pod(cluster, operator)
+        if lp is None or lp["spec"]["containers"][0]["resources"]["limits"]["memory"] != "300Mi":
+            return False
+        name = lp["metadata"]["name"]
+        return (
+            operator_metric(cluster, operator, name, "daemonpool_reconciles_total") >= 1
+            and operator_metric(cluster, operator, name, "daemonpool_queue_depth") == 0
+        )
+
+    wait(new_leader_caught_up, 120, "the upgraded leader to reconcile every pool")
     after = cluster.get("deployment", "example", ns=ns)
     assert after["metadata"]["uid"] == dep["metadata"]["uid"]
     assert after["metadata"]["generation"] == dep["metadata"]["generation"], "the upgrade rewrote the pool's Deployment"

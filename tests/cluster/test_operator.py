@@ -12,7 +12,7 @@ import pytest
 
 from daemonpool_operator import desired
 
-from clusterkit import leader_pod, operator_metric, record, wait, worker_pool, writes_by
+from clusterkit import reconciled_again, record, wait, worker_pool, writes_by
 from skips import unavailable
 
 pytestmark = pytest.mark.timeout(600)
@@ -266,7 +266,7 @@ def test_foreign_deployment_is_never_touched(cluster, operator, images, ns):
         30,
         "a Warning event",
     )
-    time.sleep(3)
+    reconciled_again(cluster, operator, ns, "foreign")
     after = cluster.get("deployment", "foreign", ns=ns)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], (
         "the foreign Deployment was written"
@@ -294,16 +294,8 @@ def test_invalid_spec_that_passed_the_api_server(cluster, operator, images, ns):
     assert cluster.get("deployment", "bad", ns=ns, check=False) is None
     warnings = [e for e in cluster.events(ns, "bad") if e["reason"] == "InvalidSpec"]
     assert warnings and warnings[0]["type"] == "Warning"
-    # No retry loop, and no new Warning for the same cause: make the operator look at the pool again (an
-    # annotation is a pool event) and, once it has reconciled, count the Warnings again.
-    leader = leader_pod(cluster, operator)["metadata"]["name"]
-    before = operator_metric(cluster, operator, leader, "daemonpool_reconciles_total", 'trigger="pool"')
-    cluster.kubectl("annotate", "dp", "bad", "-n", ns, "test.daemonpool.dev/poke=1")
-    wait(
-        lambda: operator_metric(cluster, operator, leader, "daemonpool_reconciles_total", 'trigger="pool"') > before,
-        60,
-        "the operator to reconcile the annotated pool",
-    )
+    # No retry loop, and no new Warning for the same cause when the operator looks at the pool again.
+    reconciled_again(cluster, operator, ns, "bad")
     assert len([e for e in cluster.events(ns, "bad") if e["reason"] == "InvalidSpec"]) == len(warnings)
     # Fixing the spec heals the pool.
     obj["spec"]["strategy"] = {"type": "Recreate"}

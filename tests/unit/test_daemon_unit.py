@@ -1,0 +1,194 @@
+"""The Daemon in-process with real signals and files, word for word (the process tier runs the same steps in
+subprocesses; these make its mutants visible to hack/mutation). Signals go to this process; every handler
+is put back by stop()."""
+
+import os
+import signal
+import threading
+
+import pytest
+
+from worker_runtime import Daemon, DaemonError
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def make(tmp_path, clock, **kw):
+    return Daemon("u", timeout=10, run_dir=str(tmp_path), clock=clock, monotonic=clock, **kw)
+
+
+def test_a_bad_signal_action_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError) as e:
+        Daemon("u", run_dir=str(tmp_path), signal_map={signal.SIGHUP: "bogus"})
+    assert str(e.value) == "signal_map[SIGHUP] must be 'stop', 'ignore', 'default' or a callable, got 'bogus'"
+    for ok in ("stop", "ignore", "default", print):
+        Daemon("u", run_dir=str(tmp_path), signal_map={signal.SIGHUP: ok})
+
+
+def test_stop_signals_set_the_flag_and_stop_puts_the_handlers_back(tmp_path, clock):
+    seen = []
+    before = {s: signal.signal(s, lambda n, f: seen.append(n)) for s in (signal.SIGHUP, signal.SIGUSR1)}
+    try:
+        d = make(tmp_path, clock, signal_map={signal.SIGUSR1: "ignore"})
+        assert d.start()
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
+        assert (tmp_path / "u.0.ready").exists()
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert d.stop_signal == signal.SIGHUP and seen == []
+        assert not d.heartbeat()
+        assert (tmp_path / "u.0.state").read_text() == "stopping\n"
+        assert not (tmp_path / "u.0.ready").exists()
+        os.kill(os.getpid(), signal.SIGHUP)  # a second SIGHUP is not "asked twice": no exit
+        assert d.state_view()["state"] == "stopping"
+        d.stop()
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert seen == [signal.SIGHUP, signal.SIGUSR1], "the handlers from before start() are back"
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
+def test_default_and_callable_actions(tmp_path, clock):
+    got = []
+    d = make(tmp_path, clock, signal_map={signal.SIGUSR1: got.append, signal.SIGUSR2: "default"})
+    old = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        assert d.start()
+        assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert got == [signal.SIGUSR1] and d.stop_signal is None and d.heartbeat()
+        d.stop()
+        assert signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_asked_twice_exits_at_once_with_128_plus_the_signal(tmp_path, clock, signum):
+    pid = os.fork()
+    if pid == 0:  # the child: start, be asked to stop, then asked again
+        try:
+            d = make(tmp_path, clock, signal_map={})
+            d.start()
+            d.request_stop(signal.SIGHUP)
+            d.on_signal(signal.SIGHUP)  # not an exit
+            d.on_signal(signum)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signum
+    assert os.listdir(tmp_path) == [], "the files went before the exit"
+
+
+def test_start_off_the_main_thread_says_how_to_fix_it(tmp_path, clock):
+    d = make(tmp_path, clock)
+    err = []
+    t = threading.Thread(target=lambda: err.append(pytest.raises(DaemonError, d.start).value))
+    t.start()
+    t.join()
+    assert str(err[0]) == (
+        "start() must run in the main thread to install signal handlers; "
+        "call it there or pass signal_map={} and handle signals yourself"
+    )
+
+
+def test_busy_seconds_add_up_and_idle_first(tmp_path, clock):
+    d = make(tmp_path, clock, signal_map={})
+    assert d.start()
+    v = d.state_view()
+    assert (v["state"], v["busy_seconds_total"], v["ready"], v["slot"]) == ("idle", 0.0, True, 0)
+    with d.busy():
+        clock.t += 5
+        assert (tmp_path / "u.0.state").read_text() == "busy\n"
+        assert d.state_view()["busy_seconds_total"] == 5.0
+    clock.t += 3
+    v = d.state_view()
+    assert (v["state"], v["seconds_in_state"], v["busy_seconds_total"]) == ("idle", 3.0, 5.0)
+    with d.busy():
+        with d.busy():  # nested: still one busy stretch
+            clock.t += 2
+    assert d.state_view()["busy_seconds_total"] == 7.0
+    d.set_ready(False)
+    assert not (tmp_path / "u.0.ready").exists() and d.state_view()["ready"] is False
+    d.set_ready()
+    assert (tmp_path / "u.0.ready").read_text() == f"{os.getpid()}\n"
+    d.stop()
+
+
+def test_a_lost_pid_file_ends_the_loop_and_readiness(tmp_path, clock):
+    d = make(tmp_path, clock, signal_map={})
+    assert d.start()
+    beat = (tmp_path / "u.0.heartbeat").read_text().split()
+    assert beat[0] == "1000.000" and beat[1] == str(os.getpid()) and beat[2] != "-"
+    os.unlink(tmp_path / "u.0.pid")
+    assert d.heartbeat(), "no check before the next beat is due"
+    clock.t += d.beat_interval
+    assert not d.heartbeat()
+    assert not (tmp_path / "u.0.ready").exists()
+    clock.t += d.beat_interval
+    assert not d.heartbeat(), "lost stays lost"
+    with d.busy():
+        pass
+    assert not (tmp_path / "u.0.state").exists() or (tmp_path / "u.0.state").read_text() == "idle\n"
+    d.stop()
+
+
+def test_beats_are_spaced_by_the_interval(tmp_path, clock):
+    d = make(tmp_path, clock, signal_map={})
+    assert d.start()
+    hb = tmp_path / "u.0.heartbeat"
+    clock.t += d.beat_interval
+    assert d.heartbeat() and hb.read_text().startswith("1001.000 ")
+    clock.t += d.beat_interval / 2
+    assert d.heartbeat() and hb.read_text().startswith("1001.000 "), "not due yet"
+    clock.t += d.beat_interval / 2
+    assert d.heartbeat() and hb.read_text().startswith("1002.000 ")
+    d.stop()
+
+
+def test_a_run_dir_that_is_a_file_is_refused_with_the_fix(tmp_path, clock):
+    f = tmp_path / "file"
+    f.write_text("")
+    d = Daemon("u", run_dir=str(f), signal_map={})
+    with pytest.raises(DaemonError) as e:
+        d.start()
+    assert str(e.value).startswith(f"run directory {str(f)!r} is not usable: ")
+    assert str(e.value).endswith("; set DAEMONPOOL_RUN_DIR to a writable folder (in a pod: an emptyDir volume)")
+    made = tmp_path / "new"
+    Daemon("u", run_dir=str(made), signal_map={}).start()
+    assert oct(made.stat().st_mode & 0o777) == oct(0o755)
+    assert not [p for p in os.listdir(made) if p.startswith(".write-test")]
+
+
+def test_from_env_words(monkeypatch, tmp_path):
+    monkeypatch.setenv("DAEMONPOOL_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("DAEMONPOOL_NAME", "envname")
+    assert Daemon.from_env().name == "envname"
+    assert Daemon.from_env(name="given").name == "given"
+    monkeypatch.setenv("DAEMONPOOL_TIMEOUT_SECONDS", "abc")
+    with pytest.raises(ValueError) as e:
+        Daemon.from_env()
+    assert str(e.value) == "DAEMONPOOL_TIMEOUT_SECONDS='abc' is not a valid finite number > 0"
+    monkeypatch.setenv("DAEMONPOOL_TIMEOUT_SECONDS", "-1")
+    with pytest.raises(ValueError, match=r"^DAEMONPOOL_TIMEOUT_SECONDS='-1' is not a valid finite number > 0$"):
+        Daemon.from_env()
+    monkeypatch.setenv("DAEMONPOOL_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.setenv("DAEMONPOOL_MAX_PEERS", "0")
+    with pytest.raises(ValueError) as e:
+        Daemon.from_env()
+    assert str(e.value) == "DAEMONPOOL_MAX_PEERS='0' is not a valid whole number > 0"
+    monkeypatch.setenv("DAEMONPOOL_MAX_PEERS", "3")
+    d = Daemon.from_env()
+    assert (d.timeout, d.max_peers) == (2.5, 3)
