@@ -152,7 +152,7 @@ def load_equivalent() -> dict:
     if EQUIVALENT.exists():
         for line in EQUIVALENT.read_text().splitlines():
             if line.strip() and not line.startswith("#"):
-                what, _, why = line.partition(" # ")
+                what, _, why = line.rpartition(" # ")
                 out[what.strip()] = why.strip()
     return out
 

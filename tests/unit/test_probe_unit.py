@@ -125,3 +125,22 @@ USAGE = "usage: worker-runtime probe liveness|readiness|startup [--name N] [--ru
 def test_usage_errors(capsys, monkeypatch, argv, err):
     monkeypatch.delenv("DAEMONPOOL_NAME", raising=False)
     assert run(capsys, *argv) == (2, "", err)
+
+
+def test_the_default_timeout_applies_without_flag_or_environment(worker, capsys, monkeypatch):
+    d, clock, run_dir = worker
+    monkeypatch.setattr(probe.time, "time", lambda: clock.t + 1)
+    assert run(capsys, "liveness", "--name", "w", "--run-dir", run_dir) == (0, "", "")
+
+
+def test_status_rounds_ages_to_the_millisecond_and_shows_state_only_for_a_holder(worker, tmp_path):
+    d, clock, run_dir = worker
+    (s,) = probe.status(run_dir, "w", now=clock.t + 1.23456)
+    assert s["heartbeat_age"] == 1.235
+    (tmp_path / "w.0.state").write_bytes(b"busy \xff\n")
+    assert probe.status(run_dir, "w", now=clock.t)[0]["state"] == "busy \ufffd", "undecodable bytes are replaced"
+    d.stop()
+    (tmp_path / "w.1.pid").write_text("99\n")  # a slot nobody holds, with a state file left behind
+    (tmp_path / "w.1.state").write_text("busy\n")
+    (left,) = [s for s in probe.status(run_dir, "w", now=clock.t) if s["slot"] == 1]
+    assert (left["held"], left["state"], left["pid"]) == (False, None, 99)
