@@ -197,7 +197,9 @@ def main(argv=None) -> int:
         row["score"] = round(row["killed"] / counted, 3) if counted else 1.0
     killed = sum(r["killed"] for r in by_module.values())
     counted = sum(r["mutants"] - r["equivalent"] for r in by_module.values())
-    stale = sorted(set(equivalent) - listed_seen) if not a.module else []
+    # Listed as equivalent but no longer surviving (killed, or the line changed): the list must be fixed.
+    ran = {name.split(".")[1] for name in codes}
+    stale = sorted(w for w in set(equivalent) - listed_seen if w.split(" | ")[0].split(".")[1] in ran)
     report = {
         "modules": by_module,
         "score": round(killed / counted, 3) if counted else 1.0,

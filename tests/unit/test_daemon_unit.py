@@ -77,6 +77,14 @@ def test_default_and_callable_actions(tmp_path, clock):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_asked_twice_exits_at_once_with_128_plus_the_signal(tmp_path, clock, signum):
+    # The same steps in this process first (without the second ask), so the mutation run knows this test
+    # exercises on_signal: what runs in the child is invisible to its coverage.
+    here = make(tmp_path / "here", clock, signal_map={})
+    here.start()
+    here.request_stop(signal.SIGHUP)
+    here.on_signal(signal.SIGHUP)
+    assert here.stop_signal == signal.SIGHUP
+    here.stop()
     pid = os.fork()
     if pid == 0:  # the child: start, be asked to stop, then asked again
         try:
@@ -89,7 +97,7 @@ def test_asked_twice_exits_at_once_with_128_plus_the_signal(tmp_path, clock, sig
             os._exit(0)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 128 + signum
-    assert os.listdir(tmp_path) == [], "the files went before the exit"
+    assert os.listdir(tmp_path) == ["here"] and os.listdir(tmp_path / "here") == [], "the files went before the exit"
 
 
 def test_start_off_the_main_thread_says_how_to_fix_it(tmp_path, clock):
@@ -133,15 +141,20 @@ def test_a_lost_pid_file_ends_the_loop_and_readiness(tmp_path, clock):
     beat = (tmp_path / "u.0.heartbeat").read_text().split()
     assert beat[0] == "1000.000" and beat[1] == str(os.getpid()) and beat[2] != "-"
     os.unlink(tmp_path / "u.0.pid")
+    d.set_ready(False)  # the ready file is already gone when the loss is found
     assert d.heartbeat(), "no check before the next beat is due"
     clock.t += d.beat_interval
     assert not d.heartbeat()
     assert not (tmp_path / "u.0.ready").exists()
     clock.t += d.beat_interval
-    assert not d.heartbeat(), "lost stays lost"
+    stat_calls = []
+    real_stat = os.stat
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "stat", lambda *a, **k: stat_calls.append(a) or real_stat(*a, **k))
+        assert not d.heartbeat(), "lost stays lost"
+    assert stat_calls == [], "a lost slot is not looked at again"
     with d.busy():
-        pass
-    assert not (tmp_path / "u.0.state").exists() or (tmp_path / "u.0.state").read_text() == "idle\n"
+        assert (tmp_path / "u.0.state").read_text() == "idle\n", "a lost worker writes no state"
     d.stop()
 
 
@@ -192,3 +205,89 @@ def test_from_env_words(monkeypatch, tmp_path):
     monkeypatch.setenv("DAEMONPOOL_MAX_PEERS", "3")
     d = Daemon.from_env()
     assert (d.timeout, d.max_peers) == (2.5, 3)
+
+
+def test_a_forked_child_lets_go_without_touching_the_files(tmp_path, clock):
+    d = make(tmp_path, clock, signal_map={})
+    assert d.start()
+    before = sorted(os.listdir(tmp_path))
+    d._detach_after_fork()  # what os.register_at_fork runs in a child
+    assert not d.heartbeat() and not d.running
+    assert sorted(os.listdir(tmp_path)) == before, "the parent's files stay"
+    with d.busy():
+        pass
+    assert (tmp_path / "u.0.state").read_text() == "idle\n"
+    other = make(tmp_path, clock, signal_map={})
+    assert other.start() and other.slot == 0, "the slot is free again"
+    other.stop()
+    d.stop()
+
+
+def test_one_slot_one_holder_even_in_one_process(tmp_path, clock):
+    a = make(tmp_path, clock, signal_map={}, max_peers=1)
+    b = make(tmp_path, clock, signal_map={}, max_peers=1)
+    assert a.slot is None and a.state_view()["slot"] is None
+    assert a.start() and not b.start()
+    a.stop()
+    assert b.start()
+    b.stop()
+
+
+def test_after_stop_nothing_is_written_and_heartbeat_is_false(tmp_path, clock):
+    d = make(tmp_path, clock, signal_map={})
+    assert d.start()
+    d.stop()
+    clock.t += 5
+    assert not d.heartbeat()
+    with d.busy():
+        pass
+    assert os.listdir(tmp_path) == []
+
+
+def test_start_again_after_a_stop_signal_is_false(tmp_path, clock):
+    d = make(tmp_path, clock, signal_map={})
+    assert d.start()
+    d.request_stop()
+    assert d.start() is False
+    d.stop()
+
+
+def test_a_write_that_fails_says_where_and_what_to_do(tmp_path, clock):
+    import shutil
+
+    run = tmp_path / "run"
+    d = make(run, clock, signal_map={})
+    assert d.start()
+    shutil.rmtree(run)
+    with pytest.raises(DaemonError) as e:
+        with d.busy():
+            pass
+    msg = str(e.value)
+    assert msg.startswith(f"cannot write {str(run / 'u.0.state')!r}: ")
+    assert msg.endswith(f"; free space in (or remount) {run}, or set DAEMONPOOL_RUN_DIR to a writable folder")
+    d.stop()
+
+
+def test_a_given_port_is_served(tmp_path, clock):
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = make(tmp_path, clock, signal_map={}, port=port)
+    assert d.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/state", timeout=5) as r:
+            assert json.loads(r.read())["pool"] == "u"
+    finally:
+        d.stop()
+
+
+def test_a_name_given_needs_no_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("DAEMONPOOL_NAME", raising=False)
+    monkeypatch.setenv("DAEMONPOOL_RUN_DIR", str(tmp_path))
+    assert Daemon.from_env(name="given").name == "given"
+    with pytest.raises(DaemonError, match="DAEMONPOOL_NAME is not set"):
+        Daemon.from_env()
