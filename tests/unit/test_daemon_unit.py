@@ -11,19 +11,6 @@ import pytest
 from worker_runtime import Daemon, DaemonError
 
 
-class Clock:
-    def __init__(self, t=1000.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 def make(tmp_path, clock, **kw):
     return Daemon("u", timeout=10, run_dir=str(tmp_path), clock=clock, monotonic=clock, **kw)
 

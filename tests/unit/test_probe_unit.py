@@ -8,19 +8,10 @@ import pytest
 from worker_runtime import Daemon, probe
 
 
-class Clock:
-    def __init__(self, t=1000.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
-
 @pytest.fixture
-def worker(tmp_path, monkeypatch):
+def worker(tmp_path, monkeypatch, clock):
     monkeypatch.delenv("DAEMONPOOL_NAME", raising=False)
     monkeypatch.delenv("DAEMONPOOL_TIMEOUT_SECONDS", raising=False)
-    clock = Clock()
     d = Daemon("w", timeout=10, run_dir=str(tmp_path), clock=clock, monotonic=clock, signal_map={})
     assert d.start()
     os.utime(tmp_path / "w.0.heartbeat", (clock.t, clock.t))
