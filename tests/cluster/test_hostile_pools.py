@@ -77,6 +77,12 @@ def namespaces(cluster, operator):
     finally:
         for ns in made.values():
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        # Some generated pools have a day's grace period and workers that ignore SIGTERM: their pods would
+        # hold the namespaces for minutes (a later test waits for them). The namespaces refuse new pods now.
+        for ns in made.values():
+            cluster.kubectl(
+                "delete", "pods", "--all", "-n", ns, "--grace-period=0", "--force", "--wait=false", check=False
+            )
 
 
 def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
