@@ -54,11 +54,16 @@ LEADER_TRANSITIONS = Counter(
 _last_event: dict = {}
 
 
+def mark_now(gauge: Gauge, times: dict, resource: str) -> None:
+    """Record that ``resource`` was seen now; ``gauge`` then reports the seconds since, at scrape time."""
+    if resource not in times:
+        gauge.labels(resource).set_function(lambda r=resource: time.monotonic() - times[r])
+    times[resource] = time.monotonic()
+
+
 def watch_event(resource: str) -> None:
     WATCH_EVENTS.labels(resource).inc()
-    if resource not in _last_event:
-        WATCH_AGE.labels(resource).set_function(lambda r=resource: time.monotonic() - _last_event[r])
-    _last_event[resource] = time.monotonic()
+    mark_now(WATCH_AGE, _last_event, resource)
 
 
 class PoolConditions:

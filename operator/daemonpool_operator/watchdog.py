@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 
 from . import metrics
 
@@ -56,12 +55,6 @@ def _keepalive_socket(addr_info) -> socket.socket:
     if hasattr(socket, "TCP_USER_TIMEOUT"):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
     return s
-
-
-def _seen(resource: str) -> None:
-    if resource not in _last_input:
-        metrics.WATCH_INPUT_AGE.labels(resource).set_function(lambda r=resource: time.monotonic() - _last_input[r])
-    _last_input[resource] = time.monotonic()
 
 
 def install() -> None:
@@ -103,7 +96,7 @@ def install() -> None:
                     raw = nxt.result()
                 except StopAsyncIteration:
                     return
-                _seen(name)
+                metrics.mark_now(metrics.WATCH_INPUT_AGE, _last_input, name)
                 yield raw
         finally:
             stopped.cancel()
