@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 
 from . import model
 
@@ -37,22 +38,61 @@ class _Kept:
 
     __slots__ = ("uid", "rv", "data")
 
-    def __init__(self, obj):
+    def __init__(self, obj, kept=None):
         meta = obj.get("metadata") or {}
-        self.uid, self.rv, self.data = meta.get("uid"), meta.get("resourceVersion"), _pack(obj)
+        self.uid, self.rv = meta.get("uid"), meta.get("resourceVersion")
+        self.data = _pack(obj) if kept is None else json.dumps(kept, separators=(",", ":")).encode()
 
     def load(self) -> dict:
         return json.loads(self.data)
+
+
+def _int_rv(rv) -> int | None:
+    try:
+        return int(rv)
+    except (TypeError, ValueError):
+        return None  # resourceVersions are opaque by contract
 
 
 def _newer(cur: _Kept | None, new: dict) -> bool:
     """Whether ``new`` may replace ``cur``: a write's answer can arrive before an older watch event."""
     if cur is None or cur.uid != new["metadata"].get("uid"):
         return True
-    try:
-        return int(new["metadata"]["resourceVersion"]) >= int(cur.rv)
-    except (KeyError, TypeError, ValueError):
-        return True  # resourceVersions are opaque by contract: when in doubt, the latest seen wins
+    new_rv, cur_rv = _int_rv(new["metadata"].get("resourceVersion")), _int_rv(cur.rv)
+    return new_rv is None or cur_rv is None or new_rv >= cur_rv  # when in doubt, the latest seen wins
+
+
+# Uids known gone, remembered so a late answer cannot bring their object back: a write's answer (or an
+# event still queued) that arrives after the DELETED event, or after a listing that no longer had it.
+# Bounded: uids are never reused, and a late answer comes within seconds, not after this many deletions.
+GONE_REMEMBERED = 20000
+FOREVER = float("inf")
+
+
+class _Gone:
+    """uid -> resourceVersion at which it was known gone (FOREVER once deleted): older news is refused."""
+
+    def __init__(self, size: int = GONE_REMEMBERED):
+        self._size, self._at = size, OrderedDict()
+
+    def add(self, uid, rv=FOREVER) -> None:
+        if uid is None:
+            return
+        self._at[uid] = rv
+        self._at.move_to_end(uid)
+        while len(self._at) > self._size:
+            self._at.popitem(last=False)
+
+    def refuses(self, body: dict) -> bool:
+        meta = body.get("metadata") or {}
+        at = self._at.get(meta.get("uid"))
+        if at is None:
+            return False
+        rv = _int_rv(meta.get("resourceVersion"))
+        return at == FOREVER or rv is None or rv <= at
+
+    def __len__(self) -> int:
+        return len(self._at)
 
 
 def _container_summary(cs: dict) -> dict:
@@ -97,29 +137,46 @@ def summarize_pod(pod: dict) -> dict:
 
 
 class World:
+    """Pools, their Deployments and pod summaries, as the watches (and the operator's own writes) tell.
+
+    A watch that is listed again (after its resourceVersion expired, or at start) sends no DELETED for
+    what went while it was not watching: ``listed`` drops what a complete listing no longer has. A
+    deleted object's uid is remembered (``_Gone``) so a late answer cannot bring it back. Either ghost
+    would stay for good: a Deployment that is gone blocks its pool (Conflict) when the pool is created
+    again under the same name; a pod that is gone is counted in status.
+    """
+
+    KINDS = ("daemonpools", "deployments", "pods")  # the resources (plurals) kept here
+
     def __init__(self):
         self._lock = threading.Lock()
         self._pools: dict = {}
         self._deployments: dict = {}
-        self._pods: dict = {}  # key -> {pod name: summary}
+        self._pods: dict = {}  # key -> {pod name: _Kept of its summary}
+        self._gone = _Gone()
 
     # -- fed by the watches --------------------------------------------------------------
     def set_pool(self, body: dict) -> Key:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         with self._lock:
-            if _newer(self._pools.get(key), body):
+            if not self._gone.refuses(body) and _newer(self._pools.get(key), body):
                 self._pools[key] = _Kept(body)
         return key
 
-    def drop_pool(self, key: Key) -> None:
+    def drop_pool(self, body: dict) -> Key:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
         with self._lock:
-            self._pools.pop(key, None)
+            self._gone.add(body["metadata"].get("uid"))
+            cur = self._pools.get(key)
+            if cur is not None and cur.uid == body["metadata"].get("uid"):
+                del self._pools[key]
+        return key
 
     def set_deployment(self, body: dict) -> Key | None:
         key = _owner_key(body)
         if key is not None:
             with self._lock:
-                if _newer(self._deployments.get(key), body):
+                if not self._gone.refuses(body) and _newer(self._deployments.get(key), body):
                     self._deployments[key] = _Kept(body)
         return key
 
@@ -127,6 +184,7 @@ class World:
         key = _owner_key(body)
         if key is not None:
             with self._lock:
+                self._gone.add(body["metadata"].get("uid"))
                 cur = self._deployments.get(key)
                 if cur is not None and cur.uid == body["metadata"].get("uid"):
                     del self._deployments[key]
@@ -136,19 +194,60 @@ class World:
         key = _owner_key(body)
         if key is not None:
             with self._lock:
-                summary = json.dumps(summarize_pod(body), separators=(",", ":")).encode()
-                self._pods.setdefault(key, {})[body["metadata"]["name"]] = summary
+                pods = self._pods.setdefault(key, {})
+                name = body["metadata"]["name"]
+                if not self._gone.refuses(body) and _newer(pods.get(name), body):
+                    pods[name] = _Kept(body, summarize_pod(body))
+                if not pods:
+                    del self._pods[key]
         return key
 
     def drop_pod(self, body: dict) -> Key | None:
         key = _owner_key(body)
         if key is not None:
             with self._lock:
+                self._gone.add(body["metadata"].get("uid"))
                 pods = self._pods.get(key, {})
-                pods.pop(body["metadata"]["name"], None)
+                cur = pods.get(body["metadata"]["name"])
+                if cur is not None and cur.uid == body["metadata"].get("uid"):
+                    del pods[body["metadata"]["name"]]
                 if not pods:
                     self._pods.pop(key, None)
         return key
+
+    def listed(self, kind: str, namespace: str | None, uids: set, resource_version) -> set:
+        """A complete listing of ``kind`` (in ``namespace``, or everywhere) at ``resource_version`` had
+        these uids: drop what it no longer has, unless newer than the listing (written since).
+
+        Returns the keys of the pools whose cache changed: they need a reconcile.
+        """
+        at = _int_rv(resource_version)
+        changed: set = set()
+
+        def stale(kept: _Kept) -> bool:
+            if kept.uid in uids:
+                return False
+            rv = _int_rv(kept.rv)
+            return at is None or rv is None or rv <= at  # unknown order: drop it, the next event restores it
+
+        with self._lock:
+            if kind == "pods":
+                flat = [(key, name, kept) for key, pods in self._pods.items() for name, kept in pods.items()]
+                for key, name, kept in flat:
+                    if (namespace is None or key[0] == namespace) and stale(kept):
+                        del self._pods[key][name]
+                        if not self._pods[key]:
+                            del self._pods[key]
+                        self._gone.add(kept.uid, FOREVER if at is None else at)
+                        changed.add(key)
+                return changed
+            store = {"daemonpools": self._pools, "deployments": self._deployments}[kind]
+            for key, kept in list(store.items()):
+                if (namespace is None or key[0] == namespace) and stale(kept):
+                    del store[key]
+                    self._gone.add(kept.uid, FOREVER if at is None else at)
+                    changed.add(key)
+        return changed
 
     # -- read by reconciles --------------------------------------------------------------
     def pool(self, key: Key) -> dict | None:
@@ -163,8 +262,8 @@ class World:
 
     def pods(self, key: Key) -> list:
         with self._lock:
-            packed = list(self._pods.get(key, {}).values())
-        return [json.loads(b) for b in packed]
+            kept = list(self._pods.get(key, {}).values())
+        return [k.load() for k in kept]
 
     def pool_versions(self) -> dict:
         """{(namespace, name): resourceVersion} of every pool: what the watch delivered, for the census."""
@@ -181,6 +280,7 @@ class World:
                 "pools": len(self._pools),
                 "deployments": len(self._deployments),
                 "pods": sum(len(p) for p in self._pods.values()),
+                "gone": len(self._gone),
             }
 
 

@@ -141,12 +141,8 @@ def reconcile(key: tuple) -> None:
         metrics.RECONCILE_SECONDS.observe(took)
         metrics.QUEUE_DEPTH.set(QUEUE.depth)
         if took > SLOW_RECONCILE_SECONDS:
-            log.warning(
-                "reconciling pool %s/%s took %.1fs (limit %gs): the API server or a lock is slow",
-                *key,
-                took,
-                SLOW_RECONCILE_SECONDS,
-            )
+            why = "the API server or a lock is slow"
+            log.warning("reconciling pool %s/%s took %.1fs (limit %gs): %s", *key, took, SLOW_RECONCILE_SECONDS, why)
 
 
 def _reconcile(key: tuple) -> None:
@@ -333,7 +329,18 @@ def _lead() -> None:
 @kopf.on.startup()
 async def watch_guard(**_) -> None:
     """Before the first watch: keepalive on kopf's connections, and watches the census can restart."""
-    watchdog.install()
+    watchdog.install(on_listed=_listed)
+
+
+def _listed(plural: str, namespace: str | None, uids: set, version) -> None:
+    """A watch listed again: what the listing no longer has is gone (kopf sends no DELETED for it)."""
+    for key in WORLD.listed(plural, namespace, uids, version) if plural in WORLD.KINDS else ():
+        log.info("pool %s/%s: a %s listing no longer has what the cache kept; dropped", *key, plural)
+        if plural == "daemonpools":
+            QUEUE.forget(key)
+            _forget(key)
+        else:
+            _enqueue(key, "resync")
 
 
 @kopf.on.startup()
@@ -381,10 +388,10 @@ def queue_health(**_) -> str:
 async def pool_event(type: str | None, body: kopf.Body, **_) -> None:  # noqa: A002 - kopf's argument name
     metrics.watch_event("daemonpools")
     if type == "DELETED":
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        WORLD.drop_pool(key)
-        QUEUE.forget(key)
-        _forget(key)
+        key = WORLD.drop_pool(body)
+        if WORLD.pool(key) is None:  # not already replaced by a pool of the same name
+            QUEUE.forget(key)
+            _forget(key)
         return
     _enqueue(WORLD.set_pool(body), "pool")
 

@@ -57,8 +57,9 @@ def _keepalive_socket(addr_info) -> socket.socket:
     return s
 
 
-def install() -> None:
-    """Keepalive on kopf's connections and the restartable watch; once, from kopf's event loop."""
+def install(on_listed=None) -> None:
+    """Keepalive on kopf's connections, the restartable watch, and listings reported to ``on_listed``;
+    once, from kopf's event loop."""
     import aiohttp  # noqa: PLC0415 - kopf's HTTP client; only the operator process needs it
     from kopf._cogs.clients import watching  # noqa: PLC0415
 
@@ -104,6 +105,31 @@ def install() -> None:
 
     watch_objs._daemonpool = True
     watching.watch_objs = watch_objs
+    _hook_listings(on_listed)
+
+
+def _hook_listings(on_listed) -> None:
+    """Tell ``on_listed(plural, namespace, uids, resourceVersion)`` when a watch's listing is complete.
+
+    kopf lists before it watches (at start, and again when the watch's resourceVersion expired) and
+    sends each listed object as an event, but nothing for what is gone: the cache must drop that
+    itself (cache.World.listed). A listing cut short (an error) tells nothing.
+    """
+    from kopf._cogs.clients import fetching  # noqa: PLC0415
+
+    original = fetching.fetch_objs
+
+    async def fetch_objs(*, resource, namespace, **kwargs):
+        uids: set = set()
+        version = None
+        async for chunk, version in original(resource=resource, namespace=namespace, **kwargs):
+            uids.update((obj.get("metadata") or {}).get("uid") for obj in chunk)
+            yield chunk, version
+        if on_listed is not None:
+            on_listed(resource.plural, namespace, uids, version)
+
+    fetch_objs._daemonpool = True
+    fetching.fetch_objs = fetch_objs
 
 
 def restart_watches() -> None:

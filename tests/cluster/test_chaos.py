@@ -92,6 +92,26 @@ def _ready(p) -> bool:
     )
 
 
+def _why(p, d) -> str:
+    """What a pool that is not Ready looks like, for the failure message."""
+    if p is None:
+        return "no pool"
+    ready = {c["type"]: c for c in (p.get("status") or {}).get("conditions", [])}.get("Ready", {})
+    out = (
+        f"generation {p['metadata']['generation']}, Ready {ready.get('status')} {ready.get('reason')} "
+        f"at generation {ready.get('observedGeneration')}: {ready.get('message')}"
+    )
+    if d is None:
+        return out + "; no Deployment"
+    s = d.get("status") or {}
+    return (
+        out
+        + f"; Deployment {s.get('readyReplicas', 0)}/{d['spec']['replicas']} ready, uid owners "
+        + str([r["uid"][:8] for r in d["metadata"].get("ownerReferences", [])])
+        + f" (pool uid {p['metadata']['uid'][:8]})"
+    )
+
+
 def converged(cluster, ns, last: dict) -> bool:
     pools = {p["metadata"]["name"]: p for p in cluster.get("daemonpools", ns=ns)["items"]}
     deps = {d["metadata"]["name"]: d for d in cluster.get("deployments", ns=ns)["items"]}
@@ -104,7 +124,7 @@ def converged(cluster, ns, last: dict) -> bool:
         peers, value = spec
         p, d = pools.get(name), deps.get(name)
         if p is None or d is None or not _ready(p):
-            wrong.append(f"{name}: not Ready")
+            wrong.append(f"{name}: not Ready ({_why(p, d)})")
             continue
         env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])}
         if d["spec"]["replicas"] != peers or env.get("WORK_SECONDS") != value:

@@ -477,3 +477,83 @@ def test_a_standbys_waiting_queue_is_not_stuck(monkeypatch):
     monkeypatch.setattr(handlers, "QUEUE", q)
     monkeypatch.setattr(handlers, "_resync", {"last": handlers.time.monotonic()})
     assert handlers.queue_health().startswith("1 queued")
+
+
+def _dep(uid, rv, replicas=1, ns="ns", pool="p"):
+    return {
+        "metadata": {
+            "name": pool,
+            "namespace": ns,
+            "uid": uid,
+            "resourceVersion": str(rv),
+            "labels": {"daemonpool.dev/pool": pool},
+        },
+        "spec": {"replicas": replicas},
+    }
+
+
+def test_a_late_answer_does_not_bring_back_what_was_deleted():
+    """A write's answer (or a queued event) that arrives after the DELETED event: the object stays gone."""
+    w = cache.World()
+    w.set_deployment(_dep("d1", 10))
+    w.drop_deployment(_dep("d1", 12))
+    w.set_deployment(_dep("d1", 11, replicas=3))  # the answer to a scale sent before the delete
+    assert w.deployment(("ns", "p")) is None
+    pod = dict(_pod("a"), metadata={**_pod("a")["metadata"], "uid": "pod-a", "resourceVersion": "5"})
+    w.set_pod(pod)
+    w.drop_pod(pod)
+    w.set_pod(pod)
+    assert w.pods(("ns", "p")) == []
+    pool = {"metadata": {"name": "p", "namespace": "ns", "uid": "pool-1", "resourceVersion": "3"}}
+    w.set_pool(pool)
+    w.drop_pool(pool)
+    w.set_pool(pool)  # a status patch's answer
+    assert w.pool(("ns", "p")) is None
+    w.set_deployment(_dep("d2", 13))  # a new object of the same name is welcome
+    assert w.deployment(("ns", "p"))["metadata"]["uid"] == "d2"
+
+
+def test_a_listing_drops_what_went_while_nothing_watched_but_not_what_was_written_since():
+    w = cache.World()
+    w.set_deployment(_dep("old", 10, pool="gone"))  # deleted while the watch was down: no DELETED comes
+    w.set_deployment(_dep("new", 31, pool="made"))  # created by the operator after the listing
+    w.set_deployment(_dep("kept", 12, pool="kept"))
+    w.set_deployment(_dep("elsewhere", 9, ns="other", pool="gone"))
+    ghost = dict(_pod("ghost"), metadata={**_pod("ghost")["metadata"], "uid": "pg", "resourceVersion": "11"})
+    live = dict(_pod("live"), metadata={**_pod("live")["metadata"], "uid": "pl", "resourceVersion": "11"})
+    w.set_pod(ghost)
+    w.set_pod(live)
+    assert w.listed("deployments", "ns", {"kept"}, "30") == {("ns", "gone")}
+    assert w.deployment(("ns", "gone")) is None
+    assert w.deployment(("ns", "made")) is not None, "written after the listing: kept"
+    assert w.deployment(("ns", "kept")) is not None
+    assert w.deployment(("other", "gone")) is not None, "another namespace's listing decides about it"
+    w.set_deployment(_dep("old", 10, pool="gone"))  # an event still queued from before
+    assert w.deployment(("ns", "gone")) is None
+    assert w.listed("pods", None, {"pl"}, "30") == {("ns", "p")}
+    assert [p["metadata"]["name"] for p in w.pods(("ns", "p"))] == ["live"]
+    assert w.listed("daemonpools", None, set(), "30") == set()
+
+
+def test_a_pool_created_again_while_its_old_deployment_lingered_in_the_cache_converges(fake):
+    """The chaos failure: pool deleted and created again under the same name while the operator was not
+    watching; the cache kept the old Deployment (another owner's uid) and the pool stayed in Conflict."""
+    add_pool(fake, peers=1)
+    run()
+    old = fake.deployments.pop(("ns", "p"))  # the pool is deleted; the GC takes its Deployment
+    del fake.pools[("ns", "p")]
+    handlers.WORLD.drop_pool({"metadata": {"name": "p", "namespace": "ns", "uid": "uid-p"}})
+    pool = add_pool(fake, peers=2)
+    pool["metadata"]["uid"] = "uid-p-again"
+    handlers.WORLD.set_pool(pool)
+    run()
+    assert handlers.WORLD.deployment(("ns", "p"))["metadata"]["uid"] == old["metadata"]["uid"]
+    ready = {c["type"]: c for c in fake.pools[("ns", "p")]["status"]["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "DeploymentConflict"), "stuck, as in the chaos run"
+    fake.writes.clear()
+    handlers._listed("deployments", None, set(), str(fake.rv))  # the watch lists again, without it
+    run()
+    made = fake.deployments[("ns", "p")]
+    assert ("create", ("ns", "p")) in fake.writes
+    assert made["spec"]["replicas"] == 2
+    assert made["metadata"]["ownerReferences"][0]["uid"] == "uid-p-again"

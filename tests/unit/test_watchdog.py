@@ -69,7 +69,7 @@ def test_keepalive_socket_options():
 def test_restart_ends_a_silent_watch_and_kopf_watches_again(monkeypatch):
     """The hook around kopf's watch_objs: events pass through; a restart closes the silent request."""
     import aiohttp
-    from kopf._cogs.clients import watching
+    from kopf._cogs.clients import fetching, watching
 
     closed = []
 
@@ -82,6 +82,7 @@ def test_restart_ends_a_silent_watch_and_kopf_watches_again(monkeypatch):
 
     monkeypatch.setattr(watching, "watch_objs", silent_after_one)
     monkeypatch.setattr(aiohttp, "TCPConnector", aiohttp.TCPConnector)
+    monkeypatch.setattr(fetching, "fetch_objs", fetching.fetch_objs)
 
     class Res:
         plural = "daemonpools"
@@ -106,3 +107,38 @@ def test_restart_ends_a_silent_watch_and_kopf_watches_again(monkeypatch):
     assert asyncio.run(scenario()) == ["ADDED"]
     assert closed == ["daemonpools"], "the silent request was closed, not left hanging"
     assert "daemonpools" in watchdog._last_input
+
+
+def test_a_complete_listing_is_reported_with_every_uid_and_a_cut_one_is_not(monkeypatch):
+    """kopf lists before it watches and sends nothing for what is gone: the cache is told what a listing had."""
+    import aiohttp
+    from kopf._cogs.clients import fetching, watching
+
+    async def two_chunks(*, resource, namespace, **_):
+        yield [{"metadata": {"uid": "a"}}, {"metadata": {"uid": "b"}}], "41"
+        if namespace == "cut":
+            raise aiohttp.ClientConnectionError("the listing broke")
+        yield [{"metadata": {"uid": "c"}}], "41"
+
+    monkeypatch.setattr(fetching, "fetch_objs", two_chunks)
+    monkeypatch.setattr(watching, "watch_objs", watching.watch_objs)
+    monkeypatch.setattr(aiohttp, "TCPConnector", aiohttp.TCPConnector)
+    told = []
+
+    class Res:
+        plural = "deployments"
+
+    async def scenario():
+        watchdog.install(on_listed=lambda *a: told.append(a))
+        seen = [
+            obj["metadata"]["uid"]
+            async for chunk, _ in fetching.fetch_objs(resource=Res(), namespace="ns")
+            for obj in chunk
+        ]
+        assert seen == ["a", "b", "c"], "the listing passes through unchanged"
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async for _ in fetching.fetch_objs(resource=Res(), namespace="cut"):
+                pass
+
+    asyncio.run(scenario())
+    assert told == [("deployments", "ns", {"a", "b", "c"}, "41")]
