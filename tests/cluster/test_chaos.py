@@ -5,10 +5,12 @@ random sequence while the leader is killed — SIGKILL of its container from the
 pod, alternating. At the end every pool matches its last spec, no Deployment is left without its pool,
 no pool has more than one live ReplicaSet, and every write came from a pod that was leader.
 
-Opt-in: DAEMONPOOL_CHAOS=1 runs it at CI size (40 pools, 4 kills); DAEMONPOOL_CHAOS_FULL=1 at full size
-(100 pools, 10 kills). DAEMONPOOL_CHAOS_SEED picks another sequence. It is not part of the default
-`hack/test` while one failure is unexplained: in one of five runs two pools were still not Ready 240 s
-after the churn stopped.
+CI size by default (40 pools, 4 kills); DAEMONPOOL_CHAOS_FULL=1 runs the full size (100 pools, 10
+kills). DAEMONPOOL_CHAOS_SEED picks another sequence. Its one failure (two pools not Ready 240 s after
+the churn) fits a gap then found in the cache: a replica that listed again (at start, or after its
+watch's resourceVersion expired) kept Deployments and pods deleted meanwhile (kopf sends no DELETED for
+them), so a pool created again under the same name stayed in DeploymentConflict with a Deployment that
+no longer existed. cache.World.listed drops them now; the failure itself was not reproduced.
 """
 
 from __future__ import annotations
@@ -28,13 +30,7 @@ from clusterkit import holder, leader_pod, record, wait, worker_pool, writer_pod
 from skips import unavailable
 
 FULL = os.environ.get("DAEMONPOOL_CHAOS_FULL") == "1"
-pytestmark = [
-    pytest.mark.timeout(1800),
-    pytest.mark.skipif(
-        not (FULL or os.environ.get("DAEMONPOOL_CHAOS") == "1"),
-        reason="opt-in (DAEMONPOOL_CHAOS=1): one unexplained non-convergence in five runs, see the module docstring",
-    ),
-]
+pytestmark = pytest.mark.timeout(1800)
 POOLS, KILLS = (100, 10) if FULL else (40, 4)
 SEED = int(os.environ.get("DAEMONPOOL_CHAOS_SEED", "14"))
 
