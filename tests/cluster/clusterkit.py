@@ -145,6 +145,39 @@ def writes_by(cluster, username, since_line) -> list:
     return [f"{ev['verb']} {ev['requestURI']}" for ev in _writes(cluster, username, since_line)]
 
 
+def wait_quiet(cluster, username, quiet=5.0, timeout=120.0, ignore=lambda uri: False) -> float:
+    """Wait until ``username`` has written nothing (Lease renewals and ``ignore``d URIs aside) for ``quiet``
+    seconds: "the last status patches and Events have landed" as an observation. Returns the wait."""
+    path = cluster.audit_log
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        pos, t0 = f.tell(), time.monotonic()
+        last = t0
+        while True:
+            time.sleep(0.5)
+            f.seek(pos)
+            chunk = f.read()
+            cut = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+            pos += cut
+            for line in chunk[:cut].splitlines():
+                ev = json.loads(line)
+                if (
+                    ev.get("stage") == "ResponseComplete"
+                    and ev["user"]["username"] == username
+                    and ev["verb"] in WRITES
+                    and "/leases/" not in ev["requestURI"]
+                    and not ignore(ev["requestURI"])
+                ):
+                    last = time.monotonic()
+            now = time.monotonic()
+            if now - last >= quiet:
+                return round(now - t0, 1)
+            if now - t0 > timeout:
+                raise AssertionError(
+                    f"{username} still writing after {timeout:.0f}s (last write {now - last:.1f}s ago)"
+                )
+
+
 # -- the operator's leader -------------------------------------------------------------------------
 
 LEASE = "daemonpool-operator"

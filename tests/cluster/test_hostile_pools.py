@@ -17,7 +17,7 @@ import pytest
 
 from daemonpool_operator import reasons
 
-from clusterkit import record, wait, writes_by
+from clusterkit import record, wait, wait_quiet, writes_by
 from hostile import CHURNING, generated, hand
 from skips import unavailable
 
@@ -138,8 +138,13 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
         },
     )
     assert slow == {}, f"pools that took over {SETTLE_SECONDS}s to say Ready or why: {slow}"
-    # Let the last status patches and Events land, then watch the world stand still.
-    time.sleep(15)
+    # Let the last status patches and Events land (the churning pools aside), then watch the world stand still.
+    churning = {f"/namespaces/{ns['open']}/daemonpools/{name}/" for name in CHURNING}
+
+    def expected(uri):
+        return any(c in uri + "/" for c in churning) or ("/events" in uri and ns["open"] in uri)
+
+    wait_quiet(cluster, operator.username, ignore=expected)
     final = {}
     for n in ns.values():
         for obj in cluster.get("dp", ns=n)["items"]:
@@ -152,7 +157,6 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     start = len(cluster.audit_log.read_text().splitlines())
     time.sleep(60)
     writes = writes_by(cluster, operator.username, start)
-    churning = {f"/namespaces/{ns['open']}/daemonpools/{name}/" for name in CHURNING}
     quiet_writes = [
         w
         for w in writes

@@ -12,7 +12,7 @@ import pytest
 
 from daemonpool_operator import desired
 
-from clusterkit import reconciled_again, record, wait, worker_pool, writes_by
+from clusterkit import reconciled_again, record, wait, wait_quiet, worker_pool, writes_by
 from skips import unavailable
 
 pytestmark = pytest.mark.timeout(600)
@@ -347,8 +347,8 @@ def test_idle_means_quiet(cluster, operator, images, ns):
         ]
     )
     wait(lambda: all(ready(cluster, ns, n) for n in names), 300, "20 pools Ready", interval=2)
-    # Let the last status patches and events land before counting.
-    time.sleep(10)
+    settled = wait_quiet(cluster, operator.username)  # the last status patches and Events have landed
+    record("idle_settle_seconds", settled)
     start = len(cluster.audit_log.read_text().splitlines())
     time.sleep(60)
     writes = writes_by(cluster, operator.username, start)
