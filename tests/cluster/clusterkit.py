@@ -127,16 +127,21 @@ def worker_pool(name, ns, image, **kw):
     }
 
 
+def _is_write(ev: dict, username: str) -> bool:
+    """An audit event of a write by ``username`` that is not a Lease renewal."""
+    return (
+        ev.get("stage") == "ResponseComplete"
+        and ev["user"]["username"] == username
+        and ev["verb"] in WRITES
+        and "/leases/" not in ev["requestURI"]
+    )
+
+
 def _writes(cluster, username, since_line):
     """The audit events of the writes by ``username`` since ``since_line``, without Lease renewals."""
     for line in cluster.audit_log.read_text().splitlines()[since_line:]:
         ev = json.loads(line)
-        if (
-            ev.get("stage") == "ResponseComplete"
-            and ev["user"]["username"] == username
-            and ev["verb"] in WRITES
-            and "/leases/" not in ev["requestURI"]
-        ):
+        if _is_write(ev, username):
             yield ev
 
 
@@ -161,13 +166,7 @@ def wait_quiet(cluster, username, quiet=5.0, timeout=120.0, ignore=lambda uri: F
             pos += cut
             for line in chunk[:cut].splitlines():
                 ev = json.loads(line)
-                if (
-                    ev.get("stage") == "ResponseComplete"
-                    and ev["user"]["username"] == username
-                    and ev["verb"] in WRITES
-                    and "/leases/" not in ev["requestURI"]
-                    and not ignore(ev["requestURI"])
-                ):
+                if _is_write(ev, username) and not ignore(ev["requestURI"]):
                     last = time.monotonic()
             now = time.monotonic()
             if now - last >= quiet:
