@@ -109,12 +109,37 @@ class NotLeader(Exception):
     """A write was attempted by a replica that is not (or no longer surely) the leader."""
 
 
+# Fenced writes that passed the fence and have not been answered: a leader that hands its Lease over
+# waits for them first (drain_writes), so none lands after another replica took over.
+_in_flight = {"writes": 0}
+_in_flight_cv = threading.Condition()
+
+
+def drain_writes(timeout: float) -> bool:
+    """Wait until no fenced write is in flight (writes_allowed must already say no); False on timeout."""
+    with _in_flight_cv:
+        return _in_flight_cv.wait_for(lambda: _in_flight["writes"] == 0, timeout)
+
+
 def _call(what: str, fn, *args, absent: tuple = (), fenced: bool = True, timeout=REQUEST_TIMEOUT, **kwargs):
     """Call the API and return the parsed JSON body; None when the answer's status is in ``absent``.
     Writes (fenced) only while this replica is the leader."""
     verb = _verb(fn)
-    if fenced and verb in WRITES and not writes_allowed():
-        raise NotLeader(f"{what}: not the leader (or the lease may have expired); not writing")
+    if not (fenced and verb in WRITES):
+        return _send(what, verb, fn, args, absent, timeout, kwargs)
+    with _in_flight_cv:  # the fence and the count together: drain_writes sees every write that passed
+        if not writes_allowed():
+            raise NotLeader(f"{what}: not the leader (or the lease may have expired); not writing")
+        _in_flight["writes"] += 1
+    try:
+        return _send(what, verb, fn, args, absent, timeout, kwargs)
+    finally:
+        with _in_flight_cv:
+            _in_flight["writes"] -= 1
+            _in_flight_cv.notify_all()
+
+
+def _send(what, verb, fn, args, absent, timeout, kwargs):
     try:
         out = _raw(fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs))
         metrics.API_REQUESTS.labels(verb, "200").inc()

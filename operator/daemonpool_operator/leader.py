@@ -48,6 +48,8 @@ class Elector:
         self.on_lost = on_lost or (lambda: os._exit(1))
         self.clock = clock
         self.leader = False
+        self.released = False  # a clean shutdown gave the Lease up: never take it again
+        self._state = threading.Lock()  # step() and release() change leader/released under it
         self.last_renew = -1e9
         self._observed: tuple | None = None  # (holder, renewTime) as last seen
         self._observed_at = clock()
@@ -87,11 +89,21 @@ class Elector:
         return kube.replace_lease(self.namespace, self.name, self._body(lease)) is not None
 
     def step(self) -> None:
+        if self.released:
+            return
         try:
             ok = self.try_acquire_or_renew()
         except Exception as exc:  # noqa: BLE001 - an API hiccup is a failed renewal, judged by the deadline
             log.warning("leader election: %s", exc)
             ok = False
+        with self._state:
+            then = self._after(ok)
+        if then is not None:
+            then()  # outside the lock: starting to lead reads the API, and release() must not wait on it
+
+    def _after(self, ok: bool) -> Callable[[], None] | None:
+        if self.released:  # released while this renewal was out: it does not make us leader again
+            return None
         if ok:
             self.last_renew = self.clock()
             if not self.leader:
@@ -99,7 +111,7 @@ class Elector:
                 metrics.LEADER.set(1)
                 metrics.LEADER_TRANSITIONS.inc()
                 log.info("leader election: %s is the leader (Lease %s/%s)", self.identity, self.namespace, self.name)
-                self.on_started()
+                return self.on_started
         elif self.leader and self.clock() - self.last_renew >= RENEW_DEADLINE_SECONDS:
             self.leader = False
             metrics.LEADER.set(0)
@@ -108,14 +120,19 @@ class Elector:
                 "leader election: could not renew the Lease for %ss; stopped writing, exiting to restart as a standby",
                 RENEW_DEADLINE_SECONDS,
             )
-            self.on_lost()
+            return self.on_lost
+        return None
 
     def release(self) -> None:
         """Give the Lease up (a clean shutdown): stop writing first, then let a standby take it at once."""
-        if not self.leader:
+        with self._state:
+            was, self.leader, self.released = self.leader, False, True
+        if not was:
             return
-        self.leader = False
         metrics.LEADER.set(0)
+        if not kube.drain_writes(sum(kube.REQUEST_TIMEOUT)):
+            log.warning("leader election: writes still unanswered; keeping the Lease to expire on its own")
+            return
         try:
             lease = kube.get_lease(self.namespace, self.name)
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:

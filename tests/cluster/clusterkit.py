@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pathlib
@@ -200,6 +201,46 @@ def writer_pods(cluster, username: str, since_line: int) -> dict:
         pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
         writers.setdefault(pod, []).append(ev["requestURI"])
     return writers
+
+
+def _when(ts: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def writes_outside_terms(cluster, operator, since_line: int) -> list:
+    """The operator's writes (after ``since_line``) made by a pod that did not hold the Lease both when the
+    API server received the write and when it answered. Terms come from the Lease writes in the audit log
+    (the policy logs this Lease's bodies): a successful create or update names the holder, or none
+    after a release. Lease renewals themselves are not counted."""
+    lease_uri = f"/namespaces/{operator.namespace}/leases/{LEASE}"
+    terms: list = []  # (when, holder pod or None), in order
+    writes = []
+    for i, line in enumerate(cluster.audit_log.read_text().splitlines()):
+        ev = json.loads(line)
+        if ev.get("stage") != "ResponseComplete" or ev["user"]["username"] != operator.username:
+            continue
+        pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
+        if ev["verb"] in ("create", "update") and "/leases" in ev["requestURI"]:
+            ref = ev.get("objectRef") or {}
+            if ref.get("namespace") != operator.namespace or ev.get("responseStatus", {}).get("code", 0) >= 300:
+                continue
+            if ev["verb"] == "create":
+                terms.append((_when(ev["stageTimestamp"]), pod))
+            elif lease_uri in ev["requestURI"]:
+                who = ((ev.get("requestObject") or {}).get("spec") or {}).get("holderIdentity")
+                terms.append((_when(ev["stageTimestamp"]), who.split("_", 1)[0] if who else None))
+        elif i >= since_line and _is_write(ev, operator.username):
+            writes.append((pod, _when(ev["requestReceivedTimestamp"]), _when(ev["stageTimestamp"]), ev["requestURI"]))
+
+    def holder_at(t):
+        before = [who for when, who in terms if when <= t]
+        return before[-1] if before else None
+
+    return [
+        f"{pod} {verb_uri} (holder {holder_at(t0)} when received, {holder_at(t1)} when answered)"
+        for pod, t0, t1, verb_uri in writes
+        if holder_at(t0) != pod or holder_at(t1) != pod
+    ]
 
 
 def operator_metric(cluster, operator, pod_name: str, name: str, labels: str = "") -> float:

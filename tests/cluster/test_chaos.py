@@ -26,7 +26,7 @@ import pytest
 
 from localcluster.procs import ctr
 
-from clusterkit import holder, leader_pod, record, wait, worker_pool, writer_pods
+from clusterkit import holder, leader_pod, record, wait, worker_pool, writer_pods, writes_outside_terms
 from skips import unavailable
 
 FULL = os.environ.get("DAEMONPOOL_CHAOS_FULL") == "1"
@@ -207,4 +207,6 @@ def test_pools_converge_while_the_leader_is_killed_again_and_again(cluster, oper
         },
     )
     assert set(writers) <= leaders, f"writes by a pod that never led: {set(writers) - leaders}"
+    outside = writes_outside_terms(cluster, operator, start)
+    assert outside == [], f"{len(outside)} write(s) by a pod that did not hold the Lease then: {outside[:5]}"
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -121,3 +121,65 @@ def test_a_released_lease_is_taken_at_once(world):
     assert not a.fresh() and store.obj["spec"]["holderIdentity"] is None
     step(b, current)
     assert ("started", "b") in events, "no 15 s wait after a clean handover"
+
+
+def test_a_release_waits_for_the_writes_that_passed_the_fence(world, monkeypatch):
+    """A reconcile that passed the fence just before SIGTERM: its write is answered before the Lease goes."""
+    import threading
+
+    store, now, current, events, a, b = two_candidates(world)
+    monkeypatch.setattr(kube, "writes_allowed", a.fresh)
+    monkeypatch.setattr(kube, "_raw", lambda r: r)
+    sent, answer, order = threading.Event(), threading.Event(), []
+
+    def create_namespaced_deployment(*_, **__):
+        sent.set()
+        answer.wait(5)
+        order.append("write answered")
+        return {}
+
+    writer = threading.Thread(target=kube._call, args=("creating Deployment ns/x", create_namespaced_deployment))
+    writer.start()
+    assert sent.wait(5)
+    current["who"] = "a"
+    releasing = threading.Thread(target=lambda: (a.release(), order.append("released")))
+    releasing.start()
+    releasing.join(0.3)
+    assert releasing.is_alive() and store.obj["spec"]["holderIdentity"] == "a", "the Lease is kept while it is out"
+    with pytest.raises(kube.NotLeader):  # no new write passes meanwhile
+        kube._call("creating Deployment ns/y", create_namespaced_deployment)
+    answer.set()
+    writer.join(5)
+    releasing.join(5)
+    assert order == ["write answered", "released"] and store.obj["spec"]["holderIdentity"] is None
+
+
+def test_a_released_elector_never_leads_again(world):
+    """Found by the chaos test: after a release the election thread took the free Lease back at its next
+    step and wrote again while the standby was taking over."""
+    store, now, current, events, a, b = two_candidates(world)
+    current["who"] = "a"
+    a.release()
+    for _ in range(3):
+        now[0] += leader.RETRY_SECONDS
+        step(a, current)
+    assert not a.fresh() and store.obj["spec"].get("holderIdentity") is None
+    assert events == [("started", "a")], "started once, never again"
+    step(b, current)
+    assert store.obj["spec"]["holderIdentity"] == "b"
+
+
+def test_a_renewal_answered_after_the_release_does_not_make_a_leader_again(world, monkeypatch):
+    store, now, current, events, a, b = two_candidates(world)
+    current["who"] = "a"
+    renew = a.try_acquire_or_renew
+
+    def renewal_out_during_release():
+        ok = renew()  # answered by the API server...
+        a.release()  # ...while SIGTERM's cleanup gives the Lease up
+        return ok
+
+    monkeypatch.setattr(a, "try_acquire_or_renew", renewal_out_during_release)
+    now[0] += leader.RETRY_SECONDS
+    a.step()
+    assert not a.fresh() and a.released and events == [("started", "a")]
