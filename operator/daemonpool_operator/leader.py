@@ -134,12 +134,15 @@ class Elector:
             log.warning("leader election: writes still unanswered; keeping the Lease to expire on its own")
             return
         try:
-            lease = kube.get_lease(self.namespace, self.name)
-            if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+            for _ in range(2):  # a renewal that was out when release began may win the first write (409)
+                lease = kube.get_lease(self.namespace, self.name)
+                if not lease or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                    return
                 body = self._body(lease)
                 body["spec"].update(holderIdentity=None, leaseDurationSeconds=1)
-                kube.replace_lease(self.namespace, self.name, body)
-                log.info("leader election: released the Lease")
+                if kube.replace_lease(self.namespace, self.name, body) is not None:
+                    log.info("leader election: released the Lease")
+                    return
         except Exception as exc:  # noqa: BLE001 - shutting down: the Lease expires on its own
             log.warning("leader election: could not release the Lease (it expires in %ss): %s", LEASE_SECONDS, exc)
 

@@ -183,3 +183,20 @@ def test_a_renewal_answered_after_the_release_does_not_make_a_leader_again(world
     now[0] += leader.RETRY_SECONDS
     a.step()
     assert not a.fresh() and a.released and events == [("started", "a")]
+
+
+def test_a_release_that_lost_the_race_to_its_own_renewal_tries_again(world, monkeypatch):
+    store, now, current, events, a, b = two_candidates(world)
+    current["who"] = "a"
+    get, raced = kube.get_lease, []
+
+    def get_then_renewed(ns, name):
+        lease = get(ns, name)
+        if not raced:  # the election thread's renewal lands between release's read and write
+            raced.append(1)
+            store.replace(ns, name, a._body(copy.deepcopy(lease)))
+        return lease
+
+    monkeypatch.setattr(kube, "get_lease", get_then_renewed)
+    a.release()
+    assert raced and store.obj["spec"].get("holderIdentity") is None, "released anyway, not left to expire"
