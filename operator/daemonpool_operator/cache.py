@@ -156,38 +156,43 @@ class World:
         self._gone = _Gone()
 
     # -- fed by the watches --------------------------------------------------------------
+    def _keep(self, holder: dict, k, body: dict, kept=None) -> None:
+        """Keep ``body`` at ``holder[k]`` unless its uid is known gone or what is kept is newer (lock held)."""
+        if not self._gone.refuses(body) and _newer(holder.get(k), body):
+            holder[k] = _Kept(body, kept)
+
+    def _drop(self, holder: dict, k, body: dict) -> None:
+        """Forget ``holder[k]`` if it is ``body``'s object (not a newer one of the same name); lock held."""
+        uid = body["metadata"].get("uid")
+        self._gone.add(uid)
+        cur = holder.get(k)
+        if cur is not None and cur.uid == uid:
+            del holder[k]
+
     def set_pool(self, body: dict) -> Key:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         with self._lock:
-            if not self._gone.refuses(body) and _newer(self._pools.get(key), body):
-                self._pools[key] = _Kept(body)
+            self._keep(self._pools, key, body)
         return key
 
     def drop_pool(self, body: dict) -> Key:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         with self._lock:
-            self._gone.add(body["metadata"].get("uid"))
-            cur = self._pools.get(key)
-            if cur is not None and cur.uid == body["metadata"].get("uid"):
-                del self._pools[key]
+            self._drop(self._pools, key, body)
         return key
 
     def set_deployment(self, body: dict) -> Key | None:
         key = _owner_key(body)
         if key is not None:
             with self._lock:
-                if not self._gone.refuses(body) and _newer(self._deployments.get(key), body):
-                    self._deployments[key] = _Kept(body)
+                self._keep(self._deployments, key, body)
         return key
 
     def drop_deployment(self, body: dict) -> Key | None:
         key = _owner_key(body)
         if key is not None:
             with self._lock:
-                self._gone.add(body["metadata"].get("uid"))
-                cur = self._deployments.get(key)
-                if cur is not None and cur.uid == body["metadata"].get("uid"):
-                    del self._deployments[key]
+                self._drop(self._deployments, key, body)
         return key
 
     def set_pod(self, body: dict) -> Key | None:
@@ -195,9 +200,7 @@ class World:
         if key is not None:
             with self._lock:
                 pods = self._pods.setdefault(key, {})
-                name = body["metadata"]["name"]
-                if not self._gone.refuses(body) and _newer(pods.get(name), body):
-                    pods[name] = _Kept(body, summarize_pod(body))
+                self._keep(pods, body["metadata"]["name"], body, summarize_pod(body))
                 if not pods:
                     del self._pods[key]
         return key
@@ -206,47 +209,42 @@ class World:
         key = _owner_key(body)
         if key is not None:
             with self._lock:
-                self._gone.add(body["metadata"].get("uid"))
                 pods = self._pods.get(key, {})
-                cur = pods.get(body["metadata"]["name"])
-                if cur is not None and cur.uid == body["metadata"].get("uid"):
-                    del pods[body["metadata"]["name"]]
+                self._drop(pods, body["metadata"]["name"], body)
                 if not pods:
                     self._pods.pop(key, None)
         return key
 
     def listed(self, kind: str, namespace: str | None, uids: set, resource_version) -> set:
         """A complete listing of ``kind`` (in ``namespace``, or everywhere) at ``resource_version`` had
-        these uids: drop what it no longer has, unless newer than the listing (written since).
+        these uids: drop what it no longer has, unless newer than the listing (written since). Listings
+        of other kinds (kopf's own: CRDs, namespaces) change nothing.
 
         Returns the keys of the pools whose cache changed: they need a reconcile.
         """
+        if kind not in self.KINDS:
+            return set()
         at = _int_rv(resource_version)
         changed: set = set()
-
-        def stale(kept: _Kept) -> bool:
-            if kept.uid in uids:
-                return False
-            rv = _int_rv(kept.rv)
-            return at is None or rv is None or rv <= at  # unknown order: drop it, the next event restores it
-
         with self._lock:
-            if kind == "pods":
-                flat = [(key, name, kept) for key, pods in self._pods.items() for name, kept in pods.items()]
-                for key, name, kept in flat:
-                    if (namespace is None or key[0] == namespace) and stale(kept):
-                        del self._pods[key][name]
-                        if not self._pods[key]:
-                            del self._pods[key]
-                        self._gone.add(kept.uid, FOREVER if at is None else at)
-                        changed.add(key)
-                return changed
-            store = {"daemonpools": self._pools, "deployments": self._deployments}[kind]
-            for key, kept in list(store.items()):
-                if (namespace is None or key[0] == namespace) and stale(kept):
-                    del store[key]
+            if kind == "pods":  # (the dict holding it, its name there, its pool) for every pod
+                entries = [(pods, name, key) for key, pods in self._pods.items() for name in pods]
+            else:
+                store = self._pools if kind == "daemonpools" else self._deployments
+                entries = [(store, key, key) for key in store]
+            for holder, k, key in entries:
+                kept = holder[k]
+                if kept.uid in uids or (namespace is not None and key[0] != namespace):
+                    continue
+                rv = _int_rv(kept.rv)
+                if at is None or rv is None or rv <= at:  # unknown order: drop it, the next event restores it
+                    del holder[k]
                     self._gone.add(kept.uid, FOREVER if at is None else at)
                     changed.add(key)
+            if kind == "pods":
+                for key in changed:
+                    if not self._pods[key]:
+                        del self._pods[key]
         return changed
 
     # -- read by reconciles --------------------------------------------------------------

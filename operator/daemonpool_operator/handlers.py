@@ -334,7 +334,7 @@ async def watch_guard(**_) -> None:
 
 def _listed(plural: str, namespace: str | None, uids: set, version) -> None:
     """A watch listed again: what the listing no longer has is gone (kopf sends no DELETED for it)."""
-    for key in WORLD.listed(plural, namespace, uids, version) if plural in WORLD.KINDS else ():
+    for key in WORLD.listed(plural, namespace, uids, version):
         log.info("pool %s/%s: a %s listing no longer has what the cache kept; dropped", *key, plural)
         if plural == "daemonpools":
             QUEUE.forget(key)

@@ -105,7 +105,8 @@ def install(on_listed=None) -> None:
 
     watch_objs._daemonpool = True
     watching.watch_objs = watch_objs
-    _hook_listings(on_listed)
+    if on_listed is not None:
+        _hook_listings(on_listed)
 
 
 def _hook_listings(on_listed) -> None:
@@ -125,10 +126,8 @@ def _hook_listings(on_listed) -> None:
         async for chunk, version in original(resource=resource, namespace=namespace, **kwargs):
             uids.update((obj.get("metadata") or {}).get("uid") for obj in chunk)
             yield chunk, version
-        if on_listed is not None:
-            on_listed(resource.plural, namespace, uids, version)
+        on_listed(resource.plural, namespace, uids, version)
 
-    fetch_objs._daemonpool = True
     fetching.fetch_objs = fetch_objs
 
 

@@ -146,16 +146,26 @@ def _writes(cluster, username, since_line):
             yield ev
 
 
+def _shown(ev: dict) -> str:
+    """A write as the tests show and filter it: "verb requestURI"."""
+    return f"{ev['verb']} {ev['requestURI']}"
+
+
+def _pod_of(ev: dict) -> str:
+    """The pod that made a request (a ServiceAccount token names its pod), or "?"."""
+    return (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
+
+
 def writes_by(cluster, username, since_line) -> list:
     """Writes in the audit log by ``username`` since ``since_line``, without the leader's Lease renewals."""
-    return [f"{ev['verb']} {ev['requestURI']}" for ev in _writes(cluster, username, since_line)]
+    return [_shown(ev) for ev in _writes(cluster, username, since_line)]
 
 
-def wait_quiet(cluster, username, quiet=5.0, timeout=120.0, ignore=lambda uri: False) -> float:
-    """Wait until ``username`` has written nothing (Lease renewals and ``ignore``d URIs aside) for ``quiet``
-    seconds: "the last status patches and Events have landed" as an observation. Returns the wait."""
-    path = cluster.audit_log
-    with open(path, "rb") as f:
+def wait_quiet(cluster, username, quiet=5.0, timeout=120.0, ignore=lambda write: False) -> float:
+    """Wait until ``username`` has written nothing (Lease renewals and ``ignore``d writes, "verb URI" as
+    writes_by shows them, aside) for ``quiet`` seconds: "the last status patches and Events have landed"
+    as an observation. Returns the wait."""
+    with open(cluster.audit_log, "rb") as f:
         f.seek(0, os.SEEK_END)
         pos, t0 = f.tell(), time.monotonic()
         last = t0
@@ -167,7 +177,7 @@ def wait_quiet(cluster, username, quiet=5.0, timeout=120.0, ignore=lambda uri: F
             pos += cut
             for line in chunk[:cut].splitlines():
                 ev = json.loads(line)
-                if _is_write(ev, username) and not ignore(ev["requestURI"]):
+                if _is_write(ev, username) and not ignore(_shown(ev)):
                     last = time.monotonic()
             now = time.monotonic()
             if now - last >= quiet:
@@ -198,8 +208,7 @@ def writer_pods(cluster, username: str, since_line: int) -> dict:
     of the audit log, by the pod that made them (a ServiceAccount token names its pod)."""
     writers: dict = {}
     for ev in _writes(cluster, username, since_line):
-        pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
-        writers.setdefault(pod, []).append(ev["requestURI"])
+        writers.setdefault(_pod_of(ev), []).append(ev["requestURI"])
     return writers
 
 
@@ -221,7 +230,7 @@ def writes_outside_terms(cluster, operator, since_line: int) -> list:
         ev = json.loads(line)
         if ev.get("stage") != "ResponseComplete" or ev["user"]["username"] != operator.username:
             continue
-        pod = (ev["user"].get("extra") or {}).get("authentication.kubernetes.io/pod-name", ["?"])[0]
+        pod = _pod_of(ev)
         if ev["verb"] in ("create", "update") and "/leases" in ev["requestURI"]:
             ref = ev.get("objectRef") or {}
             if ref.get("namespace") != operator.namespace or ev.get("responseStatus", {}).get("code", 0) >= 300:
