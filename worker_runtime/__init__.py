@@ -9,14 +9,18 @@
         running = d.heartbeat()
     d.stop()
 
-Names are loaded on first use so that ``worker-runtime probe`` stays fast.
+Names are loaded on first use so that ``worker-runtime probe`` stays fast; type checkers see them directly.
 """
 
-__all__ = ["Daemon", "DaemonError"]
+__all__ = ["Daemon", "DaemonError", "SignalAction"]
 __version__ = "0.1.0"
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the probe path
+if TYPE_CHECKING:
+    from .daemon import Daemon, DaemonError, SignalAction
 
-def __getattr__(name):
+
+def __getattr__(name: str) -> object:
     if name in __all__:
         from . import daemon  # noqa: PLC0415 - loaded on first use: the probe path stays fast
 

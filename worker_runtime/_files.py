@@ -204,7 +204,18 @@ _ERRNO_WORDS = {
     errno.ENOTDIR: "a path component is not a folder",
     errno.EEXIST: "a file is already there (planted?)",
     errno.ELOOP: "a symlink is in the way (planted?)",
+    errno.EMFILE: "too many open files in this process (its descriptor limit, ulimit -n, is used up)",
+    errno.ENFILE: "too many open files on this machine",
 }
+
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+
+
+def fix_for(exc: OSError, run_dir: str) -> str:
+    """What to do about a failed write in ``run_dir``: a descriptor shortage is not a disk problem."""
+    if exc.errno in _OUT_OF_DESCRIPTORS:
+        return "raise the open-files limit (ulimit -n) or find what holds descriptors open (connections, files)"
+    return f"free space in (or remount) {run_dir}, or set {ENV_RUN_DIR} to a writable folder"
 
 
 def why(exc: OSError) -> str:

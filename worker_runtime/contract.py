@@ -23,3 +23,18 @@ ENV_PORT = "DAEMONPOOL_PORT"
 DEFAULT_PORT = 9309
 # The named container port the kubelet's HTTP probes and the operator's scale-in use.
 PORT_NAME = "daemonpool"
+
+# Items a worker runs at once (threads, asyncio tasks); the autoscaler counts slots, not pods. Default 1.
+ENV_CAPACITY = "DAEMONPOOL_CAPACITY"
+# Recycling: after this many items, or above this resident memory, a worker finishes its item and exits
+# cleanly so the kubelet starts a fresh one (Celery's --max-tasks-per-child / --max-memory-per-child).
+ENV_MAX_ITEMS = "DAEMONPOOL_MAX_ITEMS"
+ENV_MAX_RSS_MIB = "DAEMONPOOL_MAX_RSS_MIB"
+# The address the HTTP answers listen on; default "::" (IPv6 and IPv4 where the pod has both), else 0.0.0.0.
+ENV_HOST = "DAEMONPOOL_HOST"
+# Where the first failing liveness verdict is written, so `kubectl describe pod` shows why the kubelet
+# restarted a worker (the pod's terminationMessagePath; Kubernetes' default is this path).
+ENV_TERMINATION_LOG = "DAEMONPOOL_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# The words a state file may hold (its first line): "unknown" is `run`'s child that never said.
+STATES = ("idle", "busy", "stopping", "unknown")

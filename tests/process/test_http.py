@@ -1,6 +1,7 @@
 """The runtime answering over HTTP (DAEMONPOOL_PORT): the same verdicts as the probes, from real processes."""
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -94,7 +95,8 @@ def test_verdicts_match_the_probes_through_a_hang_and_a_stop(run_dir):
         time.sleep(3.2)  # the main thread hangs: no beats; the server thread still answers
         code, body = get(port, "/livez?timeout=2")
         assert code == 503 and "heartbeat is" in body and "limit 2s" in body
-        assert probe("liveness", run_dir, 2)[1] == body.strip(), "the same words as the probe"
+        words = lambda text: re.sub(r"\d+\.\ds old", "N s old", text.strip())  # noqa: E731 - the age moves on
+        assert words(probe("liveness", run_dir, 2)[1]) == words(body), "the same words as the probe"
         assert get(port, "/livez?timeout=60")[0] == 200, "the limit comes from the query, as the kubelet sends it"
         w.send_signal(signal.SIGTERM)
         time.sleep(0.3)

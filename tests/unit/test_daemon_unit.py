@@ -63,7 +63,7 @@ def test_default_and_callable_actions(tmp_path, clock):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_asked_twice_exits_at_once_with_128_plus_the_signal(tmp_path, clock, signum):
+def test_asked_twice_exits_at_once_with_128_plus_the_signal_running_finally_blocks(tmp_path, clock, signum):
     # The same steps in this process first (without the second ask), so the mutation run knows this test
     # exercises on_signal: what runs in the child is invisible to its coverage.
     here = make(tmp_path / "here", clock, signal_map={})
@@ -72,18 +72,31 @@ def test_asked_twice_exits_at_once_with_128_plus_the_signal(tmp_path, clock, sig
     here.on_signal(signal.SIGHUP)
     assert here.stop_signal == signal.SIGHUP
     here.stop()
+    r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: start, be asked to stop, then asked again
+        code = 0
         try:
             d = make(tmp_path, clock, signal_map={})
             d.start()
+            d.on_stop(lambda: os.write(w, b"on_stop "))
             d.request_stop(signal.SIGHUP)
             d.on_signal(signal.SIGHUP)  # not an exit
-            d.on_signal(signum)
+            try:
+                d.on_signal(signum)
+            finally:
+                os.write(w, b"finally ")
+        except SystemExit as e:
+            code = e.code
+            d.stop()
         finally:
-            os._exit(0)
+            os._exit(code)
+    os.close(w)
     _, status = os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        said = f.read()
     assert os.waitstatus_to_exitcode(status) == 128 + signum
+    assert said == b"finally on_stop ", "finally blocks and on_stop callbacks run (os._exit skipped them before)"
     assert os.listdir(tmp_path) == ["here"] and os.listdir(tmp_path / "here") == [], "the files went before the exit"
 
 

@@ -1,0 +1,163 @@
+"""Items in flight, recycling and the worker's own view of itself: a part of ``Daemon``.
+
+Threads and asyncio tasks enter and leave ``busy()`` at will; one lock keeps the count, the state file
+and the busy seconds together. The worker is idle only when no item is in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger("worker_runtime")
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory (Linux /proc/self/statm; 0 elsewhere: recycling by memory is off)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class _Item:
+    """One item in flight: ``with d.busy():`` or ``async with d.busy():``."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: Daemon) -> None:
+        self._d = d
+
+    def __enter__(self) -> Daemon:
+        self._d._item_begins()
+        return self._d
+
+    def __exit__(self, *exc: object) -> None:
+        self._d._item_ends()
+
+    async def __aenter__(self) -> Daemon:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__()
+
+
+class ItemsMixin:
+    """``busy()``, the state file, recycling and ``state_view()``; mixed into ``Daemon``."""
+
+    def set_ready(self: Daemon, ready: bool = True) -> None:
+        """Readiness for a dependency outage: False fails the readiness probe, not liveness.
+        Before start(), it sets the readiness start() begins with."""
+        changed = bool(ready) != self._ready
+        self._ready = bool(ready)
+        if self._fd is not None:
+            self._sync_ready()
+            if changed:
+                log.info("%s slot %s: %s", self.name, self.slot, "ready" if ready else "not ready (set_ready(False))")
+                self._notify.send(READY=1, STATUS=self._status_line()) if ready else self._notify.send(
+                    STATUS=self._status_line()
+                )
+
+    def set_status(self: Daemon, text: str) -> None:
+        """One line for humans (``/state``'s ``status``, systemd's ``STATUS=``): what the worker is doing."""
+        self._status = " ".join(str(text).split())[:200]
+        self._notify.send(STATUS=self._status_line())
+
+    def _status_line(self: Daemon) -> str:
+        if self._status:
+            return self._status
+        return f"{self._state}, {self._inflight}/{self.capacity} in flight" + ("" if self._ready else ", not ready")
+
+    def _sync_ready(self: Daemon) -> None:
+        path = self._path("ready")
+        if self._ready and self.running:
+            if not os.path.exists(path):
+                self._write("ready", f"{os.getpid()}\n")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def busy(self: Daemon) -> _Item:
+        """One item in flight for the block: ``with d.busy():`` or ``async with d.busy():``, from any thread or task.
+
+        The worker is busy while any item is in flight and idle when none is (idle workers go first when a
+        pool scales in). After the item, recycling is checked (``max_items``, ``max_rss_mib``)."""
+        if not self._started:
+            raise self._not_started("busy()")
+        return _Item(self)
+
+    def _item_begins(self: Daemon) -> None:
+        with self._lock:
+            self._inflight += 1
+            if self._inflight == 1:
+                self._write_state("busy")
+
+    def _item_ends(self: Daemon) -> None:
+        with self._lock:
+            self._inflight -= 1
+            self._items_done += 1
+            if self._inflight == 0:
+                self._write_state("idle")
+        self._check_recycle()
+
+    def _check_recycle(self: Daemon) -> None:
+        if not self.running:
+            return
+        why = None
+        if self.max_items is not None and self._items_done >= self.max_items:
+            why = f"recycled after {self._items_done} items (max_items {self.max_items})"
+        elif self.max_rss_mib is not None:
+            rss = self._rss() / 2**20
+            if rss > self.max_rss_mib:
+                why = f"recycled at {rss:.0f} MiB resident (max_rss_mib {self.max_rss_mib:g})"
+        if why:
+            self.request_stop(reason=why)
+
+    def _write_state(self: Daemon, state: str) -> None:
+        if self._fd is None or self._lost:
+            return
+        with self._lock:
+            if not self.running:
+                state = "stopping"
+            if state != self._state:
+                now = self._monotonic()
+                if self._state == "busy":
+                    self._busy_total += now - self._state_since
+                self._state, self._state_since = state, now
+            self._write("state", f"{state}\n")
+
+    def state_view(self: Daemon) -> dict[str, Any]:
+        """What ``GET /state`` answers: who this worker is and what it is doing."""
+        now = self._monotonic()
+        hb = None
+        if self.slot is not None:
+            try:
+                hb = round(self._clock() - os.stat(self._path("heartbeat")).st_mtime, 3)
+            except OSError:
+                hb = None
+        with self._lock:
+            state = "stopping" if not self.running and self._fd is not None else self._state
+            busy = self._busy_total + (now - self._state_since if self._state == "busy" else 0.0)
+            view: dict[str, Any] = {
+                "pool": self.name,
+                "slot": self.slot,
+                "pid": os.getpid(),
+                "state": state,
+                "seconds_in_state": round(now - self._state_since, 3),
+                "heartbeat_age": hb,
+                "ready": bool(self._ready and self.running),
+                "busy_seconds_total": round(busy, 3),
+                "inflight": self._inflight,
+                "capacity": self.capacity,
+                "items_done": self._items_done,
+                "stop_reason": self._stop_reason,
+            }
+        if self._status:
+            view["status"] = self._status
+        return view
