@@ -210,6 +210,13 @@ class StateServer:
         self._ready.set()
         with contextlib.suppress(RuntimeError):
             self.loop.run_forever()
+        # Stopped: end every connection's task before the loop goes, or each one complains as it is collected.
+        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in tasks:
+            t.cancel()
+        with contextlib.suppress(RuntimeError):
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self.loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.conns) >= self.cap:
@@ -218,16 +225,16 @@ class StateServer:
             self.conns.pop(oldest, None)
         self.conns[writer] = None
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_DEADLINE)
+            head = await _within(reader.readuntil(b"\r\n\r\n"), HEAD_DEADLINE)
             line = head.split(b"\r\n", 1)[0].decode("latin-1")
             parts = line.split()
             if len(parts) != 3 or not parts[2].startswith("HTTP/"):
                 writer.write(_response(400, b"bad request line\n", TEXT, False))
             else:
                 writer.write(answer(self.daemon, parts[0], parts[1], self.note))
-            await asyncio.wait_for(writer.drain(), HEAD_DEADLINE)
+            await _within(writer.drain(), HEAD_DEADLINE)
             writer.close()  # FIN after the answer: an abort (RST) could make the client drop it unread
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):  # noqa: E501
             writer.transport.abort()  # a slow, cut or oversized request gets nothing: it was not a probe
         finally:
             self.conns.pop(writer, None)
@@ -244,8 +251,6 @@ class StateServer:
         self.thread.join(5)
         with contextlib.suppress(OSError):
             self.sock.close()
-        if not self.thread.is_alive():
-            self.loop.close()
 
     def close_in_child(self) -> None:
         """After fork(): the listening socket and every accepted connection are the parent's; close our copies."""
@@ -263,6 +268,28 @@ class StateServer:
                         os.dup2(null, fd, inheritable=False)
         finally:
             os.close(null)
+
+
+async def _within(aw: Any, seconds: float) -> Any:
+    """``await aw`` for at most ``seconds`` (TimeoutError after), in this task: no inner task whose
+    exception nobody would retrieve when the connection is cut meanwhile."""
+    task = asyncio.current_task()
+    assert task is not None
+    fired = []
+
+    def fire() -> None:
+        fired.append(True)
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(seconds, fire)
+    try:
+        return await aw
+    except asyncio.CancelledError:
+        if fired:
+            raise asyncio.TimeoutError from None
+        raise
+    finally:
+        handle.cancel()
 
 
 def port_from_env() -> int | None:
