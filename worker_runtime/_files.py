@@ -13,11 +13,13 @@ import stat  # os imports it anyway: free
 
 from .contract import (  # noqa: F401 - re-exported
     DEFAULT_RUN_DIR,
+    DEFAULT_TERMINATION_LOG,
     ENV_HEARTBEAT_FILE,
     ENV_MAX_PEERS,
     ENV_NAME,
     ENV_PORT,
     ENV_RUN_DIR,
+    ENV_TERMINATION_LOG,
     ENV_TIMEOUT,
 )
 
@@ -223,3 +225,35 @@ def why(exc: OSError) -> str:
     if isinstance(exc, UnsafeDirError):
         return exc.strerror
     return _ERRNO_WORDS.get(exc.errno, exc.strerror or str(exc))
+
+
+def beat_timeout(path: str) -> "float | None":
+    """The limit a worker wrote into its heartbeat ("TIME PID START TIMEOUT"), or None (an older runtime, a touch)."""
+    try:
+        with open(path, "rb") as f:
+            fields = f.read(200).split()
+        value = float(fields[3])
+    except (OSError, IndexError, ValueError):
+        return None
+    return value if 0 < value < float("inf") else None
+
+
+def termination_log() -> str:
+    """The pod's termination message file: $DAEMONPOOL_TERMINATION_LOG, else Kubernetes' default path."""
+    return os.environ.get(ENV_TERMINATION_LOG, DEFAULT_TERMINATION_LOG)
+
+
+def write_message(path: str, text: str) -> bool:
+    """Put ``text`` in ``path``, which ``kubectl describe pod`` shows as the last state's message when it is the
+    pod's termination message file. Never created: in a pod the kubelet provides it; elsewhere nothing is written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        os.write(fd, text.encode()[:4096])
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

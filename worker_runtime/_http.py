@@ -27,8 +27,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from . import probe
-from .contract import DEFAULT_TERMINATION_LOG, ENV_PORT, ENV_TERMINATION_LOG
+from . import _files, probe
+from .contract import ENV_PORT
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -120,13 +120,7 @@ class TerminationNote:
             sys.stderr.write(line)
             sys.stderr.flush()
         if self.path:
-            # Never created: in a pod the kubelet provides the file; elsewhere there is nothing to write to.
-            with contextlib.suppress(OSError):
-                fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
-                try:
-                    os.write(fd, line[len("worker_runtime: ") :].encode()[:4096])
-                finally:
-                    os.close(fd)
+            _files.write_message(self.path, line[len("worker_runtime: ") :])
 
 
 def metrics(d: Daemon) -> str:
@@ -308,7 +302,7 @@ def serve(d: Daemon) -> StateServer | None:
     if port is None:
         return None
     try:
-        return StateServer(d, port, d.host, os.environ.get(ENV_TERMINATION_LOG, DEFAULT_TERMINATION_LOG))
+        return StateServer(d, port, d.host, _files.termination_log())
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, port) from None
 

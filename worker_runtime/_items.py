@@ -92,6 +92,14 @@ class ItemsMixin:
             raise self._not_started("busy()")
         return _Item(self)
 
+    def report_inflight(self: Daemon, n: int | None) -> None:
+        """Set the items in flight from outside (``worker-runtime run`` for its child); None: cannot tell, and
+        the state is ``unknown`` (the operator's scale-in then treats it as neither idle nor busy). Not for
+        workers that use ``busy()``."""
+        with self._lock:
+            self._inflight = max(0, n or 0)
+            self._write_state("unknown" if n is None else ("busy" if n > 0 else "idle"))
+
     def _item_begins(self: Daemon) -> None:
         with self._lock:
             self._inflight += 1

@@ -78,3 +78,11 @@ def listen(path: str) -> socket.socket:
     sock.bind(path)
     sock.setblocking(False)
     return sock
+
+
+def listen_abstract(name: str) -> socket.socket:
+    """Like ``listen`` in Linux's abstract namespace (``@name``): for run directories too long for a path."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    sock.bind(b"\0" + name.encode())
+    sock.setblocking(False)
+    return sock

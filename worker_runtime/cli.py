@@ -16,8 +16,8 @@ import subprocess
 import sys
 import time
 
-from . import _files, probe
-from .daemon import Daemon, DaemonError
+from . import __version__, _files, _run, probe
+from .daemon import DaemonError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ACTED = 0, 1, 2, 3
 
@@ -76,6 +76,7 @@ def build_parser():
     parser = _Parser(
         prog="worker-runtime", description="Daemon semantics for pool workers: probes, status, run, watchdog."
     )
+    parser.add_argument("--version", action="version", version=f"worker-runtime {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     pr = sub.add_parser("probe", help="exit 0 when healthy, else 1 and one line why")
@@ -93,6 +94,21 @@ def build_parser():
         p = sub.add_parser(cmd, help=help_)
         _common(p, need_name=True)
         p.add_argument("--max-peers", type=int, default=None, help=f"slots (default: ${_files.ENV_MAX_PEERS}, else 1)")
+        if cmd == "run":
+            p.add_argument(
+                "--heartbeat",
+                choices=_run.MODES,
+                default="auto",
+                help="how the child counts as alive: auto (run beats until the child beats itself), file, alive, "
+                "notify (sd_notify WATCHDOG=1), exec (--check CMD succeeds); default auto",
+            )
+            p.add_argument("--check", default=None, help="with --heartbeat exec: a shell command; exit 0 is a beat")
+            p.add_argument(
+                "--check-period",
+                type=_seconds,
+                default=None,
+                help="seconds between checks (default: a third of the timeout, between 1 and 10)",
+            )
         if cmd == "watchdog":
             p.add_argument(
                 "--grace",
@@ -143,7 +159,11 @@ def cmd_status(args) -> int:
     print(f"{'SLOT':<5}{'PID':<9}{'HELD':<6}{'HEARTBEAT':<12}{'READY':<7}STATE")
     for r in rows:
         age = "-" if r["heartbeat_age"] is None else f"{r['heartbeat_age']:.1f}s"
-        if r["heartbeat_age"] is not None and _files.beat_age_problem(r["heartbeat_age"], timeout):
+        # The worker's own limit, as it wrote it into its beat; --timeout or the environment when it did not.
+        own = (
+            None if args.timeout else _files.beat_timeout(_files.slot_path(run_dir, args.name, r["slot"], "heartbeat"))
+        )
+        if r["heartbeat_age"] is not None and _files.beat_age_problem(r["heartbeat_age"], own or timeout):
             age += " STALE"
         print(
             f"{r['slot']:<5}{r['pid'] or '-':<9}{'yes' if r['held'] else 'no':<6}{age:<12}"
@@ -152,83 +172,19 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
-_FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-_STOPS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
-
-
-def _spawn_in_own_group(cmd, env):
-    """Start CMD in a process group of its own.
-
-    A signal sent to our group (Ctrl-C, ``kill -TERM -PGID``) then reaches the
-    child once, forwarded by us, not twice; and a watchdog can end the child's
-    whole group.
-    """
-    if sys.version_info >= (3, 11):
-        return subprocess.Popen(cmd, env=env, process_group=0)
-    return subprocess.Popen(cmd, env=env, preexec_fn=os.setpgrp)  # noqa: PLW1509 (3.10 has no process_group)
-
-
-def _wait_reaping(child) -> int:
-    """Wait for ``child``, reaping every other child too: as PID 1 of a container
-    we inherit orphans, and nobody else will collect their zombies."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return child.wait()
-        if pid == child.pid:
-            child.returncode = os.waitstatus_to_exitcode(status)
-            return child.returncode
-
-
 def cmd_run(args, cmd) -> int:
     timeout, max_peers, run_dir = _settings(args)
-    child = None
-    pending = []  # signals that came before the child existed: delivered once it does
-
-    def forward(signum):
-        if child is None:
-            pending.append(signum)
-        elif child.returncode is None:
-            try:
-                os.killpg(child.pid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    d = Daemon(
-        args.name, timeout=timeout, max_peers=max_peers, run_dir=run_dir, signal_map={s: forward for s in _FORWARDED}
+    runner = _run.Runner(
+        args.name,
+        cmd,
+        timeout=timeout,
+        max_peers=max_peers,
+        run_dir=run_dir,
+        mode=args.heartbeat,
+        check=args.check,
+        check_period=args.check_period,
     )
-    if not d.start():
-        print(
-            f"worker-runtime run: all {max_peers} slot(s) of {args.name!r} in {run_dir} are held by live processes",
-            file=sys.stderr,
-        )
-        return EXIT_ACTED
-    try:
-        stop = next((s for s in pending if s in _STOPS), None)
-        if stop is not None:
-            return 128 + stop  # asked to stop before the child started: do not start it
-        env = dict(
-            os.environ,
-            **{
-                _files.ENV_HEARTBEAT_FILE: d.heartbeat_file,
-                _files.ENV_NAME: args.name,
-                _files.ENV_RUN_DIR: run_dir,
-                _files.ENV_TIMEOUT: f"{timeout:g}",
-            },
-        )
-        try:
-            started = _spawn_in_own_group(cmd, env)
-        except OSError as exc:
-            print(f"worker-runtime run: cannot start {cmd[0]!r}: {exc.strerror}", file=sys.stderr)
-            return 127
-        child = started
-        while pending:  # a signal during the spawn: forward it now (forward() sees child from here on)
-            forward(pending.pop(0))
-        rc = _wait_reaping(child)
-    finally:
-        d.stop()
-    return 128 - rc if rc < 0 else rc
+    return runner.run()
 
 
 def _ppids():

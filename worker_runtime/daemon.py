@@ -226,15 +226,8 @@ class Daemon(ItemsMixin, WaitsMixin, SignalsMixin):
             self._give_back()
             raise
         atexit.register(self._at_exit)
-        log.info(
-            "%s slot %d (pid %d): started; timeout %gs, capacity %d%s",
-            self.name,
-            self.slot,
-            os.getpid(),
-            self.timeout,
-            self.capacity,
-            f", answering on port {self._http.port}" if self._http else "",
-        )
+        port = f", answering on port {self._http.port}" if self._http else ""
+        log.info("%s: started; timeout %gs, capacity %d%s", self._me(), self.timeout, self.capacity, port)
         self._notify.send(READY=int(self._ready), MAINPID=os.getpid(), STATUS=self._status_line())
         self._flush_logs()
         # False when a stop signal arrived while starting: the loop must not begin.
@@ -281,6 +274,14 @@ class Daemon(ItemsMixin, WaitsMixin, SignalsMixin):
         if now < self._next_beat:
             return True
         return self._beat(now)
+
+    def beat(self) -> bool:
+        """Write a beat now, even while stopping: for a supervisor (``worker-runtime run``) reporting for a
+        child that is still finishing its work. False once the slot is lost or released."""
+        if self._fd is None or self._lost:
+            return False
+        self._beat(self._monotonic())
+        return not self._lost
 
     def _beat(self, now: float) -> bool:
         if not self._still_ours():
@@ -380,14 +381,10 @@ class Daemon(ItemsMixin, WaitsMixin, SignalsMixin):
             held = self.slot
             self._give_back()
             self._flush_logs()
-            log.info(
-                "%s slot %s (pid %d): stopped (%s); %d item(s) done",
-                self.name,
-                held,
-                os.getpid(),
-                self._stop_reason or "stop()",
-                self._items_done,
-            )
+            why, done = self._stop_reason or "stop()", self._items_done
+            if why.startswith("recycled"):  # the kubelet restarts us: say it was on purpose, where kubectl shows it
+                _files.write_message(_files.termination_log(), why)
+            log.info("%s slot %s (pid %d): stopped (%s); %d item(s) done", self.name, held, os.getpid(), why, done)
         self._restore_signals()
         if self._wake is not None:
             for fd in self._wake:

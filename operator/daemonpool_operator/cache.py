@@ -95,6 +95,10 @@ class _Gone:
         return len(self._at)
 
 
+# Characters of a container's termination message kept per pod: one line of the runtime's, not a log tail.
+MESSAGE_KEPT = 300
+
+
 def _container_summary(cs: dict) -> dict:
     state = cs.get("state") or {}
     waiting = state.get("waiting")
@@ -112,6 +116,8 @@ def _container_summary(cs: dict) -> dict:
         out["state"]["running"] = {}
     if last:
         out["lastState"] = {"terminated": {k: last[k] for k in ("reason", "exitCode") if k in last}}
+        if last.get("message"):  # the runtime's words: why the kubelet restarted it, or that it recycled
+            out["lastState"]["terminated"]["message"] = str(last["message"])[:MESSAGE_KEPT]
     return out
 
 

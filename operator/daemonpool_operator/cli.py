@@ -30,9 +30,19 @@ DEFAULT_METRICS_PORT = 8081
 LEASE_NAME = "daemonpool-operator"
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - only for --version
+
+    try:
+        return version("daemonpool")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     p = argparse.ArgumentParser(prog="daemonpool-operator", description="Reconcile DaemonPools into Deployments.")
+    p.add_argument("--version", action="version", version=f"daemonpool-operator {_version()}")
     p.add_argument(
         "--namespace",
         "-n",

@@ -162,6 +162,16 @@ def runtime_env(pool_name: str, spec: DaemonPoolSpec) -> list:
         {"name": contract.ENV_MAX_PEERS, "value": "1"},  # one worker per pod; peers are pods
         {"name": contract.ENV_RUN_DIR, "value": RUN_DIR},
         *([{"name": contract.ENV_PORT, "value": str(spec.port)}] if spec.probes == "http" else []),
+        *(
+            [{"name": contract.ENV_MAX_ITEMS, "value": str(spec.recycle.max_items)}]
+            if spec.recycle and spec.recycle.max_items
+            else []
+        ),
+        *(
+            [{"name": contract.ENV_MAX_RSS_MIB, "value": str(spec.recycle.max_rss_mib)}]
+            if spec.recycle and spec.recycle.max_rss_mib
+            else []
+        ),
     ]
 
 

@@ -128,6 +128,28 @@ class Strategy(_Model):
     )
 
 
+class Recycle(_Model):
+    max_items: Optional[int] = Field(
+        None,
+        ge=1,
+        le=1_000_000_000,
+        description=(
+            "After about this many items (up to 10 % more, at random, so workers started together do not all go "
+            "at once) a worker finishes its item and exits cleanly; the kubelet starts a fresh one. Default: never."
+        ),
+    )
+    max_rss_mib: Optional[int] = Field(
+        None,
+        alias="maxRssMiB",
+        ge=16,
+        le=1_048_576,
+        description=(
+            "Above this resident memory (MiB), checked after each item, a worker finishes and exits cleanly; set it "
+            "below the container's memory limit so a leak recycles the worker instead of an OOM kill. Default: never."
+        ),
+    )
+
+
 class DaemonPoolSpec(_Model):
     """Desired state of a pool of workers."""
 
@@ -194,6 +216,14 @@ class DaemonPoolSpec(_Model):
     )
     strategy: Strategy = Field(
         default_factory=Strategy, description="How workers are replaced when the template changes."
+    )
+    recycle: Optional[Recycle] = Field(
+        None,
+        description=(
+            "Recycle long-running workers (Celery's --max-tasks-per-child and --max-memory-per-child): the runtime "
+            "reads DAEMONPOOL_MAX_ITEMS and DAEMONPOOL_MAX_RSS_MIB. A recycled worker's restart is not a problem in "
+            "status. Default: workers run until stopped."
+        ),
     )
     template: PodTemplate = Field(description="Pod template of a worker, as in a Deployment.")
 

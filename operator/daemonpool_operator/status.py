@@ -145,7 +145,15 @@ def _last_reason(cs: dict) -> str:
     bits = [term.get("reason") or "Terminated"]
     if term.get("exitCode") is not None:
         bits.append(f"exit code {term['exitCode']}")
-    return ", ".join(bits)
+    text = ", ".join(bits)
+    message = " ".join(str(term.get("message") or "").split())[:200]
+    return f"{text} ({message})" if message else text
+
+
+def _recycled(cs: dict) -> bool:
+    """The worker ended on purpose (spec.recycle): exit 0 and the runtime's "recycled ..." message."""
+    term = (cs.get("lastState") or {}).get("terminated") or {}
+    return term.get("exitCode") == 0 and str(term.get("message") or "").startswith("recycled")
 
 
 def _restarting(statuses: list) -> list:
@@ -153,6 +161,13 @@ def _restarting(statuses: list) -> list:
     bad = []
     for pod, cs in statuses:
         waiting = (cs.get("state") or {}).get("waiting") or {}
+        if _recycled(cs):
+            if waiting.get("reason") == "CrashLoopBackOff":
+                bad.append(
+                    f"{pod}: recycles faster than the kubelet's restart back-off allows (last {_last_reason(cs)}); "
+                    "raise spec.recycle.maxItems or maxRssMiB"
+                )
+            continue
         if waiting.get("reason") == "CrashLoopBackOff" or (cs.get("restartCount", 0) > 0 and not cs.get("ready")):
             bad.append(
                 f"{pod}: {cs.get('restartCount', 0)} restart(s)"

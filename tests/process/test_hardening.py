@@ -368,6 +368,8 @@ def test_watchdog_ends_a_hung_run_child_too(run_dir, tmp_path):
             *cli_cmd("run", run_dir),
             "--timeout",
             "1",
+            "--heartbeat",
+            "file",  # the child must beat itself, and never does
             "--",
             PY,
             "-c",

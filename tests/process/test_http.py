@@ -136,6 +136,8 @@ def test_run_wrapper_answers_for_its_child(run_dir):
             *cli_cmd("run", run_dir),
             "--timeout",
             "2",
+            "--heartbeat",
+            "file",
             "--",
             "sleep",
             "30",
@@ -144,7 +146,7 @@ def test_run_wrapper_answers_for_its_child(run_dir):
     )
     try:
         assert wait_answer(port) == (200, "ok\n")
-        time.sleep(2.5)  # the child never touches its heartbeat file
+        time.sleep(2.5)  # the child never touches its heartbeat file (file mode: only its touches count)
         assert get(port, "/livez")[0] == 503
     finally:
         p.kill()

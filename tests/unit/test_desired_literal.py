@@ -295,3 +295,15 @@ def test_the_update_patch_does_not_share_or_change_the_built_spec():
 
 def test_differences_names_every_list_item_that_differs():
     assert desired.differences({"a": [1, 2, 3]}, {"a": [9, 2, 8]}) == ["a[0]", "a[2]"]
+
+
+def _env(d: dict) -> dict:
+    return {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_recycle_limits_become_the_runtimes_variables_and_are_absent_otherwise():
+    env = _env(build(recycle={"maxItems": 1000, "maxRssMiB": 512}))
+    assert (env["DAEMONPOOL_MAX_ITEMS"], env["DAEMONPOOL_MAX_RSS_MIB"]) == ("1000", "512")
+    assert "DAEMONPOOL_MAX_ITEMS" not in _env(build()) and "DAEMONPOOL_MAX_RSS_MIB" not in _env(build())
+    only_memory = _env(build(recycle={"maxRssMiB": 300}))
+    assert only_memory["DAEMONPOOL_MAX_RSS_MIB"] == "300" and "DAEMONPOOL_MAX_ITEMS" not in only_memory

@@ -374,6 +374,16 @@ def test_pods_are_kept_as_small_summaries():
     }
 
 
+def test_a_pod_summary_keeps_the_last_termination_message_cut_short():
+    w = cache.World()
+    said = "liveness failing: w slot 0 (pid 1): heartbeat is 31.0s old, limit 30s (worker hung?)"
+    last = {"terminated": {"reason": "Error", "exitCode": 137, "message": said + "x" * 1000, "startedAt": "t"}}
+    w.set_pod(_pod("a", phase="Running", containerStatuses=[{"name": "w", "lastState": last, "state": {}}]))
+    (summary,) = w.pods(("ns", "p"))
+    term = summary["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert term == {"reason": "Error", "exitCode": 137, "message": (said + "x" * 1000)[:300]}
+
+
 def test_an_older_watch_event_never_replaces_a_newer_write():
     w = cache.World()
     new = {

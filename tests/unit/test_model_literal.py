@@ -82,3 +82,11 @@ def test_dump_is_json_ready():
     import json
 
     assert json.loads(json.dumps(d)) == d
+
+
+@pytest.mark.parametrize(
+    "recycle, field",
+    [({"maxItems": 0}, "maxItems"), ({"maxRssMiB": 8}, "maxRssMiB"), ({"maxRSS": 5}, "maxRSS")],
+)
+def test_recycle_limits_are_checked_by_name(recycle, field):
+    assert f"spec.recycle.{field}" in refusal(dict(pool()["spec"], recycle=recycle))

@@ -14,7 +14,9 @@ NOW = "2026-11-27T18:00:00Z"
 SPEC = model.parse_spec(pool()["spec"])  # one peer, worker container "worker"
 
 
-def cs(name="worker", restarts=0, ready=True, waiting=None, message=None, last=None, exit_code=None, image="img:1"):
+def cs(
+    name="worker", restarts=0, ready=True, waiting=None, message=None, last=None, exit_code=None, image="img:1", said=None
+):
     out = {"name": name, "image": image, "restartCount": restarts, "ready": ready, "state": {}}
     if waiting:
         out["state"]["waiting"] = {"reason": waiting, **({"message": message} if message else {})}
@@ -26,6 +28,8 @@ def cs(name="worker", restarts=0, ready=True, waiting=None, message=None, last=N
             term["reason"] = last
         if exit_code is not None:
             term["exitCode"] = exit_code
+        if said is not None:
+            term["message"] = said
         out["lastState"] = {"terminated": term}
     return out
 
@@ -340,6 +344,34 @@ def test_workers_restarting_words_and_counts():
         "(--previous)",
     )
     assert s.dump()["restarts"] == 6
+
+
+def test_the_runtimes_termination_message_says_why_a_worker_was_restarted():
+    said = "liveness failing: w slot 0 (pid 1): heartbeat is 31.0s old, limit 30s (worker hung?)\n"
+    pods = [pod("mail-a", statuses=[cs(restarts=1, ready=False, last="Error", exit_code=137, said=said)])]
+    assert conds(build(dep(), pods))["Degraded"][2] == (
+        "mail-a: 1 restart(s), last Error, exit code 137 (liveness failing: w slot 0 (pid 1): heartbeat is 31.0s old, "
+        "limit 30s (worker hung?)). Hung or crashing workers: see `kubectl describe pod` and the worker's logs "
+        "(--previous)"
+    )
+
+
+def test_a_recycled_worker_is_not_restarting_unless_it_recycles_into_a_back_off():
+    recycled = "recycled after 1000 items (max_items 1000)"
+    fresh = pod("mail-a", statuses=[cs(restarts=1, ready=False, last="Completed", exit_code=0, said=recycled)])
+    assert conds(build(dep(), [fresh]))["Degraded"] == ("False", "AsExpected", "1 restart(s) in total")
+    looping = pod(
+        "mail-b",
+        statuses=[cs(restarts=4, ready=False, waiting="CrashLoopBackOff", last="Completed", exit_code=0, said=recycled)],
+    )
+    assert conds(build(dep(), [looping]))["Degraded"][1:] == (
+        "WorkersRestarting",
+        "mail-b: recycles faster than the kubelet's restart back-off allows (last Completed, exit code 0 (recycled "
+        "after 1000 items (max_items 1000))); raise spec.recycle.maxItems or maxRssMiB. Hung or crashing workers: "
+        "see `kubectl describe pod` and the worker's logs (--previous)",
+    )
+    crashed = pod("mail-c", statuses=[cs(restarts=1, ready=False, last="Error", exit_code=1, said=recycled)])
+    assert conds(build(dep(), [crashed]))["Degraded"][1] == "WorkersRestarting", "exit 0 only"
 
 
 def test_a_crash_loop_with_no_restart_count_yet_is_restarting():
