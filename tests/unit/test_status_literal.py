@@ -15,7 +15,15 @@ SPEC = model.parse_spec(pool()["spec"])  # one peer, worker container "worker"
 
 
 def cs(
-    name="worker", restarts=0, ready=True, waiting=None, message=None, last=None, exit_code=None, image="img:1", said=None
+    name="worker",
+    restarts=0,
+    ready=True,
+    waiting=None,
+    message=None,
+    last=None,
+    exit_code=None,
+    image="img:1",
+    said=None,
 ):
     out = {"name": name, "image": image, "restartCount": restarts, "ready": ready, "state": {}}
     if waiting:
@@ -362,7 +370,9 @@ def test_a_recycled_worker_is_not_restarting_unless_it_recycles_into_a_back_off(
     assert conds(build(dep(), [fresh]))["Degraded"] == ("False", "AsExpected", "1 restart(s) in total")
     looping = pod(
         "mail-b",
-        statuses=[cs(restarts=4, ready=False, waiting="CrashLoopBackOff", last="Completed", exit_code=0, said=recycled)],
+        statuses=[
+            cs(restarts=4, ready=False, waiting="CrashLoopBackOff", last="Completed", exit_code=0, said=recycled)
+        ],
     )
     assert conds(build(dep(), [looping]))["Degraded"][1:] == (
         "WorkersRestarting",
