@@ -3,7 +3,7 @@
 import sys
 
 
-def main(argv=None) -> int:
+def main(argv: "list[str] | None" = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "probe":
         # The kubelet runs this every few seconds: parse by hand, skip argparse.

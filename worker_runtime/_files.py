@@ -11,16 +11,32 @@ import itertools
 import os
 import stat  # os imports it anyway: free
 
-from .contract import (  # noqa: F401 - re-exported
-    DEFAULT_RUN_DIR,
-    DEFAULT_TERMINATION_LOG,
-    ENV_HEARTBEAT_FILE,
-    ENV_MAX_PEERS,
-    ENV_NAME,
-    ENV_PORT,
-    ENV_RUN_DIR,
-    ENV_TERMINATION_LOG,
-    ENV_TIMEOUT,
+from .contract import (  # re-exported: the CLI and the probe read these names from here
+    DEFAULT_RUN_DIR as DEFAULT_RUN_DIR,
+)
+from .contract import (
+    DEFAULT_TERMINATION_LOG as DEFAULT_TERMINATION_LOG,
+)
+from .contract import (
+    ENV_HEARTBEAT_FILE as ENV_HEARTBEAT_FILE,
+)
+from .contract import (
+    ENV_MAX_PEERS as ENV_MAX_PEERS,
+)
+from .contract import (
+    ENV_NAME as ENV_NAME,
+)
+from .contract import (
+    ENV_PORT as ENV_PORT,
+)
+from .contract import (
+    ENV_RUN_DIR as ENV_RUN_DIR,
+)
+from .contract import (
+    ENV_TERMINATION_LOG as ENV_TERMINATION_LOG,
+)
+from .contract import (
+    ENV_TIMEOUT as ENV_TIMEOUT,
 )
 
 _tmp_counter = itertools.count()
@@ -40,7 +56,7 @@ _NAME_CHARS = _NAME_FIRST | frozenset("_.-")
 NAME_RULE = "1-100 characters of letters, digits, '_', '.', '-' starting with a letter or digit"
 
 
-def valid_name(name) -> bool:
+def valid_name(name: object) -> bool:
     return (
         isinstance(name, str)
         and 0 < len(name) <= 100
@@ -49,7 +65,7 @@ def valid_name(name) -> bool:
     )
 
 
-def positive_seconds(value, what: str) -> float:
+def positive_seconds(value: object, what: str) -> float:
     """A finite number > 0, else ValueError naming ``what``: nan passes every comparison, inf never goes stale."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what} must be a positive number, got {value!r}")
@@ -58,7 +74,7 @@ def positive_seconds(value, what: str) -> float:
     return float(value)
 
 
-def beat_age_problem(age: float, timeout: float):
+def beat_age_problem(age: float, timeout: float) -> "str | None":
     """None when a beat ``age`` seconds old is fresh, else why not.
 
     A beat in the future by more than the limit is stale too: the clock was
@@ -71,7 +87,7 @@ def beat_age_problem(age: float, timeout: float):
     return None
 
 
-def proc_start(pid="self") -> str:
+def proc_start(pid: "int | str" = "self") -> str:
     """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or "" off Linux.
 
     A PID alone does not name a process: a restarted container's worker is PID 1
@@ -180,7 +196,7 @@ def _unlink(path: str) -> bool:
         return False
 
 
-def list_slots(run_dir: str, name: str) -> list:
+def list_slots(run_dir: str, name: str) -> "list[int]":
     """Slot numbers that have a PID file, sorted."""
     prefix = name + "."
     slots = []
@@ -223,8 +239,8 @@ def fix_for(exc: OSError, run_dir: str) -> str:
 def why(exc: OSError) -> str:
     """An OSError in words a user acts on."""
     if isinstance(exc, UnsafeDirError):
-        return exc.strerror
-    return _ERRNO_WORDS.get(exc.errno, exc.strerror or str(exc))
+        return exc.strerror or "unsafe"
+    return _ERRNO_WORDS.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 def beat_timeout(path: str) -> "float | None":

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ._core import DaemonCore as _Base
+else:
+    _Base = object
 
 log = logging.getLogger("worker_runtime")
 
@@ -26,32 +28,35 @@ def _rss_bytes() -> int:
         return 0
 
 
-class _Item:
+_D = TypeVar("_D", bound="ItemsMixin")
+
+
+class _Item(Generic[_D]):
     """One item in flight: ``with d.busy():`` or ``async with d.busy():``."""
 
     __slots__ = ("_d",)
 
-    def __init__(self, d: Daemon) -> None:
+    def __init__(self, d: _D) -> None:
         self._d = d
 
-    def __enter__(self) -> Daemon:
+    def __enter__(self) -> _D:
         self._d._item_begins()
         return self._d
 
     def __exit__(self, *exc: object) -> None:
         self._d._item_ends()
 
-    async def __aenter__(self) -> Daemon:
+    async def __aenter__(self) -> _D:
         return self.__enter__()
 
     async def __aexit__(self, *exc: object) -> None:
         self.__exit__()
 
 
-class ItemsMixin:
+class ItemsMixin(_Base):
     """``busy()``, the state file, recycling and ``state_view()``; mixed into ``Daemon``."""
 
-    def set_ready(self: Daemon, ready: bool = True) -> None:
+    def set_ready(self, ready: bool = True) -> None:
         """Readiness for a dependency outage: False fails the readiness probe, not liveness.
         Before start(), it sets the readiness start() begins with."""
         changed = bool(ready) != self._ready
@@ -64,17 +69,17 @@ class ItemsMixin:
                     STATUS=self._status_line()
                 )
 
-    def set_status(self: Daemon, text: str) -> None:
+    def set_status(self, text: str) -> None:
         """One line for humans (``/state``'s ``status``, systemd's ``STATUS=``): what the worker is doing."""
         self._status = " ".join(str(text).split())[:200]
         self._notify.send(STATUS=self._status_line())
 
-    def _status_line(self: Daemon) -> str:
+    def _status_line(self) -> str:
         if self._status:
             return self._status
         return f"{self._state}, {self._inflight}/{self.capacity} in flight" + ("" if self._ready else ", not ready")
 
-    def _sync_ready(self: Daemon) -> None:
+    def _sync_ready(self) -> None:
         path = self._path("ready")
         if self._ready and self.running:
             if not os.path.exists(path):
@@ -83,7 +88,7 @@ class ItemsMixin:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-    def busy(self: Daemon) -> _Item:
+    def busy(self: _D) -> _Item[_D]:
         """One item in flight for the block: ``with d.busy():`` or ``async with d.busy():``, from any thread or task.
 
         The worker is busy while any item is in flight and idle when none is (idle workers go first when a
@@ -92,7 +97,7 @@ class ItemsMixin:
             raise self._not_started("busy()")
         return _Item(self)
 
-    def report_inflight(self: Daemon, n: int | None) -> None:
+    def report_inflight(self, n: int | None) -> None:
         """Set the items in flight from outside (``worker-runtime run`` for its child); None: cannot tell, and
         the state is ``unknown`` (the operator's scale-in then treats it as neither idle nor busy). Not for
         workers that use ``busy()``."""
@@ -100,13 +105,13 @@ class ItemsMixin:
             self._inflight = max(0, n or 0)
             self._write_state("unknown" if n is None else ("busy" if n > 0 else "idle"))
 
-    def _item_begins(self: Daemon) -> None:
+    def _item_begins(self) -> None:
         with self._lock:
             self._inflight += 1
             if self._inflight == 1:
                 self._write_state("busy")
 
-    def _item_ends(self: Daemon) -> None:
+    def _item_ends(self) -> None:
         with self._lock:
             self._inflight -= 1
             self._items_done += 1
@@ -114,7 +119,7 @@ class ItemsMixin:
                 self._write_state("idle")
         self._check_recycle()
 
-    def _check_recycle(self: Daemon) -> None:
+    def _check_recycle(self) -> None:
         if not self.running:
             return
         why = None
@@ -127,7 +132,7 @@ class ItemsMixin:
         if why:
             self.request_stop(reason=why)
 
-    def _write_state(self: Daemon, state: str) -> None:
+    def _write_state(self, state: str) -> None:
         if self._fd is None or self._lost:
             return
         with self._lock:
@@ -140,7 +145,7 @@ class ItemsMixin:
                 self._state, self._state_since = state, now
             self._write("state", f"{state}\n")
 
-    def state_view(self: Daemon) -> dict[str, Any]:
+    def state_view(self) -> dict[str, Any]:
         """What ``GET /state`` answers: who this worker is and what it is doing."""
         now = self._monotonic()
         hb = None

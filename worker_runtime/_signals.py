@@ -18,16 +18,18 @@ from typing import TYPE_CHECKING, Any
 from ._config import DaemonError
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ._core import DaemonCore as _Base
+else:
+    _Base = object
 
 log = logging.getLogger("worker_runtime")
 
 
-class SignalsMixin:
+class SignalsMixin(_Base):
     """``on_signal()``, ``request_stop()`` and the handlers' install and restore; mixed into ``Daemon``."""
 
     # -- signals -------------------------------------------------------------
-    def _install_signals(self: Daemon) -> None:
+    def _install_signals(self) -> None:
         for signum, action in self.signal_map.items():
             handler: Any
             if action == "ignore":
@@ -45,20 +47,20 @@ class SignalsMixin:
                     "call it there or pass signal_map={} and handle signals yourself"
                 ) from exc
 
-    def _restore_signals(self: Daemon) -> None:
+    def _restore_signals(self) -> None:
         for signum, old in self._old_handlers.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, old if old is not None else signal.SIG_DFL)
         self._old_handlers = {}
 
-    def _handle_signal(self: Daemon, signum: int, frame: FrameType | None) -> None:
+    def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
         action = self.signal_map.get(signum)
         if callable(action):
             action(signum)
             return
         self.on_signal(signum)
 
-    def on_signal(self: Daemon, signum: int) -> None:
+    def on_signal(self, signum: int) -> None:
         """Subclass hook: what a "stop" signal does. Default: set the kill flag (asked twice: exit now)."""
         name = signal.Signals(signum).name
         if self.stop_signal is not None:
@@ -75,7 +77,7 @@ class SignalsMixin:
             return
         self._ask_stop(name, signum)
 
-    def request_stop(self: Daemon, signum: int | None = signal.SIGTERM, *, reason: str | None = None) -> None:
+    def request_stop(self, signum: int | None = signal.SIGTERM, *, reason: str | None = None) -> None:
         """Ask the loop to end, as if ``signum`` arrived (or for ``reason``, with ``signum=None``); once only."""
         if self.stop_signal is None and self._stop_reason is None:
             if reason is not None:
@@ -83,7 +85,7 @@ class SignalsMixin:
             self._ask_stop(reason or (signal.Signals(signum).name if signum else "request_stop()"), signum)
             self._flush_logs()  # not in a signal handler: safe to write now
 
-    def _ask_stop(self: Daemon, reason: str, signum: int | None) -> None:
+    def _ask_stop(self, reason: str, signum: int | None) -> None:
         self.stop_signal = signum
         self._stop_reason = reason
         self._pending_logs.append((logging.INFO, f"{self._me()}: stop requested ({reason}); finishing"))
@@ -96,10 +98,10 @@ class SignalsMixin:
         with contextlib.suppress(OSError, DaemonError):
             self._write_state("stopping")
 
-    def _me(self: Daemon) -> str:
+    def _me(self) -> str:
         return f"{self.name} slot {self.slot} (pid {os.getpid()})"
 
-    def _flush_logs(self: Daemon) -> None:
+    def _flush_logs(self) -> None:
         while self._pending_logs:
             level, line = self._pending_logs.pop(0)
             log.log(level, "%s", line)

@@ -5,8 +5,12 @@ import fcntl
 import os
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 from . import _files
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
 
 # How often a slot whose lock is held for a moment only is asked again:
 # probes take a shared lock for microseconds to ask "is anybody home?".
@@ -81,7 +85,7 @@ def _lock(fd: int) -> bool:
 # os.fork) inherits the lock's descriptor, and flock locks belong to the open
 # file, so the child would keep the slot after the parent died. The child
 # closes its copies first thing (the parent's lock is untouched).
-holders: "weakref.WeakSet" = weakref.WeakSet()
+holders: "weakref.WeakSet[Daemon]" = weakref.WeakSet()
 
 
 def _forget_slots_in_child() -> None:

@@ -13,16 +13,20 @@ import os
 import select
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ._core import DaemonCore as _Base
+else:
+    _Base = object
+
+_W = TypeVar("_W", bound="WaitsMixin")
 
 
-class WaitsMixin:
+class WaitsMixin(_Base):
     """``sleep()``, ``loop()``, ``stopped()``, ``asleep()``, ``keep_beating()``; mixed into ``Daemon``."""
 
-    def sleep(self: Daemon, seconds: float) -> bool:
+    def sleep(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, beating meanwhile; False at once when a stop is asked for (a signal)."""
         deadline = self._monotonic() + max(0.0, seconds)
         while self.heartbeat():
@@ -32,14 +36,14 @@ class WaitsMixin:
             self._wait_wake(min(left, self.beat_interval))
         return False
 
-    def _wait_wake(self: Daemon, seconds: float) -> None:
+    def _wait_wake(self, seconds: float) -> None:
         if self._wake is None:
             time.sleep(seconds)
             return
         with contextlib.suppress(InterruptedError):
             select.select([self._wake[0]], [], [], seconds)
 
-    def loop(self: Daemon) -> Iterator[Daemon]:
+    def loop(self: _W) -> Iterator[_W]:
         """``for _ in d.loop(): do_one_item()``: start() if needed, beat between turns, stop() at the end."""
         try:
             running = self.start()
@@ -49,7 +53,7 @@ class WaitsMixin:
         finally:
             self.stop()
 
-    async def stopped(self: Daemon) -> None:
+    async def stopped(self) -> None:
         """Completes when a stop is asked for: ``asyncio.wait([stop, get], return_when=FIRST_COMPLETED)``."""
         if not self.running:
             return
@@ -65,7 +69,7 @@ class WaitsMixin:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(entry)
 
-    async def asleep(self: Daemon, seconds: float) -> bool:
+    async def asleep(self, seconds: float) -> bool:
         """``await d.asleep(s)``: sleep up to ``s`` without blocking the loop, beating; False once a stop is asked for."""
         deadline = self._monotonic() + max(0.0, seconds)
         stop = asyncio.ensure_future(self.stopped())
@@ -79,13 +83,13 @@ class WaitsMixin:
         finally:
             stop.cancel()
 
-    async def keep_beating(self: Daemon) -> None:
+    async def keep_beating(self) -> None:
         """Beat from the event loop until a stop: ``asyncio.create_task(d.keep_beating())``. A loop blocked
         for longer than ``timeout`` stops the beats, and the worker counts as hung, as it is."""
         while await self.asleep(3600.0):
             pass
 
-    def _poke(self: Daemon) -> None:
+    def _poke(self) -> None:
         """Wake every sleeper and awaiter (signal-safe: a write to a pipe, call_soon_threadsafe)."""
         if self._wake is not None:
             with contextlib.suppress(OSError):

@@ -8,6 +8,8 @@ Exit codes:
   run otherwise exits with the child's status, 128+N when a signal N ended it.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import IO, Any, NoReturn
 
 from . import __version__, _files, _run, probe
 from .daemon import DaemonError
@@ -23,13 +26,13 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ACTED = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
-def _env_float(var, default):
+def _env_float(var: str, default: float) -> float:
     raw = os.environ.get(var)
     if not raw:
         return default
@@ -39,7 +42,7 @@ def _env_float(var, default):
         raise ValueError(f"{var}={raw!r} is not a finite number of seconds > 0") from None
 
 
-def _seconds(text):
+def _seconds(text: str) -> float:
     """argparse type: a finite number of seconds > 0 (nan and inf are refused)."""
     try:
         return _files.positive_seconds(float(text), "seconds")
@@ -47,13 +50,13 @@ def _seconds(text):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}") from None
 
 
-def _name(text):
+def _name(text: str) -> str:
     if not _files.valid_name(text):
         raise argparse.ArgumentTypeError(f"must be {_files.NAME_RULE}, got {text!r}")
     return text
 
 
-def _common(p, need_name=False):
+def _common(p: argparse.ArgumentParser, need_name: bool = False) -> None:
     p.add_argument(
         "--name",
         type=_name,
@@ -72,7 +75,7 @@ def _common(p, need_name=False):
     )
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="worker-runtime", description="Daemon semantics for pool workers: probes, status, run, watchdog."
     )
@@ -121,7 +124,7 @@ def build_parser():
     return parser
 
 
-def _settings(args):
+def _settings(args: argparse.Namespace) -> tuple[float, int, str]:
     timeout = args.timeout if args.timeout is not None else _env_float(_files.ENV_TIMEOUT, _files.DEFAULT_TIMEOUT)
     max_peers = getattr(args, "max_peers", None)
     if max_peers is None:
@@ -138,16 +141,16 @@ def _settings(args):
     return timeout, max_peers, run_dir
 
 
-def _cmd(parser, args):
+def _cmd(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         parser.error(
             f"{args.command} needs a command after --, e.g. worker-runtime {args.command} --name N -- CMD ARGS"
         )
-    return cmd
+    return list(cmd)
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     timeout, _, run_dir = _settings(args)
     rows = probe.status(run_dir, args.name)
     if args.json:
@@ -172,7 +175,7 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
-def cmd_run(args, cmd) -> int:
+def cmd_run(args: argparse.Namespace, cmd: list[str]) -> int:
     timeout, max_peers, run_dir = _settings(args)
     runner = _run.Runner(
         args.name,
@@ -187,7 +190,7 @@ def cmd_run(args, cmd) -> int:
     return runner.run()
 
 
-def _ppids():
+def _ppids() -> dict[int, int]:
     out = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -199,7 +202,7 @@ def _ppids():
     return out
 
 
-def _descendants(pids) -> set:
+def _descendants(pids: set[int]) -> set[int]:
     parents = _ppids()
     found, todo = set(), list(pids)
     while todo:
@@ -211,7 +214,7 @@ def _descendants(pids) -> set:
     return found
 
 
-def lock_holders(pid_path) -> set:
+def lock_holders(pid_path: str) -> set[int]:
     """PIDs of the processes whose open file holds the flock on ``pid_path``.
 
     The PID written in the file is a claim anybody can write; the kernel's
@@ -245,7 +248,7 @@ def lock_holders(pid_path) -> set:
     return found
 
 
-def _kill_all(pids, signum):
+def _kill_all(pids: set[int], signum: int) -> None:
     for pid in pids:
         try:
             os.kill(pid, signum)
@@ -253,7 +256,7 @@ def _kill_all(pids, signum):
             pass
 
 
-def _wait_released(pid_path, seconds):
+def _wait_released(pid_path: str, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not probe.holder(pid_path)[0]:
@@ -262,7 +265,7 @@ def _wait_released(pid_path, seconds):
     return not probe.holder(pid_path)[0]
 
 
-def _end_stale_holder(args, slot, pid_path) -> "str | None":
+def _end_stale_holder(args: argparse.Namespace, slot: dict[str, Any], pid_path: str) -> str | None:
     """SIGTERM the real holder, SIGKILL it and everything it started after the grace; None when released."""
     holders = lock_holders(pid_path)
     if not holders:
@@ -298,10 +301,10 @@ def _end_stale_holder(args, slot, pid_path) -> "str | None":
     return None
 
 
-def cmd_watchdog(args, cmd) -> int:
+def cmd_watchdog(args: argparse.Namespace, cmd: list[str]) -> int:
     timeout, max_peers, run_dir = _settings(args)
     args.timeout_s = timeout
-    out = subprocess.DEVNULL
+    out: int | IO[bytes] = subprocess.DEVNULL
     if args.log:
         try:
             out = open(args.log, "ab")
@@ -332,12 +335,12 @@ def cmd_watchdog(args, cmd) -> int:
                 return EXIT_FAIL
             print(f"watchdog: started {' '.join(cmd)} (pid {proc.pid}) for {args.name}")
     finally:
-        if args.log:
+        if not isinstance(out, int):
             out.close()
     return EXIT_ACTED
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,10 +11,14 @@ import time
 
 from . import _files
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the probe path
+if TYPE_CHECKING:
+    from typing import Any
+
 KINDS = ("liveness", "readiness", "startup")
 
 
-def holder(pid_path: str):
+def holder(pid_path: str) -> "tuple[bool, int | None]":
     """(held, pid) for one PID file."""
     try:
         fd = os.open(pid_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -34,7 +38,7 @@ def holder(pid_path: str):
     return held, int(raw) if raw.isdigit() else None
 
 
-def _read(path: str):
+def _read(path: str) -> "str | None":
     try:
         with open(path, "rb") as f:
             return f.read().decode(errors="replace").strip()
@@ -42,7 +46,7 @@ def _read(path: str):
         return None
 
 
-def slot_status(run_dir: str, name: str, slot: int, now: float) -> dict:
+def slot_status(run_dir: str, name: str, slot: int, now: float) -> "dict[str, Any]":
     held, pid = holder(_files.slot_path(run_dir, name, slot, "pid"))
     hb_path = _files.slot_path(run_dir, name, slot, "heartbeat")
     try:
@@ -61,12 +65,12 @@ def slot_status(run_dir: str, name: str, slot: int, now: float) -> dict:
     }
 
 
-def status(run_dir: str, name: str, now: "float | None" = None) -> list:
+def status(run_dir: str, name: str, now: "float | None" = None) -> "list[dict[str, Any]]":
     now = time.time() if now is None else now
     return [slot_status(run_dir, name, s, now) for s in _files.list_slots(run_dir, name)]
 
 
-def check(kind: str, run_dir: str, name: str, timeout: float, now: "float | None" = None):
+def check(kind: str, run_dir: str, name: str, timeout: float, now: "float | None" = None) -> "tuple[bool, str]":
     """(ok, reason) for one probe kind. The reason is one line a human can act on."""
     if kind not in KINDS:
         raise ValueError(f"probe kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -98,7 +102,7 @@ def check(kind: str, run_dir: str, name: str, timeout: float, now: "float | None
 USAGE = "usage: worker-runtime probe liveness|readiness|startup [--name N] [--run-dir D] [--timeout S]"
 
 
-def main(argv) -> int:
+def main(argv: "list[str]") -> int:
     """``worker-runtime probe``: exit 0 healthy, 1 unhealthy (one line why), 2 usage error."""
     import sys  # noqa: PLC0415 - sys is built in; kept next to its only use
 
@@ -138,7 +142,7 @@ def main(argv) -> int:
         print(f"worker-runtime probe: --name must be {_files.NAME_RULE}, got {opts['--name']!r}", file=sys.stderr)
         return 2
     try:
-        timeout = _files.positive_seconds(float(opts["--timeout"]), "--timeout")
+        timeout = _files.positive_seconds(float(opts["--timeout"] or ""), "--timeout")
     except ValueError:
         print(
             f"worker-runtime probe: --timeout must be a finite number of seconds > 0, got {opts['--timeout']!r}",

@@ -122,7 +122,11 @@ def test_probe_check_reasons(daemon):
 
 
 def _imports(path):
+    """Modules a file imports at run time: ``if TYPE_CHECKING:`` blocks are for the type checker only."""
     tree = ast.parse(path.read_text(), str(path))
+    for node in list(ast.walk(tree)):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -141,9 +145,18 @@ def test_worker_runtime_imports_only_the_standard_library():
 def test_probe_path_imports_nothing_heavy():
     """`worker-runtime probe` runs every few seconds in every pod: keep its imports minimal."""
     allowed = {"os", "time", "fcntl", "sys", "itertools", "stat", "errno"}  # built in, or imported by os itself
+    # (typing only under TYPE_CHECKING, which is False at run time: never imported on the probe path)
     for name in ("probe.py", "_files.py", "__main__.py", "__init__.py"):
         mods = set(_imports(ROOT / "worker_runtime" / name))
         assert mods <= allowed, (name, mods - allowed)
+    import subprocess
+    import sys
+
+    code = "import sys, worker_runtime.probe, worker_runtime.__main__; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    )
+    assert not loaded & {"typing", "argparse", "json", "asyncio", "socket"}, "the probe path stays light at run time"
 
 
 def test_the_sh_probe_uses_the_contracts_names_and_defaults():
