@@ -84,10 +84,12 @@ class WaitsMixin(_Base):
             stop.cancel()
 
     async def keep_beating(self) -> None:
-        """Beat from the event loop until a stop: ``asyncio.create_task(d.keep_beating())``. A loop blocked
-        for longer than ``timeout`` stops the beats, and the worker counts as hung, as it is."""
-        while await self.asleep(3600.0):
-            pass
+        """Beat from the event loop until ``stop()``, through a stop request too (items in flight finish, and
+        a worker finishing them is not hung): ``task = asyncio.create_task(d.keep_beating())``, cancel it at the
+        end. A loop blocked for longer than ``timeout`` stops the beats, and the worker counts as hung, as it is."""
+        while self._fd is not None and not self._lost:
+            self.heartbeat()
+            await asyncio.sleep(self.beat_interval)
 
     def _poke(self) -> None:
         """Wake every sleeper and awaiter (signal-safe: a write to a pipe, call_soon_threadsafe)."""

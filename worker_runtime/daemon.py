@@ -263,17 +263,18 @@ class Daemon(ItemsMixin, WaitsMixin, SignalsMixin):
         return DaemonError(f"{what} before start(): call start() first (and loop only while it returns True)")
 
     def heartbeat(self) -> bool:
-        """True to go on; False once a stop was asked for, or once the PID file was removed or taken over."""
+        """True to go on; False once a stop was asked for, or once the PID file was removed or taken over.
+        It still beats while stopping: a worker finishing its item after SIGTERM is not hung."""
         if not self._started:
             raise self._not_started("heartbeat()")
         if self._pending_logs:
             self._flush_logs()
-        if not self.running:
+        if self._fd is None or self._lost:
             return False
         now = self._monotonic()
-        if now < self._next_beat:
-            return True
-        return self._beat(now)
+        if now >= self._next_beat:
+            self._beat(now)
+        return self.running
 
     def beat(self) -> bool:
         """Write a beat now, even while stopping: for a supervisor (``worker-runtime run``) reporting for a

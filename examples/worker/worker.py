@@ -1,67 +1,173 @@
-"""The example worker: one visible unit of work per loop, and a hang on demand.
+"""The example worker, in the three forms the runtime supports: a loop, threads, asyncio.
 
 Environment (besides the DAEMONPOOL_* the operator sets):
-  WORK_SECONDS   time one unit of work takes (default 1)
-                 (0: no work of its own; the worker idles until it is given a job)
-  HANG_FILE      when this file exists, the worker hangs: it stops calling
-                 heartbeat() and sleeps, so the liveness probe must restart it
-                 (default $DAEMONPOOL_RUN_DIR/hang, writable on a read-only root:
-                 `kubectl exec POD -- touch /run/daemonpool/hang`)
-  JOB_FILE       when this file exists, it holds a number of seconds: the worker
-                 takes it as one long item and is busy that long, beating
-                 (default $DAEMONPOOL_RUN_DIR/job:
-                 `kubectl exec POD -- sh -c 'echo 120 > /run/daemonpool/job'`)
+  WORKER_MODE    loop (default: the classic daemon loop), threads (DAEMONPOOL_CAPACITY items at once,
+                 one thread each) or asyncio (tasks fed from an asyncio.Queue with prefetch)
+  WORK_SECONDS   loop mode: time one unit of work takes (default 1; 0: idle until given a job)
+  HANG_FILE      when this file exists, the worker hangs: it stops beating and sleeps, so the
+                 liveness probe must restart it (default $DAEMONPOOL_RUN_DIR/hang, writable on a
+                 read-only root: `kubectl exec POD -- touch /run/daemonpool/hang`)
+  JOB_FILE       when this file exists, it holds item durations in seconds, comma-separated: the
+                 worker takes them as items and is busy while any is in flight (default
+                 $DAEMONPOOL_RUN_DIR/job: `kubectl exec POD -- sh -c 'echo 5,120 > /run/daemonpool/job'`)
+  LEAK_MIB       each item keeps this many MiB for good (a leak), to show recycling by memory
+                 (spec.recycle.maxRssMiB); default 0
 
-Logs one line per unit of work and one when it stops, with the signal.
+Logs one line per item ("item 3 (5s) started/done/interrupted") and one when it stops, with the reason.
+An item is never cut short by a stop: SIGTERM ends the taking of new items, and items in flight finish.
 """
 
+import asyncio
 import os
 import sys
+import threading
 import time
 
 from worker_runtime import Daemon
 
+LEAKED: list = []
 
-def main() -> int:
-    work = float(os.environ.get("WORK_SECONDS", "1"))
-    run_dir = os.environ.get("DAEMONPOOL_RUN_DIR", "/tmp")
-    hang_file = os.environ.get("HANG_FILE") or os.path.join(run_dir, "hang")
-    job_file = os.environ.get("JOB_FILE") or os.path.join(run_dir, "job")
-    d = Daemon.from_env()
-    running = d.start()
-    if not running:
-        print(f"{d.name}: all slots held, exiting", flush=True)
-        return 0
-    print(f"{d.name}: started pid {os.getpid()} slot {d.slot}", flush=True)
-    n = 0
-    while running:
-        if os.path.exists(hang_file):
-            # Remove it first: the run dir outlives the container, and the
-            # restarted worker should work again.
-            os.unlink(hang_file)
-            print(f"{d.name}: hanging on request ({hang_file} existed)", flush=True)
+
+def say(d: Daemon, text: str) -> None:
+    print(f"{d.name}: {text}", flush=True)
+
+
+class Jobs:
+    """Items handed over through JOB_FILE, and the hang switch."""
+
+    def __init__(self) -> None:
+        run_dir = os.environ.get("DAEMONPOOL_RUN_DIR", "/tmp")
+        self.hang_file = os.environ.get("HANG_FILE") or os.path.join(run_dir, "hang")
+        self.job_file = os.environ.get("JOB_FILE") or os.path.join(run_dir, "job")
+        self.leak = int(os.environ.get("LEAK_MIB", "0"))
+        self.n = 0
+
+    def hang_if_asked(self, d: Daemon) -> None:
+        if os.path.exists(self.hang_file):
+            # Removed first: the run directory outlives the container, and the restarted worker works again.
+            os.unlink(self.hang_file)
+            say(d, f"hanging on request ({self.hang_file} existed)")
             while True:
                 time.sleep(3600)
-        if os.path.exists(job_file):
-            with open(job_file) as f:
-                seconds = float(f.read().strip() or 0)
-            os.unlink(job_file)
-            print(f"{d.name}: job of {seconds:g}s started", flush=True)
-            end = time.monotonic() + seconds
+
+    def take(self) -> list:
+        if not os.path.exists(self.job_file):
+            return []
+        with open(self.job_file) as f:
+            text = f.read().strip()
+        os.unlink(self.job_file)
+        return [float(x) for x in text.split(",") if x.strip()]
+
+    def give_back(self, items: list) -> None:
+        """Items taken but not started when a stop came: back to the job file (the run directory outlives the
+        container, so the restarted worker takes them), never dropped."""
+        if items:
+            with open(self.job_file, "a") as f:
+                f.write("," + ",".join(f"{x:g}" for x in items))
+
+    def run_item(self, d: Daemon, seconds: float, beat: bool) -> None:
+        """One item, start to end (the caller holds d.busy()): never cut short by a stop. On the main thread
+        it beats while it works (``beat``); in a thread of its own the main thread beats."""
+        self.n += 1
+        n = self.n
+        say(d, f"item {n} ({seconds:g}s) started")
+        if self.leak:
+            LEAKED.append(bytearray(self.leak * 2**20))
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.5))
+            if beat:
+                d.heartbeat()  # False once a stop was asked for: the item goes on all the same
+        say(d, f"item {n} ({seconds:g}s) done")
+
+
+def loop_mode(d: Daemon, jobs: Jobs) -> None:
+    work = float(os.environ.get("WORK_SECONDS", "1"))
+    for _ in d.loop():
+        jobs.hang_if_asked(d)
+        items = jobs.take() or ([work] if work > 0 else [])
+        if not items:
+            d.sleep(0.2)  # idle: beats while it waits, and a stop ends the wait at once
+        for i, seconds in enumerate(items):
+            if not d.running:  # asked to stop (a signal, recycling): take no new item
+                jobs.give_back(items[i:])
+                break
             with d.busy():
-                while time.monotonic() < end and d.heartbeat():
-                    time.sleep(min(1.0, max(0.0, end - time.monotonic())))
-            print(f"{d.name}: job {'done' if time.monotonic() >= end else 'interrupted'}", flush=True)
-        elif work > 0:
-            with d.busy():
-                n += 1
-                time.sleep(work)
-                print(f"{d.name}: unit {n} done", flush=True)
-        else:
-            time.sleep(0.2)  # idle: nothing to do until a job comes
-        running = d.heartbeat()
-    print(f"{d.name}: stopping on signal {d.stop_signal} after {n} units", flush=True)
-    d.stop()
+                jobs.run_item(d, seconds, beat=True)
+
+
+def threads_mode(d: Daemon, jobs: Jobs) -> None:
+    threads: list = []
+    for _ in d.loop():
+        jobs.hang_if_asked(d)
+        for seconds in jobs.take():
+
+            def item(seconds: float = seconds) -> None:
+                with d.busy():  # counted: the worker is busy while any thread has an item
+                    jobs.run_item(d, seconds, beat=False)
+
+            t = threading.Thread(target=item)
+            t.start()
+            threads.append(t)
+        d.sleep(0.2)
+        if d.stop_reason:  # finish what is in flight before loop() stops the daemon, beating meanwhile
+            while any(t.is_alive() for t in threads):
+                d.heartbeat()
+                for t in threads:
+                    t.join(0.2)
+
+
+async def asyncio_main(d: Daemon, jobs: Jobs) -> None:
+    queue: asyncio.Queue = asyncio.Queue()
+    beating = asyncio.create_task(d.keep_beating())  # beats from the event loop: a blocked loop is a hang
+
+    async def consumer() -> None:
+        while True:
+            get = asyncio.ensure_future(queue.get())
+            stop = asyncio.ensure_future(d.stopped())
+            done, _ = await asyncio.wait([get, stop], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if get not in done:
+                get.cancel()
+                return
+            seconds = get.result()
+            if not d.running:  # a stop came with the item: it goes back, not started
+                jobs.give_back([seconds])
+                return
+            async with d.busy():
+                jobs.n += 1
+                n = jobs.n
+                say(d, f"item {n} ({seconds:g}s) started")
+                if jobs.leak:
+                    LEAKED.append(bytearray(jobs.leak * 2**20))
+                await asyncio.sleep(seconds)
+                say(d, f"item {n} ({seconds:g}s) done")
+
+    consumers = [asyncio.create_task(consumer()) for _ in range(d.capacity)]
+    d.on_stop(lambda: jobs.give_back([queue.get_nowait() for _ in range(queue.qsize())]))  # prefetched, not started
+    while await d.asleep(0.2):  # the prefetching side: takes items while running
+        jobs.hang_if_asked(d)
+        for seconds in jobs.take():
+            queue.put_nowait(seconds)
+    await asyncio.gather(*consumers)  # items in flight finish, with beats
+    beating.cancel()
+
+
+def main() -> int:
+    mode = os.environ.get("WORKER_MODE", "loop")
+    d = Daemon.from_env()
+    jobs = Jobs()
+    if mode == "asyncio":
+        if d.start():
+            try:
+                asyncio.run(asyncio_main(d, jobs))
+            finally:
+                d.stop()
+    elif mode == "threads":
+        threads_mode(d, jobs)
+    else:
+        loop_mode(d, jobs)
+    say(d, f"stopped: {d.stop_reason or 'no free slot'}; {jobs.n} item(s), {d.inflight} in flight")
     return 0
 
 

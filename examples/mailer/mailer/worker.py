@@ -46,18 +46,6 @@ class Mailer:
         self.outage = 0  # consecutive failed connection attempts, for backoff
         self.counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0}
 
-    # -- waiting without going silent ------------------------------------------------------
-    def pause(self, seconds: float) -> bool:
-        """Sleep, beating; False as soon as a stop was asked for."""
-        end = time.monotonic() + seconds
-        while True:
-            if not self.d.heartbeat():
-                return False
-            left = end - time.monotonic()
-            if left <= 0:
-                return True
-            time.sleep(min(left, self.d.beat_interval))
-
     def _backoff(self) -> float:
         self.outage += 1
         return min(self.cfg.backoff_max, self.cfg.backoff_base * 2 ** min(self.outage - 1, 16)) * random.uniform(
@@ -158,7 +146,7 @@ class Mailer:
             wait = outbox.take_slot(self.db, self.cfg.rate)
             if wait == 0.0:
                 return True
-            if not self.pause(wait):
+            if not self.d.sleep(wait):
                 return False
 
     # -- the loop --------------------------------------------------------------------------
@@ -178,7 +166,7 @@ class Mailer:
                     if not (self.ensure_db() and self.ensure_smtp()):
                         # Readiness, not liveness: an outage must not cause a restart storm.
                         self.d.set_ready(False)
-                        running = self.pause(self._backoff())
+                        running = self.d.sleep(self._backoff())
                         continue
                     self.outage = 0
                     self.d.set_ready(True)
@@ -187,7 +175,7 @@ class Mailer:
                     log.warning("lost PostgreSQL: %s", exc)
                     self.db = None
                     self.d.set_ready(False)
-                    running = self.pause(self._backoff())
+                    running = self.d.sleep(self._backoff())
                 if time.monotonic() - last_report > 10:
                     log.info("sent %(sent)d, retried %(retry)d, dead %(dead)d so far", self.counts)
                     last_report = time.monotonic()
@@ -205,7 +193,7 @@ class Mailer:
     def drain_once(self) -> bool:
         batch = outbox.claim(self.db, self.owner, self.cfg.batch, self.cfg.lease_seconds)
         if not batch:
-            return self.pause(self.cfg.poll_seconds)
+            return self.d.sleep(self.cfg.poll_seconds)
         left = [m.id for m in batch]
         slot = False  # a throttle slot taken but not yet used
         try:
