@@ -12,6 +12,8 @@ Environment (besides the DAEMONPOOL_* the operator sets):
                  $DAEMONPOOL_RUN_DIR/job: `kubectl exec POD -- sh -c 'echo 5,120 > /run/daemonpool/job'`)
   LEAK_MIB       each item keeps this many MiB for good (a leak), to show recycling by memory
                  (spec.recycle.maxRssMiB); default 0
+  DONE_FILE      when set, one line per finished item is appended there (in the run directory it
+                 outlives restarts: a count of items done by every container of the pod)
 
 Logs one line per item ("item 3 (5s) started/done/interrupted") and one when it stops, with the reason.
 An item is never cut short by a stop: SIGTERM ends the taking of new items, and items in flight finish.
@@ -40,7 +42,14 @@ class Jobs:
         self.hang_file = os.environ.get("HANG_FILE") or os.path.join(run_dir, "hang")
         self.job_file = os.environ.get("JOB_FILE") or os.path.join(run_dir, "job")
         self.leak = int(os.environ.get("LEAK_MIB", "0"))
+        self.done_file = os.environ.get("DONE_FILE")
         self.n = 0
+
+    def mark_done(self, d: Daemon, n: int, seconds: float) -> None:
+        say(d, f"item {n} ({seconds:g}s) done")
+        if self.done_file:
+            with open(self.done_file, "a") as f:
+                f.write(f"{os.getpid()}:{n}:{seconds:g}\n")
 
     def hang_if_asked(self, d: Daemon) -> None:
         if os.path.exists(self.hang_file):
@@ -78,7 +87,7 @@ class Jobs:
             time.sleep(min(left, 0.5))
             if beat:
                 d.heartbeat()  # False once a stop was asked for: the item goes on all the same
-        say(d, f"item {n} ({seconds:g}s) done")
+        self.mark_done(d, n, seconds)
 
 
 def loop_mode(d: Daemon, jobs: Jobs) -> None:
@@ -141,7 +150,7 @@ async def asyncio_main(d: Daemon, jobs: Jobs) -> None:
                 if jobs.leak:
                     LEAKED.append(bytearray(jobs.leak * 2**20))
                 await asyncio.sleep(seconds)
-                say(d, f"item {n} ({seconds:g}s) done")
+                jobs.mark_done(d, n, seconds)
 
     consumers = [asyncio.create_task(consumer()) for _ in range(d.capacity)]
     d.on_stop(lambda: jobs.give_back([queue.get_nowait() for _ in range(queue.qsize())]))  # prefetched, not started

@@ -3,8 +3,8 @@ counted, a SIGTERM in the middle of items lets them finish, and a leaking worker
 without losing its item (examples/worker/worker.py on the runtime's public API)."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,9 +54,7 @@ def until(what, predicate, timeout=15.0):
 
 
 @pytest.mark.parametrize("mode, capacity", [("threads", 4), ("asyncio", 4)])
-def test_concurrent_items_keep_the_worker_busy_until_the_last_ends_and_a_stop_lets_them_finish(
-    run_dir, mode, capacity
-):
+def test_concurrent_items_keep_the_worker_busy_until_the_last_ends_and_a_stop_lets_them_finish(run_dir, mode, capacity):
     port, p = start(str(run_dir), mode, DAEMONPOOL_CAPACITY=capacity)
     try:
         (run_dir / "job").write_text("1,4.5")

@@ -331,3 +331,23 @@ def test_cli_usage_errors_exit_2(run_dir):
 
 def test_sh_probe_is_the_installed_script():
     assert os.access(PROBE_SH, os.X_OK)
+
+
+def test_status_judges_a_beat_by_the_workers_own_limit(run_dir):
+    # Before: `status` assumed 30 s; a worker hung for 7 s with a 5 s limit showed no STALE.
+    code = (
+        "import sys, time\nfrom worker_runtime import Daemon\n"
+        f"d = Daemon('w', timeout=5, run_dir={str(run_dir)!r}, signal_map={{}})\n"
+        "d.start(); print('up', flush=True); time.sleep(60)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], env=child_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "up"
+        time.sleep(6.0)
+        r = wr("status", "--name", "w", "--run-dir", str(run_dir))
+        assert r.returncode == 0 and "STALE" in r.stdout, r.stdout
+        r = wr("status", "--name", "w", "--run-dir", str(run_dir), "--timeout", "60")
+        assert "STALE" not in r.stdout, "--timeout given wins"
+    finally:
+        p.kill()
+        p.wait()
