@@ -168,3 +168,32 @@ def test_an_abstract_notify_socket_name_is_understood():
     assert _notify.address("/run/systemd/notify") == "/run/systemd/notify"
     assert _notify.parse(b"READY=1\nSTATUS=a=b\nnoise\n=x") == {"READY": "1", "STATUS": "a=b"}
     assert _notify.Notifier(None).send(READY=1) is False
+
+
+def test_a_forked_child_holds_neither_the_listener_nor_accepted_connections(served):
+    hold = socket.create_connection(("127.0.0.1", served.port))
+    hold.sendall(b"GET /livez")  # accepted, head unfinished: the server keeps it open
+    deadline = time.monotonic() + 5
+    while not served._http.conns and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (writer,) = list(served._http.conns)
+    fd = writer.get_extra_info("socket").fileno()
+    listen_fd = served._http.sock.fileno()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, os.readlink(f"/proc/self/fd/{fd}").encode() + b" ")
+            try:
+                os.fstat(listen_fd)
+                os.write(w, b"listening")
+            except OSError:
+                os.write(w, b"closed")
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode()
+    hold.close()
+    assert said == "/dev/null closed", said
