@@ -203,6 +203,14 @@ class World:
 
     def set_pod(self, body: dict) -> Key | None:
         key = _owner_key(body)
+        if key is not None and not a_worker_of(body, key[1]):
+            # The pool's labels, but not made by its ReplicaSets: never asked, counted, patched or reported.
+            with self._lock:
+                pods = self._pods.get(key, {})
+                pods.pop(body["metadata"]["name"], None)
+                if not pods:
+                    self._pods.pop(key, None)
+            return key
         if key is not None:
             with self._lock:
                 pods = self._pods.setdefault(key, {})
@@ -286,6 +294,19 @@ class World:
                 "pods": sum(len(p) for p in self._pods.values()),
                 "gone": len(self._gone),
             }
+
+
+def a_worker_of(pod: dict, pool: str) -> bool:
+    """A pod is a worker of ``pool`` when a ReplicaSet of the pool's Deployment (named like the pool, as
+    desired.py builds it) controls it: ``<pool>-<pod-template-hash>``. Labels alone are anybody's to copy."""
+    meta = pod.get("metadata") or {}
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if not template_hash:
+        return False
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "ReplicaSet" and ref.get("apiVersion") == "apps/v1":
+            return ref.get("name") == f"{pool}-{template_hash}"
+    return False
 
 
 def _owner_key(body: dict) -> Key | None:

@@ -167,11 +167,15 @@ def test_invalid_spec_has_status_and_one_warning(fake):
 
 
 def _pod(name, pool="p", **status):
+    """A worker pod as its ReplicaSet makes it: the pool's label, the template hash, the controller reference."""
     return {
         "metadata": {
             "name": name,
             "namespace": "ns",
-            "labels": {"daemonpool.dev/pool": pool},
+            "labels": {"daemonpool.dev/pool": pool, "pod-template-hash": "abc12"},
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{pool}-abc12", "controller": True}
+            ],
             "managedFields": [{"manager": "x" * 1000}],
         },
         "spec": {"big": "y" * 1000},
@@ -200,6 +204,43 @@ def test_worker_restarts_raise_one_warning_per_new_restart(fake):
     run()
     restarts = [e for e in fake.events if e[1] == "WorkerRestarted"]
     assert len(restarts) == 1 and restarts[0][0] == "Warning" and "exit code 137" in restarts[0][2]
+
+
+def test_a_pod_with_the_pools_labels_that_its_replicasets_did_not_make_is_not_a_worker(fake, monkeypatch):
+    from daemonpool_operator import workers
+
+    monkeypatch.setattr(handlers, "_blind", {})  # the handlers' module memory: not this test's to leave behind
+    add_pool(fake, peers=2)
+    run()
+    restarting = [{"name": "w", "restartCount": 7, "ready": False, "state": {"running": {}}}]
+    impostors = []
+    for n, refs in enumerate(
+        (
+            [],  # labels copied, no owner
+            [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "other-abc12", "controller": True}],
+            [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "p-abc12", "controller": False}],
+        )
+    ):
+        pod = _pod(f"not-a-worker-{n}", podIP=f"10.9.0.{n}", containerStatuses=restarting)
+        pod["metadata"]["ownerReferences"] = refs
+        impostors.append(pod)
+        handlers.WORLD.set_pod(pod)
+    handlers.WORLD.set_pod(_pod("p-1", podIP="10.0.0.1", containerStatuses=[]))
+    asked = []
+    monkeypatch.setattr(workers, "states", lambda pods, port: asked.extend(p["metadata"]["name"] for p in pods) or {})
+    patched = []
+    fake.patch_pod_deletion_cost = lambda ns, name, cost: patched.append(name)
+    edit_pool(fake, peers=1)
+    run()
+    # Before: "Degraded: WorkersRestarting - not-a-worker: 7 restart(s)", and its deletion cost patched.
+    st = fake.pools[("ns", "p")]["status"]
+    assert st["restarts"] == 0 and asked == ["p-1"] and patched == []
+    assert [c for c in st["conditions"] if c["type"] == "Degraded"][0]["status"] == "False"
+    # A worker that loses its controller (orphaned by hand) leaves the pool's count.
+    orphan = _pod("p-1", podIP="10.0.0.1", containerStatuses=[])
+    orphan["metadata"]["ownerReferences"] = []
+    handlers.WORLD.set_pod(orphan)
+    assert handlers.WORLD.pods(("ns", "p")) == []
 
 
 def test_terminating_namespace_is_left_alone(fake, monkeypatch):
