@@ -333,6 +333,10 @@ class DaemonPoolStatus(_Model):
     restarts: int = Field(
         0, description="Container restarts of the current workers, summed (liveness restarts included)."
     )
+    recycled: int = Field(
+        0,
+        description="Workers whose last exit was a recycling (spec.recycle): restarts on purpose, not problems.",
+    )
     selector: str = Field("", description="Label selector of the workers, for the scale subresource and HPA.")
     observed_generation: Optional[int] = Field(None, description="The pool's metadata.generation last acted on.")
     deployment: Optional[str] = Field(None, description="Name of the Deployment that runs the workers.")

@@ -264,6 +264,7 @@ def build_status(
     want = spec.peers
     statuses = _worker_statuses(pods, spec.worker_container_name())
     restarts = sum(cs.get("restartCount", 0) for _, cs in statuses)
+    recycled = sum(1 for _, cs in statuses if _recycled(cs))
 
     converged = seen and peers == want and updated == want and ready >= want
     if converged:
@@ -297,7 +298,8 @@ def build_status(
             "and the worker's logs (--previous)",
         )
     else:
-        degr_c = (False, R.AS_EXPECTED, f"{restarts} restart(s) in total")
+        by_recycling = f" ({recycled} worker(s) last recycled)" if recycled else ""
+        degr_c = (False, R.AS_EXPECTED, f"{restarts} restart(s) in total{by_recycling}")
     return DaemonPoolStatus(
         **base,
         deployment=dname,
@@ -305,6 +307,7 @@ def build_status(
         ready_peers=ready,
         updated_peers=updated,
         restarts=restarts,
+        recycled=recycled,
         conditions=conds(ready_c, prog_c, degr_c),
     )
 

@@ -109,12 +109,15 @@ def test_an_unmodified_program_under_run_is_not_restarted_and_is_never_called_id
 def test_an_sd_notify_program_beats_says_busy_and_its_hang_is_seen(cluster, images, ns):
     name = "forms-notify"
     cmd = ["worker-runtime", "run", "--heartbeat", "notify", "--", "python3", "/app/notify_program.py"]
-    cluster.apply(pool(name, ns, images["example-worker"], {}, command=cmd, timeoutSeconds=4))
-    pods = wait(lambda: ready_pods(cluster, ns, name, 1), 120, "the program ready (READY=1)")
-    (pod_name,) = pods
-    give(cluster, ns, pod_name, "20")
+    cluster.apply(pool(name, ns, images["example-worker"], {}, command=cmd, timeoutSeconds=4, peers=2))
+    pods = wait(lambda: ready_pods(cluster, ns, name, 2), 120, "the programs ready (READY=1)")
+    pod_name, other = sorted(pods)[::-1]  # the later name: no accident of ordering keeps it
+    give(cluster, ns, pod_name, "25")
     s = wait(lambda: (s := state(pods[pod_name])) and s["state"] == "busy" and s, 30, "busy from X_DAEMONPOOL_INFLIGHT")
-    assert s["status"] == "item 1 of 1"
+    assert s["status"] == "item 1 of 1" and state(pods[other])["state"] == "idle"
+    cluster.kubectl("scale", "dp", name, "--replicas=1", "-n", ns)
+    left = wait(lambda: (p := live_pods(cluster, ns, name)) and len(p) == 1 and p, 120, "1 program left")
+    assert list(left) == [pod_name], "the busy program stays"
     wait(lambda: state(pods[pod_name])["state"] == "idle", 60, "idle again")
     assert worker_status(cluster, ns, pod_name)["restartCount"] == 0
     give(cluster, ns, pod_name, "", file="hang")

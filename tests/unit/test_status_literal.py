@@ -367,7 +367,9 @@ def test_the_runtimes_termination_message_says_why_a_worker_was_restarted():
 def test_a_recycled_worker_is_not_restarting_unless_it_recycles_into_a_back_off():
     recycled = "recycled after 1000 items (max_items 1000)"
     fresh = pod("mail-a", statuses=[cs(restarts=1, ready=False, last="Completed", exit_code=0, said=recycled)])
-    assert conds(build(dep(), [fresh]))["Degraded"] == ("False", "AsExpected", "1 restart(s) in total")
+    s = build(dep(), [fresh])
+    assert conds(s)["Degraded"] == ("False", "AsExpected", "1 restart(s) in total (1 worker(s) last recycled)")
+    assert (s.dump()["restarts"], s.dump()["recycled"]) == (1, 1)
     looping = pod(
         "mail-b",
         statuses=[
