@@ -38,7 +38,7 @@ def main() -> int:
     notify = notifier()
     signal.signal(signal.SIGTERM, on_term)
     time.sleep(1.0)  # initialising
-    notify("READY=1\nSTATUS=waiting for items")
+    notify("READY=1\nX_DAEMONPOOL_INFLIGHT=0\nSTATUS=waiting for items")
     print("notify-program: ready", flush=True)
     while not stopping:
         notify("WATCHDOG=1")
