@@ -233,27 +233,20 @@ def _idle_first(key: tuple, spec, before: int) -> list:
         if last is not None:
             return []
         why = "probes are exec" if spec.probes != "http" else f"no worker answered on port {spec.port}"
-        return [
-            (
-                "Warning",
-                R.IDLE_FIRST_UNAVAILABLE,
-                f"scaling in from {before} to {spec.peers} without knowing which workers are busy ({why}): any "
-                f"worker may go. Use spec.probes: http, and let the operator reach the pods on spec.port",
-            )
-        ]
+        return [("Warning", R.IDLE_FIRST_UNAVAILABLE, R.blind_scale_in_message(before, spec.peers, why))]
     _blind.pop(key, None)
+    refused = []
     for pod, cost in scalein.plan_costs(pods, states).items():
-        kube.patch_pod_deletion_cost(key[0], pod, cost)
-    busy = sorted(n for n, s in states.items() if s and s.get("state") == "busy")
-    idle = sorted(n for n, s in states.items() if s and s.get("state") == "idle")
-    return [
-        (
-            "Normal",
-            R.IDLE_FIRST,
-            f"scaling in from {before} to {spec.peers}: {len(idle)} idle worker(s) go "
-            f"first; {len(busy)} busy kept as long as possible",
-        )
-    ]
+        try:
+            kube.patch_pod_deletion_cost(key[0], pod, cost)
+        except kube.Rejected as exc:  # an admission policy or webhook: about that pod, not the Deployment
+            refused.append(f"{pod} ({exc.status}: {exc.message[:200]})")
+    busy = sum(1 for s in states.values() if s and s.get("state") == "busy")
+    idle = sum(1 for s in states.values() if s and s.get("state") == "idle")
+    events = [("Normal", R.IDLE_FIRST, R.idle_first_message(before, spec.peers, idle, busy))]
+    if refused:
+        events.append(("Warning", R.IDLE_FIRST_UNAVAILABLE, R.cost_refused_message(refused)))
+    return events
 
 
 def _forget(key: tuple) -> None:

@@ -65,6 +65,23 @@ class Rejected(Exception):
         self.status, self.message = status, message
 
 
+# The longest Retry-After we honour: a server asking for more is asked again after this many seconds.
+MAX_RETRY_AFTER = 300.0
+
+
+def retry_after(headers) -> float:
+    """Seconds to wait before trying again: the server's Retry-After (429, 503 under APF) when it sends a
+    number of seconds, else RETRY_DELAY; never less than RETRY_DELAY, never more than MAX_RETRY_AFTER."""
+    raw = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        return RETRY_DELAY
+    if seconds != seconds:  # nan
+        return RETRY_DELAY
+    return max(RETRY_DELAY, min(MAX_RETRY_AFTER, seconds))
+
+
 def _server_message(exc: ApiException) -> str:
     try:
         return json.loads(exc.body or "{}").get("message") or exc.reason or str(exc.status)
@@ -76,8 +93,9 @@ def _retryable(exc: ApiException, what: str):
     if exc.status == 403 and "being terminated" in (exc.body or ""):
         raise NamespaceTerminating(what) from exc
     if exc.status in RETRYABLE:
+        delay = retry_after(exc.headers)
         raise kopf.TemporaryError(
-            f"{what}: API answered {exc.status} {exc.reason}; retrying", delay=RETRY_DELAY
+            f"{what}: API answered {exc.status} {exc.reason}; retrying in {delay:g}s", delay=delay
         ) from exc
     if exc.status in REFUSED:
         raise Rejected(exc.status, _server_message(exc)) from exc

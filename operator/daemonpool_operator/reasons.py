@@ -115,5 +115,24 @@ def rejected_message(deployment: str, verb: str, status: int, server: str) -> st
     )
 
 
+def blind_scale_in_message(before: int, peers: int, why: str) -> str:
+    return (
+        f"scaling in from {before} to {peers} without knowing which workers are busy ({why}): any "
+        f"worker may go. Use spec.probes: http, and let the operator reach the pods on spec.port"
+    )
+
+
+def idle_first_message(before: int, peers: int, idle: int, busy: int) -> str:
+    return f"scaling in from {before} to {peers}: {idle} idle worker(s) go first; {busy} busy kept as long as possible"
+
+
+def cost_refused_message(refused: list) -> str:
+    return (
+        f"the API server refused the deletion cost of {len(refused)} pod(s): {', '.join(refused[:5])}; those "
+        "may go whatever they are doing (tried again at the next scale-in). Allow the operator to patch "
+        "the annotation controller.kubernetes.io/pod-deletion-cost on the pool's pods"
+    )
+
+
 def counted(n: int, what: str, first_pod: str, detail: str, fix: str) -> str:
     return f"{n} worker pod(s) {what}; first {first_pod}: {detail}. {fix}"

@@ -444,6 +444,35 @@ def test_an_older_watch_event_never_replaces_a_newer_write():
     assert w.deployment(("ns", "p"))["spec"]["replicas"] == 5
 
 
+def test_a_refused_deletion_cost_is_reported_as_such_and_the_scale_in_goes_on(fake, monkeypatch):
+    from daemonpool_operator import workers
+
+    monkeypatch.setattr(handlers, "_blind", {})
+    add_pool(fake, peers=3)
+    run()
+    for i in range(3):
+        handlers.WORLD.set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
+    monkeypatch.setattr(
+        workers,
+        "states",
+        lambda pods, port: {p["metadata"]["name"]: {"state": "idle", "seconds_in_state": 1} for p in pods},
+    )
+
+    def refuse(ns, name, cost):
+        raise kube.Rejected(403, 'admission webhook "policy" denied the request')
+
+    fake.patch_pod_deletion_cost = refuse
+    edit_pool(fake, peers=1)
+    run()
+    # Before: reported as DeploymentRejected, and the scale-in not retried until the spec changed.
+    pool = fake.pools[("ns", "p")]
+    assert fake.deployments[("ns", "p")]["spec"]["replicas"] == 1
+    degraded = [c for c in pool["status"]["conditions"] if c["type"] == "Degraded"][0]
+    assert degraded["reason"] != "DeploymentRejected"
+    (warn,) = [e for e in fake.events if e[1] == "IdleFirstUnavailable"]
+    assert "refused the deletion cost of 3 pod(s)" in warn[2] and "403: admission webhook" in warn[2]
+
+
 def test_scale_in_marks_idle_workers_to_go_first_and_patches_only_what_changed(fake, monkeypatch):
     from daemonpool_operator import workers
 
