@@ -296,6 +296,9 @@ def _resync_loop() -> None:
                 job()
             except (kopf.TemporaryError, kube.Rejected) as exc:
                 log.warning("%s incomplete, tried again in %gs: %s", job.__name__, period, exc)
+            except Exception:  # noqa: BLE001 - the loop must outlive any one pass (a 404 once ended it)
+                metrics.LOOP_ERRORS.labels(job.__name__).inc()
+                log.exception("%s failed unexpectedly; tried again in %gs", job.__name__, period)
         if now >= next_check:
             next_check = now + watchdog.CHECK_SECONDS
         if now >= next_resync:

@@ -46,6 +46,9 @@ WATCH_RESTARTS = Counter(
 WATCH_STALE_CHECKS = Counter(
     "daemonpool_watch_stale_checks_total", "Censuses of the pools (a LIST with limit=1) that disagreed with the watch."
 )
+LOOP_ERRORS = Counter(
+    "daemonpool_loop_errors_total", "Unexpected errors a background loop survived (logged with a traceback).", ["loop"]
+)
 LEADER = Gauge("daemonpool_leader", "1 while this replica is the leader (reconciles), 0 while standby.")
 LEADER_TRANSITIONS = Counter(
     "daemonpool_leader_transitions_total", "Times this replica became or stopped being leader."

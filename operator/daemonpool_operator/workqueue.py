@@ -3,7 +3,10 @@
 - Coalescing: a key is in the queue at most once, however many events arrive; a key that is
   being processed and is added again is processed once more afterwards (never twice at once).
 - Bounded concurrency: ``workers`` threads take keys; one pool never runs on two of them.
-- Retries back off per key (``base`` doubling up to ``cap``); a success forgets the failures.
+- Retries back off per key (``base`` doubling up to ``cap``); a success forgets the failures. Retries
+  also share one token bucket (``qps``, ``burst``): the delay is the larger of the two, as client-go's
+  default controller rate limiter does, so many failing pools cannot hammer a struggling API server.
+  Events (``add``) are not limited: they are coalesced instead.
 - ``add_after`` schedules a key later (a retry, or a condition that will change with time).
 
 Pure Python and threads: imports neither kopf nor kubernetes, so it is unit-tested directly.
@@ -20,6 +23,9 @@ from typing import Callable, Hashable
 # First retry delay and its cap: a failing pool is retried promptly, then at most once a minute.
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 60.0
+# Retries of all pools together: client-go's default (10 per second, bursts of 100).
+RETRY_QPS = 10.0
+RETRY_BURST = 100
 
 
 class Retry(Exception):
@@ -40,6 +46,8 @@ class WorkQueue:
         cap: float = BACKOFF_CAP_SECONDS,
         on_error: Callable[[Hashable, BaseException], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        qps: float = RETRY_QPS,
+        burst: int = RETRY_BURST,
     ):
         self._process = process
         self._workers = workers
@@ -56,6 +64,8 @@ class WorkQueue:
         self._failures: dict = {}
         self._threads: list = []
         self._stopped = False
+        self._qps, self._burst = qps, burst
+        self._tokens, self._refilled = float(burst), clock()
         self.processed = 0  # reconciles run (for tests and metrics)
         self.last_progress = clock()
 
@@ -158,7 +168,16 @@ class WorkQueue:
         self._failures[key] = n + 1
         if delay is None:
             delay = min(self._cap, self._base * (2**n))
-        self.add_after(key, delay)
+        self.add_after(key, max(delay, self._bucket_delay()))
+
+    def _bucket_delay(self) -> float:
+        """Take a token from the retries' bucket: 0 when one is there, else how long until one will be."""
+        with self._cv:
+            now = self._clock()
+            self._tokens = min(float(self._burst), self._tokens + (now - self._refilled) * self._qps)
+            self._refilled = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self._qps
 
     def forget(self, key: Hashable) -> None:
         self._failures.pop(key, None)

@@ -637,3 +637,35 @@ def test_a_pool_created_again_while_its_old_deployment_lingered_in_the_cache_con
     assert ("create", ("ns", "p")) in fake.writes
     assert made["spec"]["replicas"] == 2
     assert made["metadata"]["ownerReferences"][0]["uid"] == "uid-p-again"
+
+
+def test_the_resync_loop_outlives_an_unexpected_error(monkeypatch):
+    """Before: one unexpected API error (a 404) ended the thread; /healthz then restarted the replica."""
+    from daemonpool_operator import metrics
+
+    calls = []
+
+    def resync():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("404 Not Found: the unexpected")
+
+    class Enough(BaseException):
+        pass
+
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) > 3:
+            raise Enough
+
+    monkeypatch.setattr(handlers, "RESYNC_SECONDS", 0.0)
+    monkeypatch.setattr(handlers, "resync_once", resync)
+    monkeypatch.setattr(handlers, "check_watches", lambda: None)
+    monkeypatch.setattr(handlers.time, "sleep", sleep)
+    before = metrics.LOOP_ERRORS.labels("resync")._value.get()
+    with pytest.raises(Enough):
+        handlers._resync_loop()
+    assert len(calls) >= 2, "the loop went on after the error"
+    assert metrics.LOOP_ERRORS.labels("resync")._value.get() == before + 1

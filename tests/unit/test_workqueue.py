@@ -3,6 +3,8 @@
 import threading
 import time
 
+import pytest
+
 from daemonpool_operator.workqueue import Retry, WorkQueue
 
 
@@ -90,3 +92,25 @@ def test_delayed_adds_coalesce_into_one():
     q.add_after("b", 0.5)  # already queued now: nothing more
     now[0] = 2.0
     assert q.drain() == 1
+
+
+def test_retries_of_all_keys_share_one_token_bucket_beside_the_per_key_backoff():
+    """Before: per-key backoff only; 500 failing pools were retried 500 times within half a second."""
+    now = [0.0]
+
+    def fail(key):
+        raise Retry("api down")
+
+    q = WorkQueue(fail, base=0.5, cap=60.0, clock=lambda: now[0], qps=10.0, burst=3)
+    for k in range(6):
+        q.add(k)
+    assert q.drain() == 6
+    when = sorted(w for w, _, _ in q._later)
+    # 3 from the burst at the per-key 0.5 s; then one token every 0.1 s: 0.1, 0.2, 0.3 s late, but never
+    # sooner than the per-key backoff of 0.5 s.
+    assert when == [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    for k in range(6, 12):
+        q.add(k)
+    assert q.drain() == 6
+    later = sorted(w for w, _, _ in q._later)[6:]
+    assert later == pytest.approx([0.5, 0.5, 0.6, 0.7, 0.8, 0.9]), "the bucket, not the backoff, decides here"
