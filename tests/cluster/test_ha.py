@@ -27,6 +27,7 @@ METRICS = [
     "daemonpool_pools",
     "daemonpool_leader",
     "daemonpool_leader_transitions_total",
+    "daemonpool_loop_errors_total",
 ]
 KILLS = 4  # CI size; each kill is a failover
 
