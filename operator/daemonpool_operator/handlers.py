@@ -62,6 +62,8 @@ METRICS_PORT: int | None = None
 
 
 def _enqueue(key: tuple, trigger: str, delay: float = 0.0) -> None:
+    if not QUEUE.started:
+        return  # a standby keeps no queue (it grew with every pool it saw); taking over reconciles them all
     _triggers.setdefault(key, trigger)
     QUEUE.add_after(key, delay)
     metrics.QUEUE_DEPTH.set(QUEUE.depth)
@@ -251,8 +253,9 @@ def _idle_first(key: tuple, spec, before: int) -> list:
 
 def _forget(key: tuple) -> None:
     """What the operator remembers of a pool that is gone, so memory does not grow with pools deleted."""
-    for memory in (_rejected, _foreign, _blind):
+    for memory in (_rejected, _foreign, _blind, _triggers):
         memory.pop(key, None)
+    QUEUE.discard(key)
 
 
 def _on_error(key, exc: BaseException) -> None:

@@ -182,6 +182,19 @@ class WorkQueue:
     def forget(self, key: Hashable) -> None:
         self._failures.pop(key, None)
 
+    def discard(self, key: Hashable) -> None:
+        """Drop ``key`` entirely (its pool is gone): queued, scheduled and its failures. One being
+        processed finishes, and is not queued again."""
+        with self._cv:
+            self._failures.pop(key, None)
+            self._dirty.discard(key)
+            if key in self._queue:
+                self._queue.remove(key)
+            if key in self._scheduled:
+                self._scheduled.discard(key)
+                self._later = [entry for entry in self._later if entry[2] != key]
+                heapq.heapify(self._later)
+
     def drain(self, limit: int = 100000) -> int:
         """Process until nothing is ready now; returns how many reconciles ran."""
         n = 0

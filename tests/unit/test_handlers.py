@@ -360,6 +360,7 @@ def test_a_burst_of_pod_events_is_a_few_reconciles_and_no_reads(fake, monkeypatc
     """100 events for one pool's pods, as a rollout gives: at most 3 reconciles, 0 API reads."""
     add_pool(fake, peers=5)
     q = WorkQueue(handlers.reconcile)
+    q._threads = ["driven by the test"]  # the leader's queue: a standby's takes no keys
     monkeypatch.setattr(handlers, "QUEUE", q)
     q.add(("ns", "p"))
     q.drain()
@@ -669,3 +670,45 @@ def test_the_resync_loop_outlives_an_unexpected_error(monkeypatch):
         handlers._resync_loop()
     assert len(calls) >= 2, "the loop went on after the error"
     assert metrics.LOOP_ERRORS.labels("resync")._value.get() == before + 1
+
+
+@pytest.mark.parametrize("leading", [False, True])
+def test_ten_thousand_pools_created_and_deleted_leave_nothing_behind(monkeypatch, leading):
+    """Before: a standby enqueued every key it saw and never drained (100,000 pools: 100,000 queued keys and
+    _triggers entries, 24 MiB); a deleted pool's key stayed queued on the leader too."""
+    import asyncio
+    import gc
+    import tracemalloc
+
+    q = WorkQueue(lambda key: None)
+    if leading:
+        q._threads = ["the leader's queue, not draining during the churn"]
+    monkeypatch.setattr(handlers, "QUEUE", q)
+    monkeypatch.setattr(handlers, "WORLD", cache.World())
+    monkeypatch.setattr(handlers, "_triggers", {})
+
+    def pool(i):
+        return {
+            "apiVersion": "daemonpool.dev/v1alpha1",
+            "kind": "DaemonPool",
+            "metadata": {"name": f"p{i}", "namespace": "ns", "uid": f"u{i}", "resourceVersion": str(i + 1)},
+            "spec": {"peers": 1},
+        }
+
+    async def churn(n):
+        for i in range(n):
+            await handlers.pool_event(type="ADDED", body=pool(i))
+        for i in range(n):
+            await handlers.pool_event(type="DELETED", body=pool(i))
+
+    asyncio.run(churn(100))  # warm up
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    asyncio.run(churn(10_000))
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert (len(q), handlers._triggers, handlers.WORLD.sizes()["pools"]) == (0, {}, 0)
+    # What stays on purpose: the deleted uids (bounded at 20,000) so a late event cannot bring a pool back.
+    assert grown / 10_000 < 300, f"{grown / 10_000:.0f} bytes kept per pool created and deleted"
