@@ -6,6 +6,7 @@ gateway address when pods must reach them.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import glob
 import os
@@ -88,16 +89,25 @@ class MailSink:
         self.received: list = []  # (monotonic time, Message-ID, recipients)
         self.tempfail_until = 0.0
         self.tempfailed = 0
+        self.reply_delay = 0.0  # seconds before each MAIL, RCPT and DATA reply: a slow server
         self.lock = threading.Lock()
         self.controller = None
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        await asyncio.sleep(self.reply_delay)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        await asyncio.sleep(self.reply_delay)
         if address.startswith("bounce"):
             return "550 5.1.1 no such user here"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(self.reply_delay)
         if time.monotonic() < self.tempfail_until:
             with self.lock:
                 self.tempfailed += 1

@@ -310,6 +310,9 @@ def test_sigterm_finishes_the_current_message_and_exits(tmp_path, pg, db, smtp):
         ({"MAILER_DSN": ""}, "MAILER_DSN is not set"),
         ({"MAILER_SMTP": "host:99999"}, "MAILER_SMTP='host:99999' is not HOST:PORT"),
         ({"MAILER_BATCH": "ten"}, "MAILER_BATCH='ten' is not a whole number"),
+        # Before: ~1,000 or more overflowed the backoff (OverflowError) and left the row 'sending'.
+        ({"MAILER_MAX_ATTEMPTS": "5000"}, "MAILER_MAX_ATTEMPTS='5000' must be at least 1 and at most 1000"),
+        ({"MAILER_BACKOFF_MAX": "nan"}, "MAILER_BACKOFF_MAX='nan' must be at least 0 and at most 86400"),
     ],
 )
 def test_bad_configuration_names_the_variable(tmp_path, env, needle):
@@ -330,3 +333,103 @@ def test_rate_parsing():
         parse_rate("0/s")
     with pytest.raises(ConfigError):
         parse_dsn("host='unterminated")
+
+
+def test_a_message_claimed_again_and_again_without_an_outcome_goes_dead(tmp_path, pg, db, smtp):
+    """Before: a message that killed its worker (a crash, not an exception) was claimed again forever."""
+    killer = outbox.enqueue(db, "crash@example.com", "kills its worker", "body")
+    survivor = outbox.enqueue(db, "ok@example.com", "claimed 4 times", "body")
+    for i, claims in ((killer, 5), (survivor, 4)):
+        db.execute(
+            "UPDATE mailer_outbox SET state = 'sending', claims = %s, lease_owner = 'dead-worker', "
+            "lease_until = now() - interval '1 second' WHERE id = %s",
+            (claims, i),
+        )
+    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="100/s")
+    pool.start()
+    try:
+        wait_drained(db, 30)
+    finally:
+        pool.stop()
+    rows = dict(db.execute("SELECT id, state || ': ' || coalesce(last_error, '') FROM mailer_outbox").fetchall())
+    assert rows[killer] == "dead: worker died while sending (claimed 5 times without an outcome)"
+    assert rows[survivor] == "sent: "
+
+
+def test_a_slow_smtp_server_neither_hangs_the_worker_nor_outlasts_the_deadline(tmp_path, pg, db, smtp):
+    """Before: a server that delayed each reply made one send last 36 s without a heartbeat."""
+    smtp.reply_delay = 0.8  # MAIL, RCPT, DATA: 2.4 s per message, more than the 2 s heartbeat limit
+    outbox.enqueue(db, "slow@example.com", "slow", "body")
+    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="100/s", MAILER_SEND_DEADLINE="6")
+    pool.start()
+    run = str(tmp_path / "run")
+    probe = [sys.executable, "-m", "worker_runtime", "probe", "liveness", "--name", "mailer", "--run-dir", run]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    try:
+        failures, checks = [], 0
+        deadline = time.monotonic() + 20
+        while not smtp.ids() and time.monotonic() < deadline:
+            r = subprocess.run(probe + ["--timeout", "2"], env=env, capture_output=True, text=True)
+            checks += 1
+            if r.returncode != 0 and "no live holder" not in r.stdout and "no heartbeat" not in r.stdout:
+                failures.append(r.stdout.strip())
+        assert smtp.ids(), "the slow server got the message"
+        assert failures == [] and checks >= 3, failures
+        smtp.reply_delay = 5.0  # now each reply outlasts the whole send deadline
+        i = outbox.enqueue(db, "slower@example.com", "slower", "body")
+        deadline = time.monotonic() + 20
+        err = None
+        while time.monotonic() < deadline and not err:
+            err = db.execute("SELECT last_error FROM mailer_outbox WHERE id = %s", (i,)).fetchone()[0]
+            time.sleep(0.2)
+        assert err and "send deadline (6s)" in err, err
+    finally:
+        smtp.reply_delay = 0.0
+        pool.stop()
+
+
+def test_a_database_error_that_is_not_an_outage_turns_readiness_off_and_is_retried(tmp_path, pg, db, smtp):
+    """Before: a missing table (or a read-only transaction) raised out of run(): a crash loop."""
+    port = services.free_port()
+    pool = Pool(
+        tmp_path,
+        pg,
+        smtp,
+        MAILER_RATE="100/s",
+        MAILER_BACKOFF_BASE="0.2",
+        MAILER_BACKOFF_MAX="0.5",
+        DAEMONPOOL_PORT=port,
+    )
+    p = pool.start()
+    run = str(tmp_path / "run")
+    probe = [sys.executable, "-m", "worker_runtime", "probe", "--name", "mailer", "--run-dir", run, "--timeout", "2"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+
+    def ready():
+        return subprocess.run(probe + ["readiness"], env=env).returncode == 0
+
+    try:
+        deadline = time.monotonic() + 15
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ready()
+        db.execute("ALTER TABLE mailer_outbox RENAME TO mailer_outbox_away")
+        deadline = time.monotonic() + 10
+        while ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not ready() and p.poll() is None, "not ready, and still running"
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/state", timeout=2) as r:
+            state = json.loads(r.read())
+        assert 'relation "mailer_outbox" does not exist' in state.get("status", ""), state
+        assert subprocess.run(probe + ["liveness"], env=env).returncode == 0, "readiness, not liveness"
+        db.execute("ALTER TABLE mailer_outbox_away RENAME TO mailer_outbox")
+        deadline = time.monotonic() + 15
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ready() and p.poll() is None, "ready again once the table is back"
+    finally:
+        db.execute("ALTER TABLE IF EXISTS mailer_outbox_away RENAME TO mailer_outbox")
+        pool.stop()

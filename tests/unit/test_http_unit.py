@@ -197,3 +197,29 @@ def test_a_forked_child_holds_neither_the_listener_nor_accepted_connections(serv
         said = f.read().decode()
     hold.close()
     assert said == "/dev/null closed", said
+
+
+def test_the_operators_metrics_endpoint_holds_idle_connections_without_a_thread_each():
+    """Before: prometheus-client's server started a thread per connection (1,242 idle: 1,244 threads)."""
+    import threading
+
+    from daemonpool_operator import metrics
+
+    server = metrics.serve(0, lambda: [])
+    try:
+        before = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
+        time.sleep(0.2)
+        out = raw(server.port, b"GET /metrics HTTP/1.1\r\n\r\n", timeout=3)
+        assert out.startswith(b"HTTP/1.1 200 ") and b"daemonpool_reconciles_total" in out
+        assert threading.active_count() - before <= 1
+        assert raw(server.port, b"GET /other HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+        for s in idle:
+            s.close()
+    finally:
+        server.stop()
+        from prometheus_client import REGISTRY
+
+        for c in list(REGISTRY._collector_to_names):
+            if type(c).__name__ == "PoolConditions":
+                REGISTRY.unregister(c)

@@ -47,7 +47,7 @@ def parse_dsn(raw: str | None, var: str = "MAILER_DSN") -> str:
     return raw
 
 
-def _number(var: str, default: float, kind=float, minimum: float = 0) -> float:
+def _number(var: str, default: float, kind=float, minimum: float = 0, maximum: float = float("inf")) -> float:
     raw = os.environ.get(var)
     if raw is None or raw == "":
         return default
@@ -55,8 +55,9 @@ def _number(var: str, default: float, kind=float, minimum: float = 0) -> float:
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{var}={raw!r} is not a {'whole ' if kind is int else ''}number") from None
-    if value < minimum:
-        raise ConfigError(f"{var}={raw!r} must be at least {minimum}")
+    if not minimum <= value <= maximum:  # nan fails both
+        bounds = f"at least {minimum:g}" + (f" and at most {maximum:g}" if maximum != float("inf") else "")
+        raise ConfigError(f"{var}={raw!r} must be {bounds}")
     return value
 
 
@@ -75,6 +76,9 @@ class Config:
     smtp_timeout: float
     domain: str
     poll_seconds: float
+    max_claims: int
+    send_deadline: float
+    statement_timeout: float
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -94,14 +98,22 @@ class Config:
             # A few heartbeat timeouts: a dead worker's messages are sent again soon, not in an hour.
             lease_seconds=_number("MAILER_LEASE_SECONDS", 3 * timeout, minimum=1),
             # Then the message is dead, with the last error as its reason.
-            max_attempts=int(_number("MAILER_MAX_ATTEMPTS", 8, int, 1)),
-            # Exponential backoff with jitter between attempts: base * 2^(n-1), at most max.
-            backoff_base=_number("MAILER_BACKOFF_BASE", 2.0, minimum=0),
-            backoff_max=_number("MAILER_BACKOFF_MAX", 300.0, minimum=0),
+            max_attempts=int(_number("MAILER_MAX_ATTEMPTS", 8, int, 1, 1000)),
+            # Exponential backoff with jitter between attempts: base * 2^(n-1), at most max (a day at most).
+            backoff_base=_number("MAILER_BACKOFF_BASE", 2.0, minimum=0, maximum=86400),
+            backoff_max=_number("MAILER_BACKOFF_MAX", 300.0, minimum=0, maximum=86400),
             # Below the lease, so a slow server cannot make two workers send one message.
             smtp_timeout=_number("MAILER_SMTP_TIMEOUT", min(10.0, timeout), minimum=0.1),
             # Right side of every Message-ID: <outbox-ID@DOMAIN>.
             domain=env.get("MAILER_DOMAIN", "mailer.daemonpool.dev"),
             # How long an idle worker waits before looking for new mail.
             poll_seconds=_number("MAILER_POLL_SECONDS", 1.0, minimum=0.01),
+            # Claims without an outcome (the worker died while sending, e.g. this message crashes it): then
+            # the message is dead, "worker died while sending", instead of killing every worker in turn.
+            max_claims=int(_number("MAILER_MAX_CLAIMS", 5, int, 1, 1000)),
+            # One send, start to end, however slowly the server answers (a per-read timeout is renewed by
+            # every reply): below the lease, so no other worker takes the message meanwhile.
+            send_deadline=_number("MAILER_SEND_DEADLINE", min(60.0, 1.5 * timeout), minimum=0.1),
+            # Every SQL statement: shorter than the heartbeat limit, so a stuck query is an error, not a hang.
+            statement_timeout=_number("MAILER_STATEMENT_TIMEOUT", min(10.0, timeout / 2), minimum=0.1),
         )

@@ -82,7 +82,17 @@ def enqueue_many(conn, messages) -> int:
     return len(rows)
 
 
-def claim(conn, owner: str, batch: int, lease_seconds: float) -> list:
+def claim(conn, owner: str, batch: int, lease_seconds: float, max_claims: int = 5) -> list:
+    """Lease up to ``batch`` due messages. A message claimed ``max_claims`` times with no outcome recorded
+    (its workers died while sending it: a crash, not an exception) goes dead instead of being claimed again
+    forever, taking a worker down each time."""
+    conn.execute(
+        """
+        UPDATE mailer_outbox SET state = 'dead', lease_owner = NULL, lease_until = NULL,
+               last_error = 'worker died while sending (claimed ' || claims || ' times without an outcome)'
+         WHERE state = 'sending' AND lease_until < now() AND claims - attempts >= %(max)s""",
+        {"max": max_claims},
+    )
     rows = conn.execute(
         """
         UPDATE mailer_outbox SET state = 'sending', lease_owner = %(owner)s, claims = claims + 1,
@@ -160,7 +170,8 @@ def release(conn, ids, owner: str) -> int:
     if not ids:
         return 0
     return conn.execute(
-        "UPDATE mailer_outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL "
+        # A claim given back is not a claim that died: it does not count towards max_claims.
+        "UPDATE mailer_outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, claims = claims - 1 "
         "WHERE id = ANY(%s) AND state = 'sending' AND lease_owner = %s",
         (list(ids), owner),
     ).rowcount

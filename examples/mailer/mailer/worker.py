@@ -7,6 +7,7 @@ import os
 import random
 import smtplib
 import socket
+import threading
 import time
 import uuid
 from email.message import EmailMessage
@@ -44,6 +45,7 @@ class Mailer:
         self.db = None
         self.smtp = None
         self.outage = 0  # consecutive failed connection attempts, for backoff
+        self.down = False  # a database error turned readiness off
         self.counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0}
 
     def _backoff(self) -> float:
@@ -57,7 +59,12 @@ class Mailer:
         if self.db is not None and not self.db.closed:
             return True
         try:
-            self.db = psycopg.connect(self.cfg.dsn, autocommit=True, connect_timeout=5)
+            self.db = psycopg.connect(
+                self.cfg.dsn,
+                autocommit=True,
+                connect_timeout=max(1, int(min(5.0, self.d.timeout / 2))),
+                options=f"-c statement_timeout={int(self.cfg.statement_timeout * 1000)}",
+            )
             outbox.migrate(self.db)
             return True
         except psycopg.Error as exc:
@@ -109,7 +116,7 @@ class Mailer:
             # The row itself is malformed: sending again cannot help.
             return self._failed(m, 554, f"malformed message: {exc}")
         try:
-            self.smtp.send_message(e)
+            self._send_within_deadline(e)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             return self._failed(m, code, f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}")
@@ -129,6 +136,36 @@ class Mailer:
         self.outage = 0
         return "sent"
 
+    def _send_within_deadline(self, e: EmailMessage) -> None:
+        """Send on a helper thread while this one beats; past ``send_deadline`` the connection is cut, so
+        a server that answers each command slowly can neither hang the worker nor outlast the lease."""
+        outcome: list = []
+
+        def send() -> None:
+            try:
+                self.smtp.send_message(e)
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as it was
+                outcome.append(exc)
+
+        t = threading.Thread(target=send, name="mailer-send", daemon=True)
+        deadline = time.monotonic() + self.cfg.send_deadline
+        t.start()
+        while t.is_alive() and time.monotonic() < deadline:
+            self.d.heartbeat()  # waiting on the network is not a hang; stopping waits for the send too
+            t.join(min(self.d.beat_interval, max(0.0, deadline - time.monotonic())))
+        if t.is_alive():
+            sock = getattr(self.smtp, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            t.join(5)
+            raise smtplib.SMTPServerDisconnected(f"no answer within the send deadline ({self.cfg.send_deadline:g}s)")
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
     def _failed(self, m: outbox.Message, code, error: str) -> str:
         if code is not None and 500 <= code < 600:
             outbox.mark_dead(self.db, m.id, self.owner, f"permanent failure: {error}")
@@ -137,7 +174,10 @@ class Mailer:
         if attempt >= self.cfg.max_attempts:
             outbox.mark_dead(self.db, m.id, self.owner, f"gave up after {attempt} attempts: {error}")
             return "dead"
-        delay = min(self.cfg.backoff_max, self.cfg.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        # The exponent is capped: 2 ** 999 does not fit a float (MAILER_MAX_ATTEMPTS may be up to 1000).
+        delay = min(self.cfg.backoff_max, self.cfg.backoff_base * 2.0 ** min(attempt - 1, 60)) * random.uniform(
+            0.5, 1.0
+        )
         outbox.mark_retry(self.db, m.id, self.owner, error, delay)
         return "retry"
 
@@ -168,12 +208,26 @@ class Mailer:
                         self.d.set_ready(False)
                         running = self.d.sleep(self._backoff())
                         continue
+                    if self.outage or self.down:
+                        self.d.set_status("")  # the outage's reason no longer holds
+                        self.down = False
                     self.outage = 0
                     self.d.set_ready(True)
                     running = self.drain_once()
-                except psycopg.OperationalError as exc:
-                    log.warning("lost PostgreSQL: %s", exc)
+                except psycopg.Error as exc:
+                    # An outage (OperationalError), or not one: a read-only database, a missing table, no
+                    # permission. Either way readiness goes off with the reason and the worker tries again;
+                    # raising out of run() would only restart the container in a loop.
+                    why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    log.warning("PostgreSQL: %s: %s; not ready, retrying", type(exc).__name__, why)
+                    self.d.set_status(f"PostgreSQL: {why}")
+                    if self.db is not None:
+                        try:
+                            self.db.close()
+                        except psycopg.Error:
+                            pass
                     self.db = None
+                    self.down = True
                     self.d.set_ready(False)
                     running = self.d.sleep(self._backoff())
                 if time.monotonic() - last_report > 10:
@@ -191,7 +245,7 @@ class Mailer:
         return 0
 
     def drain_once(self) -> bool:
-        batch = outbox.claim(self.db, self.owner, self.cfg.batch, self.cfg.lease_seconds)
+        batch = outbox.claim(self.db, self.owner, self.cfg.batch, self.cfg.lease_seconds, self.cfg.max_claims)
         if not batch:
             return self.d.sleep(self.cfg.poll_seconds)
         left = [m.id for m in batch]
