@@ -63,7 +63,10 @@ def http_check(port: int, timeout: float) -> tuple[str, float]:
 
 def exec_check(run_dir: str, limit: float) -> tuple[str, float]:
     t0 = time.monotonic()
-    r = subprocess.run(["sh", PROBE_SH, "liveness", "--name", "gil", "--run-dir", run_dir, "--timeout", f"{limit:g}"], capture_output=True)
+    r = subprocess.run(
+        ["sh", PROBE_SH, "liveness", "--name", "gil", "--run-dir", run_dir, "--timeout", f"{limit:g}"],
+        capture_output=True,
+    )
     return ("pass" if r.returncode == 0 else "fail"), time.monotonic() - t0
 
 

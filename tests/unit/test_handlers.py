@@ -482,7 +482,7 @@ def test_scale_in_marks_idle_workers_to_go_first_and_patches_only_what_changed(f
     for i in range(4):
         handlers.WORLD.set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
     pod = _pod("p-3", podIP="10.0.0.3")
-    pod["metadata"]["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": "-31"}  # already right
+    pod["metadata"]["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": "-5"}  # already right
     handlers.WORLD.set_pod(pod)
     answers = {
         "p-0": {"state": "busy", "seconds_in_state": 100},
@@ -497,7 +497,7 @@ def test_scale_in_marks_idle_workers_to_go_first_and_patches_only_what_changed(f
     fake.patch_pod_deletion_cost = lambda ns, name, cost: patched.append((name, cost))
     edit_pool(fake, peers=2)
     run()
-    assert sorted(patched) == [("p-0", 1_000_100), ("p-1", -6), ("p-2", 0)], "p-3 already had its cost"
+    assert sorted(patched) == [("p-0", 1_000_006), ("p-1", -3), ("p-2", 0)], "p-3 already had its cost"
     assert fake.deployments[("ns", "p")]["spec"]["replicas"] == 2
     (ev,) = [e for e in fake.events if e[1] == "IdleFirst"]
     assert "2 idle worker(s) go first; 1 busy" in ev[2]
