@@ -148,8 +148,17 @@ class Elector:
 
     def run(self) -> None:
         while True:
-            self.step()
+            self.tick()
             time.sleep(RETRY_SECONDS)
+
+    def tick(self) -> None:
+        """One step that no error ends the loop on: starting to lead reads the API (a failed first resync
+        raised out of step() and ended the election thread, so renewals stopped)."""
+        try:
+            self.step()
+        except Exception:  # noqa: BLE001 - logged with its traceback and counted; the next step goes on
+            metrics.LOOP_ERRORS.labels("leader_election").inc()
+            log.exception("leader election: a step failed unexpectedly; going on")
 
     def start(self) -> None:
         metrics.LEADER.set(0)

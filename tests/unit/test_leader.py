@@ -200,3 +200,26 @@ def test_a_release_that_lost_the_race_to_its_own_renewal_tries_again(world, monk
     monkeypatch.setattr(kube, "get_lease", get_then_renewed)
     a.release()
     assert raced and store.obj["spec"].get("holderIdentity") is None, "released anyway, not left to expire"
+
+
+def test_a_start_that_fails_does_not_end_the_election(world):
+    """Before: on_started (the first resync) raising out of step() ended the election thread: no renewals."""
+    from daemonpool_operator import metrics
+
+    store, now, current = world
+    calls = []
+
+    def start():
+        calls.append(1)
+        raise RuntimeError("404 on the first resync")
+
+    e = leader.Elector("ns", "lease", "a", clock=lambda: now[0], on_started=start, on_lost=lambda: None)
+    before = metrics.LOOP_ERRORS.labels("leader_election")._value.get()
+    current["who"] = "a"
+    e.tick()
+    assert e.leader and calls == [1]
+    assert metrics.LOOP_ERRORS.labels("leader_election")._value.get() == before + 1
+    rv = store.obj["metadata"]["resourceVersion"]
+    now[0] += 3
+    e.tick()  # the loop goes on: renews
+    assert store.obj["metadata"]["resourceVersion"] != rv and e.leader
