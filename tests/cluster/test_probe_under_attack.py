@@ -86,6 +86,9 @@ def test_probes_pass_during_five_thousand_hostile_connections(cluster, images, n
         for s in hostile:
             s.close()
     restarts = cluster.get("pod", name, ns=ns)["status"]["containerStatuses"][0]["restartCount"]
+    probe_timeout = cluster.get("deployment", "attacked", ns=ns)["spec"]["template"]["spec"]["containers"][0][
+        "livenessProbe"
+    ]["timeoutSeconds"]
     unhealthy = [e for e in cluster.get("events", ns=ns)["items"] if e.get("reason") == "Unhealthy"]
     figures = {
         "hostile_connections": HOSTILE,
@@ -95,9 +98,12 @@ def test_probes_pass_during_five_thousand_hostile_connections(cluster, images, n
         "attacked_p50_ms": round(statistics.median(attacked) * 1000, 1),
         "attacked_worst_ms": round(max(attacked) * 1000, 1),
         "attacked_failed": sum(1 for t in attacked if t >= 99),
+        "kubelet_probe_timeout_s": probe_timeout,
         "restarts": restarts,
         "unhealthy_events": len(unhealthy),
     }
     record("probe_under_attack", figures)
-    assert figures["attacked_failed"] == 0 and max(attacked) < 1.0, figures
+    # Within the kubelet's own probe timeout, every time (a worst case near 1 s is one SYN retransmitted
+    # while 5,000 connections arrive at once: the listen queue overflows, then the server sheds them).
+    assert figures["attacked_failed"] == 0 and max(attacked) < probe_timeout, figures
     assert restarts == 0 and unhealthy == [], [e["message"] for e in unhealthy]
