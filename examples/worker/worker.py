@@ -74,12 +74,14 @@ class Jobs:
             with open(self.job_file, "a") as f:
                 f.write("," + ",".join(f"{x:g}" for x in items))
 
-    def run_item(self, d: Daemon, seconds: float, beat: bool) -> None:
+    def run_item(self, d: Daemon, seconds: float, beat: bool, quiet: bool = False) -> None:
         """One item, start to end (the caller holds d.busy()): never cut short by a stop. On the main thread
-        it beats while it works (``beat``); in a thread of its own the main thread beats."""
+        it beats while it works (``beat``); in a thread of its own the main thread beats. ``quiet``: the
+        loop's own units of work log one line each, not two (hundreds of pods log through one node)."""
         self.n += 1
         n = self.n
-        say(d, f"item {n} ({seconds:g}s) started")
+        if not quiet:
+            say(d, f"item {n} ({seconds:g}s) started")
         if self.leak:
             LEAKED.append(bytearray(self.leak * 2**20))
         end = time.monotonic() + seconds
@@ -94,7 +96,8 @@ def loop_mode(d: Daemon, jobs: Jobs) -> None:
     work = float(os.environ.get("WORK_SECONDS", "1"))
     for _ in d.loop():
         jobs.hang_if_asked(d)
-        items = jobs.take() or ([work] if work > 0 else [])
+        taken = jobs.take()
+        items = taken or ([work] if work > 0 else [])
         if not items:
             d.sleep(0.2)  # idle: beats while it waits, and a stop ends the wait at once
         for i, seconds in enumerate(items):
@@ -102,7 +105,7 @@ def loop_mode(d: Daemon, jobs: Jobs) -> None:
                 jobs.give_back(items[i:])
                 break
             with d.busy():
-                jobs.run_item(d, seconds, beat=True)
+                jobs.run_item(d, seconds, beat=True, quiet=not taken)
 
 
 def threads_mode(d: Daemon, jobs: Jobs) -> None:
