@@ -179,5 +179,4 @@ def test_a_leaking_worker_recycles_at_its_memory_mark_and_no_item_is_lost(cluste
     assert (
         degraded["status"] == "False" or "recycles faster than the kubelet's restart back-off" in degraded["message"]
     ), degraded
-    assert "crash" not in degraded["message"].lower().split("hung or crashing")[0], degraded
     record("forms_leak_recycled", {"restarts": cs["restartCount"], "items_done": n, "of": items})
