@@ -75,7 +75,7 @@ def listen(host: str | None, port: int) -> socket.socket:
                 sock.close()
                 return listen("0.0.0.0", port)
             raise
-        sock.listen(512)
+        sock.listen(4096)  # a burst of thousands of connections queues (the kernel caps it at somaxconn)
         sock.setblocking(False)
         sock.set_inheritable(False)
     except BaseException:
