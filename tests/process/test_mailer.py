@@ -360,7 +360,7 @@ def test_a_slow_smtp_server_neither_hangs_the_worker_nor_outlasts_the_deadline(t
     """Before: a server that delayed each reply made one send last 36 s without a heartbeat."""
     smtp.reply_delay = 0.8  # MAIL, RCPT, DATA: 2.4 s per message, more than the 2 s heartbeat limit
     outbox.enqueue(db, "slow@example.com", "slow", "body")
-    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="100/s", MAILER_SEND_DEADLINE="6")
+    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="100/s", MAILER_SEND_DEADLINE="3.5")
     pool.start()
     run = str(tmp_path / "run")
     probe = [sys.executable, "-m", "worker_runtime", "probe", "liveness", "--name", "mailer", "--run-dir", run]
@@ -375,14 +375,16 @@ def test_a_slow_smtp_server_neither_hangs_the_worker_nor_outlasts_the_deadline(t
                 failures.append(r.stdout.strip())
         assert smtp.ids(), "the slow server got the message"
         assert failures == [] and checks >= 3, failures
-        smtp.reply_delay = 5.0  # now each reply outlasts the whole send deadline
+        # Now each reply comes within the 2 s socket timeout, but the three of them outlast the deadline:
+        # a per-read timeout alone would wait 4.5 s (and 6 replies of 1.9 s, 11 s) without complaint.
+        smtp.reply_delay = 1.5
         i = outbox.enqueue(db, "slower@example.com", "slower", "body")
         deadline = time.monotonic() + 20
         err = None
         while time.monotonic() < deadline and not err:
             err = db.execute("SELECT last_error FROM mailer_outbox WHERE id = %s", (i,)).fetchone()[0]
             time.sleep(0.2)
-        assert err and "send deadline (6s)" in err, err
+        assert err and "send deadline (3.5s)" in err, err
     finally:
         smtp.reply_delay = 0.0
         pool.stop()
