@@ -278,3 +278,21 @@ def reconciled_again(cluster, operator, ns: str, pool: str) -> None:
         60,
         f"the operator to reconcile {pool} again",
     )
+
+
+def live_pods(cluster, ns: str, selector: str) -> dict:
+    """{name: pod} of the pods matching ``selector`` that are not being deleted."""
+    items = cluster.get("pods", "-l", selector, ns=ns)["items"]
+    return {p["metadata"]["name"]: p for p in items if not p["metadata"].get("deletionTimestamp")}
+
+
+def worker_state(pod: dict, port: int = 9309) -> dict | None:
+    """A worker's own ``GET /state`` (the runtime's answer), or None when it does not answer."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{pod['status']['podIP']}:{port}/state", timeout=2) as r:
+            return json.loads(r.read())
+    except (OSError, KeyError, ValueError):
+        return None

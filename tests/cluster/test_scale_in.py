@@ -6,14 +6,12 @@ The same scenario on a plain Deployment of the same image is the baseline, repor
 
 from __future__ import annotations
 
-import json
-import urllib.request
-
 import pytest
 
 from daemonpool_operator import desired
 
-from clusterkit import record, wait, worker_spec
+from clusterkit import live_pods, record, wait, worker_spec
+from clusterkit import worker_state as state
 
 pytestmark = pytest.mark.timeout(900)
 JOB_SECONDS = 120
@@ -24,19 +22,6 @@ def ns(cluster, operator):
     name = cluster.namespace("scalein", labels={"pod-security.kubernetes.io/enforce": "restricted"})
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def live_pods(cluster, ns, selector):
-    items = cluster.get("pods", "-l", selector, ns=ns)["items"]
-    return {p["metadata"]["name"]: p for p in items if not p["metadata"].get("deletionTimestamp")}
-
-
-def state(pod) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://{pod['status']['podIP']}:9309/state", timeout=2) as r:
-            return json.loads(r.read())
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 def give_job(cluster, ns, pod_name):

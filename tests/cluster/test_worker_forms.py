@@ -9,14 +9,13 @@ All of them run the example image (examples/worker/): worker.py in its three for
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import urllib.request
 
 import pytest
 
-from clusterkit import record, wait, worker_spec
+from clusterkit import live_pods, record, wait, worker_spec
+from clusterkit import worker_state as state
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -40,26 +39,17 @@ def pool(name, ns, image, env, peers=1, command=None, **spec):
     }
 
 
-def live_pods(cluster, ns, name):
-    items = cluster.get("pods", "-l", f"daemonpool.dev/pool={name}", ns=ns)["items"]
-    return {p["metadata"]["name"]: p for p in items if not p["metadata"].get("deletionTimestamp")}
+def pool_pods(cluster, ns, name):
+    return live_pods(cluster, ns, f"daemonpool.dev/pool={name}")
 
 
 def ready_pods(cluster, ns, name, n):
-    pods = live_pods(cluster, ns, name)
+    pods = pool_pods(cluster, ns, name)
     ok = len(pods) == n and all(
         any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
         for p in pods.values()
     )
     return pods if ok else None
-
-
-def state(pod) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://{pod['status']['podIP']}:9309/state", timeout=2) as r:
-            return json.loads(r.read())
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 def give(cluster, ns, pod_name, items: str, file="job"):
@@ -87,7 +77,7 @@ def test_a_worker_with_items_in_flight_is_not_removed_when_one_item_ends(cluster
     s = wait(lambda: (s := state(pods[busy])) and s["items_done"] >= 1 and s, 60, "the short item done")
     assert (s["state"], s["inflight"], s["capacity"]) == ("busy", 1, 2)
     cluster.kubectl("scale", "dp", name, "--replicas=1", "-n", ns)
-    left = wait(lambda: (p := live_pods(cluster, ns, name)) and len(p) == 1 and p, 120, "1 worker left")
+    left = wait(lambda: (p := pool_pods(cluster, ns, name)) and len(p) == 1 and p, 120, "1 worker left")
     assert list(left) == [busy], "the worker with an item in flight stays"
     s = state(left[busy])
     assert s and s["state"] == "busy" and s["inflight"] == 1 and s["stop_reason"] is None, s
@@ -116,7 +106,7 @@ def test_an_sd_notify_program_beats_says_busy_and_its_hang_is_seen(cluster, imag
     s = wait(lambda: (s := state(pods[pod_name])) and s["state"] == "busy" and s, 30, "busy from X_DAEMONPOOL_INFLIGHT")
     assert s["status"] == "item 1 of 1" and state(pods[other])["state"] == "idle"
     cluster.kubectl("scale", "dp", name, "--replicas=1", "-n", ns)
-    left = wait(lambda: (p := live_pods(cluster, ns, name)) and len(p) == 1 and p, 120, "1 program left")
+    left = wait(lambda: (p := pool_pods(cluster, ns, name)) and len(p) == 1 and p, 120, "1 program left")
     assert list(left) == [pod_name], "the busy program stays"
     wait(lambda: state(pods[pod_name])["state"] == "idle", 60, "idle again")
     assert worker_status(cluster, ns, pod_name)["restartCount"] == 0

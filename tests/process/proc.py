@@ -84,3 +84,13 @@ def cli(command, run_dir, name="w"):
 def cli_cmd(command, run_dir, name="w"):
     """The same, as a command line of its own (python -m worker_runtime ...)."""
     return [sys.executable, "-m", "worker_runtime", *cli(command, run_dir, name)]
+
+
+def until(what, predicate, timeout=15.0):
+    """Poll ``predicate`` until it returns something truthy (returned); fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")

@@ -13,7 +13,7 @@ import time
 import pytest
 from test_http import free_port, get, wait_answer
 
-from proc import ROOT, child_env
+from proc import ROOT, child_env, until
 
 pytestmark = pytest.mark.timeout(120)
 WORKER = os.path.join(ROOT, "examples", "worker", "worker.py")
@@ -42,15 +42,6 @@ def start(run_dir, mode, **env):
 
 def state(port):
     return json.loads(get(port, "/state")[1])
-
-
-def until(what, predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("mode, capacity", [("threads", 4), ("asyncio", 4)])

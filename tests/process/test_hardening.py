@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from proc import PROBE_SH, PROG, child_env, cli, cli_cmd, probe_cmds, wr
+from proc import PROBE_SH, PROG, child_env, cli, cli_cmd, probe_cmds, until, wr
 from skips import need_root, unavailable
 
 pytestmark = pytest.mark.timeout(180)
@@ -32,13 +32,7 @@ def _tool(name):
 
 
 def _wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return until(what, cond, timeout)
 
 
 def _children(pid):

@@ -11,7 +11,7 @@ import time
 import pytest
 from test_http import free_port, get, wait_answer
 
-from proc import child_env, cli_cmd
+from proc import child_env, cli_cmd, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,16 +32,6 @@ def start_run(run_dir, *args, port=None):
 
 def state(port):
     return json.loads(get(port, "/state")[1])
-
-
-def until(what, predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def finish(p):
