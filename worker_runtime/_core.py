@@ -34,6 +34,9 @@ class DaemonCore:
     _state_since: float
     _busy_total: float
     _status: str
+    _drain_until: float | None
+    _backlog: int | None
+    _next_beat: float
     _notify: _notify.Notifier
     _old_handlers: dict[int, Any]
     _pending_logs: list[tuple[int, str]]
@@ -54,6 +57,19 @@ class DaemonCore:
         raise NotImplementedError
 
     def heartbeat(self) -> bool:
+        raise NotImplementedError
+
+    def _heartbeat(self, park: bool) -> bool:
+        raise NotImplementedError
+
+    def _beat(self, now: float) -> bool:
+        raise NotImplementedError
+
+    def undrain(self, why: str = "asked") -> None:
+        raise NotImplementedError
+
+    @property
+    def draining(self) -> bool:
         raise NotImplementedError
 
     def request_stop(self, signum: int | None = 15, *, reason: str | None = None) -> None:

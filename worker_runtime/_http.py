@@ -7,6 +7,9 @@ fails ``/livez`` because the verdicts come from the same heartbeat and state fil
     GET|HEAD /livez /readyz /startupz [?timeout=S]   200 "ok", or 503 and one line why (the probes' words)
     GET|HEAD /state                                  JSON: pool, slot, pid, state, items in flight, capacity, ...
     GET|HEAD /metrics                                Prometheus text
+    POST /drain?seconds=S, DELETE /drain             the operator's drain (see _drain.py); needs the pool's
+                                                     token (Authorization: Bearer ...): 200 drained (or undrained),
+                                                     409 busy, 403 no or wrong token, 404 draining off
 
 Hostile clients cannot starve the kubelet's probes: the server is ``httpserver.BoundedServer`` (one thread,
 bounded connections, head deadlines; see there).
@@ -15,13 +18,15 @@ bounded connections, head deadlines; see there).
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from . import _files, probe
-from .contract import ENV_PORT
+from .contract import ENV_DRAIN_TOKEN, ENV_PORT
 from .httpserver import TEXT, BoundedServer, response
 
 if TYPE_CHECKING:
@@ -32,9 +37,18 @@ KINDS = {"/livez": "liveness", "/readyz": "readiness", "/startupz": "startup"}
 MAX_TIMEOUT = 86400.0
 
 
-def answer(d: Daemon, method: str, target: str, termination: TerminationNote | None = None) -> bytes:
+def answer(
+    d: Daemon,
+    method: str,
+    target: str,
+    termination: TerminationNote | None = None,
+    headers: dict[str, str] | None = None,
+    token: str | None = None,
+) -> bytes:
     """The whole response to one request (pure but for the files it reads)."""
     head_only = method == "HEAD"
+    if target.partition("?")[0] == "/drain":
+        return drain_answer(d, method, target, headers or {}, token)
     if method not in ("GET", "HEAD"):
         return response(405, b"only GET and HEAD\n", TEXT, head_only)
     path, _, query = target.partition("?")
@@ -63,6 +77,36 @@ def answer(d: Daemon, method: str, target: str, termination: TerminationNote | N
     if path == "/metrics":
         return response(200, metrics(d).encode(), "text/plain; version=0.0.4; charset=utf-8", head_only)
     return response(404, b"not found: /livez /readyz /startupz /state /metrics\n", TEXT, head_only)
+
+
+def drain_answer(d: Daemon, method: str, target: str, headers: dict[str, str], token: str | None) -> bytes:
+    """``POST /drain?seconds=S`` or ``DELETE /drain``, for the holder of the pool's token only."""
+    if not token:
+        return response(404, f"draining is off: {ENV_DRAIN_TOKEN} is not set\n".encode(), TEXT, False)
+    given = headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode("latin-1"), f"Bearer {token}".encode("latin-1")):
+        return response(
+            403, b"only the operator may drain this worker (Authorization: Bearer <pool token>)\n", TEXT, False
+        )
+    if method == "DELETE":
+        d.undrain("the operator asked")
+        return response(200, (json.dumps(d.state_view()) + "\n").encode(), "application/json", False)
+    if method != "POST":
+        return response(405, b"POST /drain?seconds=S or DELETE /drain\n", TEXT, False)
+    seconds = 60.0
+    for part in target.partition("?")[2].split("&"):
+        key, _, value = part.partition("=")
+        if key == "seconds":
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = math.nan
+    try:
+        drained = d.drain(seconds)
+    except ValueError as exc:
+        return response(400, f"{exc}\n".encode(), TEXT, False)
+    body = (json.dumps(d.state_view()) + "\n").encode()
+    return response(200 if drained else 409, body, "application/json", False)
 
 
 class TerminationNote:
@@ -105,6 +149,7 @@ def metrics(d: Daemon) -> str:
         ("daemonpool_items_total", "counter", "Items finished since start.", s["items_done"]),
         ("daemonpool_busy_seconds_total", "counter", "Seconds spent busy since start.", s["busy_seconds_total"]),
         ("daemonpool_ready", "gauge", "1 while the worker says it is ready.", 1 if s["ready"] else 0),
+        ("daemonpool_draining", "gauge", "1 while the operator drains the worker.", 1 if s["draining"] else 0),
         ("daemonpool_stop_requested", "gauge", "1 once a stop was asked for.", 1 if s["state"] == "stopping" else 0),
     ]
     out = []
@@ -116,10 +161,23 @@ def metrics(d: Daemon) -> str:
 class StateServer(BoundedServer):
     """The server of one Daemon: its probes' verdicts, ``/state`` and ``/metrics``."""
 
-    def __init__(self, daemon: Daemon, port: int, host: str | None = None, termination_log: str | None = None) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        port: int,
+        host: str | None = None,
+        termination_log: str | None = None,
+        drain_token: str | None = None,
+    ) -> None:
         self.daemon = daemon
         self.note = TerminationNote(termination_log)
-        super().__init__(lambda method, target: answer(daemon, method, target, self.note), port, host)
+        self.drain_token = drain_token
+        super().__init__(
+            lambda method, target, headers: answer(daemon, method, target, self.note, headers, self.drain_token),
+            port,
+            host,
+            headers=True,
+        )
 
 
 def port_from_env() -> int | None:
@@ -138,7 +196,7 @@ def serve(d: Daemon) -> StateServer | None:
     if port is None:
         return None
     try:
-        return StateServer(d, port, d.host, _files.termination_log())
+        return StateServer(d, port, d.host, _files.termination_log(), os.environ.get(ENV_DRAIN_TOKEN) or None)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, port) from None
 

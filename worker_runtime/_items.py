@@ -81,7 +81,7 @@ class ItemsMixin(_Base):
 
     def _sync_ready(self) -> None:
         path = self._path("ready")
-        if self._ready and self.running:
+        if self._ready and self.running and self._drain_until is None:
             if not os.path.exists(path):
                 self._write("ready", f"{os.getpid()}\n")
         else:
@@ -104,12 +104,17 @@ class ItemsMixin(_Base):
         with self._lock:
             self._inflight = max(0, n or 0)
             self._write_state("unknown" if n is None else ("busy" if n > 0 else "idle"))
+        if n and self._drain_until is not None:  # the child took an item anyway: busy, to be kept
+            self.undrain("an item started")
 
     def _item_begins(self) -> None:
         with self._lock:
             self._inflight += 1
             if self._inflight == 1:
                 self._write_state("busy")
+            drained = self._drain_until is not None
+        if drained:  # an item started anyway: the worker is busy, and the operator must see it and keep it
+            self.undrain("an item started")
 
     def _item_ends(self) -> None:
         with self._lock:
@@ -147,6 +152,7 @@ class ItemsMixin(_Base):
 
     def state_view(self) -> dict[str, Any]:
         """What ``GET /state`` answers: who this worker is and what it is doing."""
+        draining = self.draining  # first: it ends a drain whose time ran out
         now = self._monotonic()
         hb = None
         if self.slot is not None:
@@ -164,12 +170,14 @@ class ItemsMixin(_Base):
                 "state": state,
                 "seconds_in_state": round(now - self._state_since, 3),
                 "heartbeat_age": hb,
-                "ready": bool(self._ready and self.running),
+                "ready": bool(self._ready and self.running and not draining),
                 "busy_seconds_total": round(busy, 3),
                 "inflight": self._inflight,
                 "capacity": self.capacity,
                 "items_done": self._items_done,
                 "stop_reason": self._stop_reason,
+                "draining": draining,
+                "backlog": self._backlog,
             }
         if self._status:
             view["status"] = self._status

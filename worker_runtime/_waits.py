@@ -74,7 +74,7 @@ class WaitsMixin(_Base):
         deadline = self._monotonic() + max(0.0, seconds)
         stop = asyncio.ensure_future(self.stopped())
         try:
-            while self.heartbeat():
+            while self._heartbeat(park=False):  # never block the event loop; tasks look at d.draining
                 left = deadline - self._monotonic()
                 if left <= 0:
                     return True
@@ -88,7 +88,7 @@ class WaitsMixin(_Base):
         a worker finishing them is not hung): ``task = asyncio.create_task(d.keep_beating())``, cancel it at the
         end. A loop blocked for longer than ``timeout`` stops the beats, and the worker counts as hung, as it is."""
         while self._fd is not None and not self._lost:
-            self.heartbeat()
+            self._heartbeat(park=False)
             await asyncio.sleep(self.beat_interval)
 
     def _poke(self) -> None:

@@ -36,5 +36,8 @@ ENV_HOST = "DAEMONPOOL_HOST"
 # restarted a worker (the pod's terminationMessagePath; Kubernetes' default is this path).
 ENV_TERMINATION_LOG = "DAEMONPOOL_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# The secret the operator puts in each worker of a pool: only a caller holding it may drain the worker
+# (``POST /drain``, ``Authorization: Bearer <token>``). Unset: draining is off.
+ENV_DRAIN_TOKEN = "DAEMONPOOL_DRAIN_TOKEN"
 # The words a state file may hold (its first line): "unknown" is `run`'s child that never said.
 STATES = ("idle", "busy", "stopping", "unknown")

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _config, _files, _http, _notify, _slots
 from ._config import DaemonError, SignalAction, _positive_int
+from ._drain import DrainMixin
 from ._items import ItemsMixin, _rss_bytes
 from ._signals import SignalsMixin, _default_logging, log
 from ._waits import WaitsMixin
@@ -23,7 +24,7 @@ from ._waits import WaitsMixin
 __all__ = ["Daemon", "DaemonError", "SignalAction"]
 
 
-class Daemon(ItemsMixin, WaitsMixin, SignalsMixin):
+class Daemon(ItemsMixin, WaitsMixin, DrainMixin, SignalsMixin):
     """One worker under the classic daemon contract, ready for a kubelet, systemd or a crontab.
 
     ``start()`` does these steps, in this order:
@@ -144,6 +145,9 @@ class Daemon(ItemsMixin, WaitsMixin, SignalsMixin):
         self._items_done = 0
         self._state, self._state_since, self._busy_total = "idle", monotonic(), 0.0
         self._status = ""
+        # Drained by the operator until then (monotonic), or None; see _drain.py. The backlog a worker reports.
+        self._drain_until: float | None = None
+        self._backlog: int | None = None
         self._on_stop: list[Callable[[], object]] = []
         # Woken on a stop: sleep() waits on this pipe, so a signal ends a sleep at once.
         self._wake: tuple[int, int] | None = None
@@ -264,7 +268,11 @@ class Daemon(ItemsMixin, WaitsMixin, SignalsMixin):
 
     def heartbeat(self) -> bool:
         """True to go on; False once a stop was asked for, or once the PID file was removed or taken over.
-        It still beats while stopping: a worker finishing its item after SIGTERM is not hung."""
+        It still beats while stopping: a worker finishing its item after SIGTERM is not hung. While the
+        operator drains the worker (``draining``), it waits here, beating, until the drain ends or a stop."""
+        return self._heartbeat(park=True)
+
+    def _heartbeat(self, park: bool) -> bool:
         if not self._started:
             raise self._not_started("heartbeat()")
         if self._pending_logs:
@@ -274,6 +282,8 @@ class Daemon(ItemsMixin, WaitsMixin, SignalsMixin):
         now = self._monotonic()
         if now >= self._next_beat:
             self._beat(now)
+        if self._drain_until is not None and self.draining and park:  # `draining` also ends a drain whose time ran out
+            self._park()
         return self.running
 
     def beat(self) -> bool:

@@ -35,7 +35,15 @@ def connection_cap() -> int:
 
 
 def response(code: int, body: bytes, ctype: str, head_only: bool) -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        403: "Forbidden",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        409: "Conflict",
+        503: "Service Unavailable",
+    }
     lines = [
         f"HTTP/1.1 {code} {reason.get(code, '')}",
         f"Content-Type: {ctype}",
@@ -84,17 +92,34 @@ def listen(host: str | None, port: int) -> socket.socket:
     return sock
 
 
+def parse_headers(head: bytes) -> dict[str, str]:
+    """{lower-case name: value} of a request head (the first of a repeated name wins)."""
+    out: dict[str, str] = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep and name.strip():
+            out.setdefault(name.strip().lower(), value.strip())
+    return out
+
+
 class BoundedServer:
     """An HTTP/1.1 server for small answers, on its own thread and asyncio loop; ``stop()`` closes the port.
 
     ``respond(method, target)`` returns the whole response (``response()`` builds one); it runs on the
-    server's thread and must be quick. One request per connection (``Connection: close``).
+    server's thread and must be quick. One request per connection (``Connection: close``). With
+    ``headers=True`` it is called as ``respond(method, target, headers)``, the header names lower case.
     """
 
     def __init__(
-        self, respond: Callable[[str, str], bytes], port: int, host: str | None = None, name: str = "http"
+        self,
+        respond: Callable[..., bytes],
+        port: int,
+        host: str | None = None,
+        name: str = "http",
+        headers: bool = False,
     ) -> None:
         self.respond = respond
+        self.headers = headers
         self.sock = listen(host, port)
         self.port = self.sock.getsockname()[1]
         self.cap = connection_cap()
@@ -131,6 +156,8 @@ class BoundedServer:
             parts = line.split()
             if len(parts) != 3 or not parts[2].startswith("HTTP/"):
                 writer.write(response(400, b"bad request line\n", TEXT, False))
+            elif self.headers:
+                writer.write(self.respond(parts[0], parts[1], parse_headers(head)))
             else:
                 writer.write(self.respond(parts[0], parts[1]))
             await within(writer.drain(), HEAD_DEADLINE)

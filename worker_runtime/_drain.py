@@ -1,0 +1,85 @@
+"""Draining and the backlog a worker sees: what the autoscaler asks of a worker and hears from it. A part of ``Daemon``.
+
+A drain is the operator's way to remove an idle worker without ever stopping a busy one. The operator asks
+``POST /drain`` (with the pool's drain token) only of a worker it saw idle; the worker accepts only while no
+item is in flight (atomically, under the items' lock), then takes no new item (``heartbeat()`` parks the
+classic loop; ``draining`` tells threads and tasks), and fails its readiness probe so the ReplicaSet, told to
+scale in, deletes it before any ready worker. It stays alive until SIGTERM, so the kubelet does not restart it.
+
+A drain ends by itself after the seconds it was asked for (a crashed operator never strands a worker), with
+``undrain()`` (``DELETE /drain``), or when an item starts anyway (the worker is busy: the operator sees it and
+keeps the worker).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._core import DaemonCore as _Base
+else:
+    _Base = object
+
+log = logging.getLogger("worker_runtime")
+
+# A drain longer than this is refused: the operator's handshake takes seconds, and a forgotten drain must end.
+MAX_DRAIN_SECONDS = 600.0
+
+
+class DrainMixin(_Base):
+    """``drain()``, ``undrain()``, ``draining``, ``report_backlog()``; mixed into ``Daemon``."""
+
+    def drain(self, seconds: float) -> bool:
+        """Take no new item for ``seconds`` and fail readiness, if no item is in flight now: True when drained
+        (again: the time is extended), False when busy (nothing changes). Safe from any thread."""
+        if not 0 < seconds <= MAX_DRAIN_SECONDS:  # nan fails both comparisons
+            raise ValueError(f"drain seconds must be in (0, {MAX_DRAIN_SECONDS:g}], got {seconds!r}")
+        with self._lock:
+            if self._inflight > 0 or not self.running:
+                return False
+            was = self._drain_until is not None
+            self._drain_until = self._monotonic() + seconds
+        if not was:
+            log.info(
+                "%s slot %s: draining for %gs (asked by the operator): no new items", self.name, self.slot, seconds
+            )
+            self._sync_ready()
+        return True
+
+    def undrain(self, why: str = "asked") -> None:
+        """Take items again and pass readiness (if ready otherwise). Safe to call when not draining."""
+        with self._lock:
+            if self._drain_until is None:
+                return
+            self._drain_until = None
+        log.info("%s slot %s: drain ended (%s); taking items again", self.name, self.slot, why)
+        if self._fd is not None:
+            self._sync_ready()
+
+    @property
+    def draining(self) -> bool:
+        """True while drained: take no new item (``heartbeat()`` waits while this is True)."""
+        until = self._drain_until
+        if until is None:
+            return False
+        if self._monotonic() >= until:
+            self.undrain("its time ran out")
+            return False
+        return True
+
+    def _park(self) -> None:
+        """While drained, the classic loop waits here (beating), so it takes no item; a stop ends the wait at once
+        (the stop pipe), an undrain within a tenth of a second."""
+        while self.running and self.draining:
+            now = self._monotonic()
+            if now >= self._next_beat:
+                self._beat(now)
+            self._wait_wake(0.1)
+
+    def report_backlog(self, n: int | None) -> None:
+        """The items waiting for this pool as the worker sees them (its queue's length), for the autoscaler's
+        ``backlog.source: workers``; None: unknown. Shown in ``/state`` as ``backlog``."""
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"report_backlog() takes a whole number >= 0 or None, got {n!r}")
+        self._backlog = n
