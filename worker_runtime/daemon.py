@@ -145,9 +145,8 @@ class Daemon(ItemsMixin, WaitsMixin, DrainMixin, SignalsMixin):
         self._items_done = 0
         self._state, self._state_since, self._busy_total = "idle", monotonic(), 0.0
         self._status = ""
-        # Drained by the operator until then (monotonic), or None; see _drain.py. The backlog a worker reports.
-        self._drain_until: float | None = None
-        self._backlog: int | None = None
+        self._drain_until: float | None = None  # drained by the operator until then (monotonic); see _drain.py
+        self._backlog: int | None = None  # report_backlog()
         self._on_stop: list[Callable[[], object]] = []
         # Woken on a stop: sleep() waits on this pipe, so a signal ends a sleep at once.
         self._wake: tuple[int, int] | None = None
@@ -268,8 +267,7 @@ class Daemon(ItemsMixin, WaitsMixin, DrainMixin, SignalsMixin):
 
     def heartbeat(self) -> bool:
         """True to go on; False once a stop was asked for, or once the PID file was removed or taken over.
-        It still beats while stopping: a worker finishing its item after SIGTERM is not hung. While the
-        operator drains the worker (``draining``), it waits here, beating, until the drain ends or a stop."""
+        It still beats while stopping (finishing an item after SIGTERM is not hung); while drained, it waits."""
         return self._heartbeat(park=True)
 
     def _heartbeat(self, park: bool) -> bool:
