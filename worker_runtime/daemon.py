@@ -277,8 +277,7 @@ class Daemon(ItemsMixin, WaitsMixin, DrainMixin, SignalsMixin):
             self._flush_logs()
         if self._fd is None or self._lost:
             return False
-        now = self._monotonic()
-        if now >= self._next_beat:
+        if (now := self._monotonic()) >= self._next_beat:
             self._beat(now)
         if self._drain_until is not None and self.draining and park:  # `draining` also ends a drain whose time ran out
             self._park()
