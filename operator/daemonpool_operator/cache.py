@@ -133,6 +133,9 @@ def summarize_pod(pod: dict) -> dict:
     for key in ("podIP", "phase"):
         if st.get(key):
             out["status"][key] = st[key]
+    ready = [c for c in st.get("conditions") or [] if c.get("type") == "Ready"]
+    if ready:  # what the ReplicaSet ranks by on a scale-in (not-ready pods go first): the autoscaler's drain
+        out["status"]["ready"] = ready[0].get("status") == "True"
     sched = [c for c in st.get("conditions") or [] if c.get("type") == "PodScheduled" and c.get("status") == "False"]
     if sched:
         out["status"]["conditions"] = [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in sched]

@@ -178,6 +178,12 @@ def build_crd() -> dict:
                             "description": "Desired workers",
                         },
                         {
+                            "name": "Desired",
+                            "type": "integer",
+                            "jsonPath": ".status.autoscale.desired",
+                            "description": "Workers the autoscaler wants (spec.autoscale)",
+                        },
+                        {
                             "name": "Ready",
                             "type": "integer",
                             "jsonPath": ".status.readyPeers",

@@ -155,7 +155,7 @@ def _probe(kind: str, limit: int, period: int, failures: int, timeout: int, how:
     }
 
 
-def runtime_env(pool_name: str, spec: DaemonPoolSpec) -> list:
+def runtime_env(pool_name: str, spec: DaemonPoolSpec, drain_token: str | None = None) -> list:
     return [
         {"name": contract.ENV_NAME, "value": pool_name},
         {"name": contract.ENV_TIMEOUT, "value": str(spec.timeout_seconds)},
@@ -172,13 +172,14 @@ def runtime_env(pool_name: str, spec: DaemonPoolSpec) -> list:
             if spec.recycle and spec.recycle.max_rss_mib
             else []
         ),
+        *([{"name": contract.ENV_DRAIN_TOKEN, "value": drain_token}] if drain_token else []),
     ]
 
 
-def _worker(container: dict, pool_name: str, spec: DaemonPoolSpec) -> dict:
+def _worker(container: dict, pool_name: str, spec: DaemonPoolSpec, drain_token: str | None = None) -> dict:
     c = copy.deepcopy(container)
-    ours = runtime_env(pool_name, spec)
-    names = {e["name"] for e in ours}
+    ours = runtime_env(pool_name, spec, drain_token)
+    names = {e["name"] for e in ours} | {contract.ENV_DRAIN_TOKEN}
     # The operator owns DAEMONPOOL_*: a template's own values would break the probes.
     c["env"] = [e for e in c.get("env", []) if e.get("name") not in names] + ours
     c["volumeMounts"] = [m for m in c.get("volumeMounts", []) if m.get("name") != RUN_VOLUME] + [
@@ -203,12 +204,12 @@ def _worker(container: dict, pool_name: str, spec: DaemonPoolSpec) -> dict:
     return c
 
 
-def build_pod_template(pool_name: str, spec: DaemonPoolSpec) -> dict:
+def build_pod_template(pool_name: str, spec: DaemonPoolSpec, drain_token: str | None = None) -> dict:
     tmpl = spec.template.dump()
     pod_spec = tmpl["spec"]
     worker_name = spec.worker_container_name()
     pod_spec["containers"] = [
-        _worker(c, pool_name, spec) if c["name"] == worker_name else c for c in pod_spec["containers"]
+        _worker(c, pool_name, spec, drain_token) if c["name"] == worker_name else c for c in pod_spec["containers"]
     ]
     _canonical_quantities(pod_spec)
     pod_spec["securityContext"] = _pod_defaults(pod_spec)
@@ -241,10 +242,12 @@ def build_strategy(spec: DaemonPoolSpec) -> dict:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": ru.max_surge, "maxUnavailable": ru.max_unavailable}}
 
 
-def build_deployment(pool: dict, spec: DaemonPoolSpec | None = None) -> dict:
-    """The Deployment a pool should have. ``pool`` is the DaemonPool object (metadata.name, namespace, uid)."""
-    meta = pool["metadata"]
-    name = meta["name"]
+def build_deployment(
+    pool: dict, spec: DaemonPoolSpec | None = None, replicas: int | None = None, drain_token: str | None = None
+) -> dict:
+    """The Deployment a pool (the DaemonPool object) should have; ``replicas``: the autoscaler's (default spec.peers);
+    ``drain_token``: the secret only the operator and the workers know (autoscaled pools: see autoscaler.py)."""
+    meta, name = pool["metadata"], pool["metadata"]["name"]
     spec = spec if spec is not None else model.parse_spec(pool.get("spec"))
     dmeta = {"name": deployment_name(name), "labels": labels(name)}
     if meta.get("namespace"):
@@ -256,12 +259,21 @@ def build_deployment(pool: dict, spec: DaemonPoolSpec | None = None) -> dict:
         "kind": "Deployment",
         "metadata": dmeta,
         "spec": {
-            "replicas": spec.peers,
+            "replicas": spec.peers if replicas is None else replicas,
             "selector": {"matchLabels": selector_labels(name)},
             "strategy": build_strategy(spec),
-            "template": build_pod_template(name, spec),
+            "template": build_pod_template(name, spec, drain_token),
         },
     }
+
+
+def drain_token(deployment: dict | None) -> str | None:
+    """The drain token a Deployment's workers were given (kept across reconciles: a new one would roll them)."""
+    for c in ((deployment or {}).get("spec") or {}).get("template", {}).get("spec", {}).get("containers") or []:
+        for e in c.get("env") or []:
+            if e.get("name") == contract.ENV_DRAIN_TOKEN and e.get("value"):
+                return str(e["value"])
+    return None
 
 
 # -- comparing with what exists ----------------------------------------------------------

@@ -15,14 +15,16 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 
 import kopf
 
-from . import cache, desired, kube, metrics, model, scalein, watchdog, workers
+from . import autoscaler, cache, desired, kube, metrics, model, watchdog
 from . import reasons as R
 from . import status as st
+from .idlefirst import IdleFirst
 from .workqueue import Retry, WorkQueue
 
 # Seconds between resyncs of every pool from the cache: a safety net for a missed event. No API reads.
@@ -48,12 +50,19 @@ _rejected: dict = {}
 # our labels). Looked at again once per resync, never written.
 _foreign: dict = {}
 _resync = {"last": time.monotonic()}
-# Pools whose workers could not be asked at a scale-in -> when (monotonic): warned once, and not asked
-# again for BLIND_SECONDS (asking workers that cannot answer costs up to a timeout per scale-in).
-_blind: dict = {}
-# Seconds a pool whose workers did not answer scales in without asking them again: a NetworkPolicy or
-# a port that does not answer rarely changes within minutes, and each failed asking delays the scale-in.
-BLIND_SECONDS = float(os.environ.get("DAEMONPOOL_BLIND_SECONDS", "300"))
+
+
+def _idle_first_pass(clock=time.monotonic) -> IdleFirst:
+    """The idle-first pass of manual scale-ins, and its memory of pools whose workers could not be asked."""
+    return IdleFirst(
+        lambda key: WORLD.pods(key),
+        lambda ns, pod, cost: kube.patch_pod_deletion_cost(ns, pod, cost),
+        clock=clock,
+        blind_seconds=float(os.environ.get("DAEMONPOOL_BLIND_SECONDS", "300")),
+    )
+
+
+IDLE_FIRST = _idle_first_pass()
 # What last asked for each queued pool (pool, deployment, pod, resync): for the reconciles metric.
 _triggers: dict = {}
 # Set by the CLI: leader election (a Lease in this namespace) and the metrics port; None: off.
@@ -160,9 +169,14 @@ def _reconcile(key: tuple) -> None:
         new = st.build_status(pool, None, [], now=kube.now(), invalid=str(exc)).dump()
         _publish(pool, new, _transition_events(pool, new))
         return
-    want = desired.build_deployment(pool, spec)
-    dname = want["metadata"]["name"]
     have = WORLD.deployment(key) or _foreign.get(key)
+    replicas = token = None
+    if spec.autoscale is not None:
+        replicas = AUTOSCALER.replicas(key, spec, have)
+        token = desired.drain_token(have) or secrets.token_urlsafe(24)  # kept: a new one would roll the workers
+    want = desired.build_deployment(pool, spec, replicas, token)
+    dname = want["metadata"]["name"]
+    count = want["spec"]["replicas"]
     action = desired.plan(pool, want, have)
     events: list = []
     rejected = conflict = None
@@ -188,17 +202,17 @@ def _reconcile(key: tuple) -> None:
                     else:
                         have = made
                         WORLD.set_deployment(made)
-                        events.append(("Normal", R.CREATED, f"created Deployment {dname} with {spec.peers} worker(s)"))
+                        events.append(("Normal", R.CREATED, f"created Deployment {dname} with {count} worker(s)"))
                         log.info("pool %s/%s: created Deployment %s", namespace, name, dname)
                 case desired.Update(patch=patch, paths=paths):
                     before = have["spec"].get("replicas")
-                    if spec.peers < (before or 0):
-                        events += _idle_first(key, spec, before)
+                    if count < (before or 0) and spec.autoscale is None:  # the autoscaler drained its own
+                        events += IDLE_FIRST.before_scale_in(key, spec, before, count)
                     have = kube.patch_deployment(namespace, dname, patch)
                     WORLD.set_deployment(have)
                     _foreign.pop(key, None)
                     if paths == ["spec.replicas"]:
-                        events.append(("Normal", R.SCALED, f"scaled workers from {before} to {spec.peers}"))
+                        events.append(("Normal", R.SCALED, f"scaled workers from {before} to {count}"))
                     else:
                         shown = ", ".join(paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
                         events.append(("Normal", R.UPDATED, f"updated Deployment {dname} to the pool's spec ({shown})"))
@@ -212,50 +226,29 @@ def _reconcile(key: tuple) -> None:
             rejected = R.rejected_message(dname, verb, exc.status, exc.message)
             _rejected[key] = (fp, rejected)
     pods = WORLD.pods(key) if conflict is None else []
-    new = st.build_status(pool, have, pods, now=kube.now(), spec=spec, rejected=rejected, conflict=conflict).dump()
+    new = st.build_status(
+        pool,
+        have,
+        pods,
+        now=kube.now(),
+        spec=spec,
+        rejected=rejected,
+        conflict=conflict,
+        replicas=count,
+        autoscale=AUTOSCALER.status(key) if spec.autoscale is not None else None,
+    ).dump()
     events += _transition_events(pool, new)
     events += [("Warning", reason, msg) for reason, msg in st.restart_events(pool, pods, spec)]
     _publish(pool, new, events)
 
 
-def _idle_first(key: tuple, spec, before: int) -> list:
-    """Before a scale-in: ask each worker whether it is busy, and mark idle ones to go first (KEP-2255).
-
-    Only the pods whose cost changes are patched, and only here: costs are not kept up to date between
-    scale-ins (KEP-2255 warns against frequent updates). Returns the Events to post.
-    """
-    last = _blind.get(key)
-    now = time.monotonic()
-    if last is not None and now - last < BLIND_SECONDS:
-        return []
-    pods = WORLD.pods(key)
-    states = workers.states(pods, spec.port) if spec.probes == "http" else {}
-    if not any(states.values()):
-        _blind[key] = now
-        if last is not None:
-            return []
-        why = "probes are exec" if spec.probes != "http" else f"no worker answered on port {spec.port}"
-        return [("Warning", R.IDLE_FIRST_UNAVAILABLE, R.blind_scale_in_message(before, spec.peers, why))]
-    _blind.pop(key, None)
-    refused = []
-    for pod, cost in scalein.plan_costs(pods, states).items():
-        try:
-            kube.patch_pod_deletion_cost(key[0], pod, cost)
-        except kube.Rejected as exc:  # an admission policy or webhook: about that pod, not the Deployment
-            refused.append(f"{pod} ({exc.status}: {exc.message[:200]})")
-    busy = sum(1 for s in states.values() if s and s.get("state") == "busy")
-    idle = sum(1 for s in states.values() if s and s.get("state") == "idle")
-    events = [("Normal", R.IDLE_FIRST, R.idle_first_message(before, spec.peers, idle, busy))]
-    if refused:
-        events.append(("Warning", R.IDLE_FIRST_UNAVAILABLE, R.cost_refused_message(refused)))
-    return events
-
-
 def _forget(key: tuple) -> None:
     """What the operator remembers of a pool that is gone, so memory does not grow with pools deleted."""
-    for memory in (_rejected, _foreign, _blind, _triggers):
+    for memory in (_rejected, _foreign, _triggers):
         memory.pop(key, None)
+    IDLE_FIRST.forget(key)
     QUEUE.discard(key)
+    AUTOSCALER.forget(key)
 
 
 def _on_error(key, exc: BaseException) -> None:
@@ -263,6 +256,15 @@ def _on_error(key, exc: BaseException) -> None:
 
 
 QUEUE = WorkQueue(reconcile, workers=WORKERS, on_error=_on_error)
+# Sizes autoscaled pools while this replica leads (its queue runs): see autoscaler.py.
+AUTOSCALER = autoscaler.Autoscaler(
+    WORLD,
+    enqueue=lambda key: _enqueue(key, "autoscale"),
+    patch_cost=kube.patch_pod_deletion_cost,
+    post_event=kube.post_event,
+    now=kube.now,
+    leading=lambda: QUEUE.started,
+)
 
 
 def resync_once() -> None:
@@ -348,6 +350,7 @@ def start_workers(**_) -> None:
         metrics.serve(METRICS_PORT, lambda: [WORLD.pool(k) or {} for k in WORLD.pool_keys()])
     prefill()
     threading.Thread(target=_resync_loop, name="daemonpool-resync", daemon=True).start()
+    threading.Thread(target=AUTOSCALER.run, name="daemonpool-autoscale", daemon=True).start()
     if LEADER_ELECTION:
         from .leader import Elector  # noqa: PLC0415 - only with leader election
 

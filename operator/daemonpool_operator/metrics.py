@@ -56,6 +56,41 @@ LEADER_TRANSITIONS = Counter(
     "daemonpool_leader_transitions_total", "Times this replica became or stopped being leader."
 )
 
+AUTOSCALE_ASKS = Counter("daemonpool_autoscale_state_asks_total", "Workers' /state asked by the autoscaler.")
+AUTOSCALE_PASS_SECONDS = Histogram(
+    "daemonpool_autoscale_pass_seconds",
+    "Seconds one autoscaler pass over every autoscaled pool took (asking the workers included).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+AUTOSCALE_DECISIONS = Counter(
+    "daemonpool_autoscale_changes_total", "Worker counts the autoscaler changed, by direction (up, down).", ["kind"]
+)
+AUTOSCALE_DESIRED = Gauge(
+    "daemonpool_autoscale_desired_workers", "Workers the autoscaler wants, per pool.", ["namespace", "name"]
+)
+AUTOSCALE_BUSY = Gauge(
+    "daemonpool_autoscale_busy_workers", "Workers' worth of items in flight, per pool.", ["namespace", "name"]
+)
+AUTOSCALE_BACKLOG = Gauge(
+    "daemonpool_autoscale_backlog_items", "Queued items the pool's backlog source counts.", ["namespace", "name"]
+)
+
+
+def autoscaled(key: tuple, desired: int, busy: float, backlog: int | None) -> None:
+    AUTOSCALE_DESIRED.labels(*key).set(desired)
+    AUTOSCALE_BUSY.labels(*key).set(busy)
+    if backlog is not None:
+        AUTOSCALE_BACKLOG.labels(*key).set(backlog)
+
+
+def forget_autoscaled(key: tuple) -> None:
+    for g in (AUTOSCALE_DESIRED, AUTOSCALE_BUSY, AUTOSCALE_BACKLOG):
+        try:
+            g.remove(*key)
+        except KeyError:
+            pass
+
+
 _last_event: dict = {}
 
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
+from .model_autoscale import AUTOSCALE_RULES, Autoscale, AutoscaleStatus
+
 GROUP = "daemonpool.dev"
 VERSION = "v1alpha1"
 KIND = "DaemonPool"
@@ -225,6 +227,13 @@ class DaemonPoolSpec(_Model):
             "status. Default: workers run until stopped."
         ),
     )
+    autoscale: Optional[Autoscale] = Field(
+        None,
+        description=(
+            "Size the pool from its workers' busy state and its backlog, and remove only idle workers, drained first "
+            "(needs probes http). spec.peers is then not used: `kubectl scale` changes nothing. Default: off."
+        ),
+    )
     template: PodTemplate = Field(description="Pod template of a worker, as in a Deployment.")
 
     @model_validator(mode="after")
@@ -291,6 +300,7 @@ CEL_RULES: list[dict] = [
         "reason": "FieldValueInvalid",
         "_py": lambda s: s.timeout_seconds >= s.effective_probe_period + 2,
     },
+    *AUTOSCALE_RULES,
     {
         "rule": "!has(self.template.metadata) || !has(self.template.metadata.labels) || "
         "!('daemonpool.dev/pool' in self.template.metadata.labels)",
@@ -340,6 +350,7 @@ class DaemonPoolStatus(_Model):
     selector: str = Field("", description="Label selector of the workers, for the scale subresource and HPA.")
     observed_generation: Optional[int] = Field(None, description="The pool's metadata.generation last acted on.")
     deployment: Optional[str] = Field(None, description="Name of the Deployment that runs the workers.")
+    autoscale: Optional[AutoscaleStatus] = Field(None, description="The autoscaler's last decision (spec.autoscale).")
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready, Progressing, Degraded.",

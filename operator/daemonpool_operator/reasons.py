@@ -37,6 +37,7 @@ UPDATED = "Updated"
 WORKER_RESTARTED = "WorkerRestarted"  # a Warning Event, not a condition
 IDLE_FIRST = "IdleFirst"  # a Normal Event: which workers a scale-in removes first
 IDLE_FIRST_UNAVAILABLE = "IdleFirstUnavailable"  # a Warning Event, once per pool
+AUTOSCALED = "Autoscaled"  # a Normal Event: the autoscaler changed the worker count, and why
 
 # reason -> (where it shows, what it means and what to do)
 CATALOG: dict[str, tuple[str, str]] = {
@@ -94,6 +95,11 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Event, Warning",
         "a scale-in could not ask the workers (probes: exec, or a "
         "NetworkPolicy): any worker may go, busy ones included",
+    ),
+    AUTOSCALED: (
+        "Event, Normal",
+        "spec.autoscale changed the worker count; the message says from what to what and why "
+        "(also in status.autoscale)",
     ),
 }
 

@@ -201,6 +201,8 @@ def build_status(
     invalid: str | None = None,
     rejected: str | None = None,
     conflict: str | None = None,
+    replicas: int | None = None,
+    autoscale: dict | None = None,
 ) -> DaemonPoolStatus:
     """The pool's status from the world. ``now`` is an RFC 3339 time (injected: this module reads no clock)."""
     meta = pool["metadata"]
@@ -261,7 +263,7 @@ def build_status(
     ds = deployment.get("status") or {}
     peers, ready, updated = ds.get("replicas", 0), ds.get("readyReplicas", 0), ds.get("updatedReplicas", 0)
     seen = ds.get("observedGeneration", 0) >= deployment.get("metadata", {}).get("generation", 0)
-    want = spec.peers
+    want = spec.peers if replicas is None else replicas  # the autoscaler's count for autoscaled pools
     statuses = _worker_statuses(pods, spec.worker_container_name())
     restarts = sum(cs.get("restartCount", 0) for _, cs in statuses)
     recycled = sum(1 for _, cs in statuses if _recycled(cs))
@@ -308,6 +310,7 @@ def build_status(
         updated_peers=updated,
         restarts=restarts,
         recycled=recycled,
+        autoscale=autoscale,
         conditions=conds(ready_c, prog_c, degr_c),
     )
 

@@ -15,6 +15,7 @@ import math
 import selectors
 import socket
 import time
+import urllib.parse
 
 # Seconds one worker has for its whole answer: it answers in well under a millisecond when it can.
 STATE_TIMEOUT = 1.0
@@ -26,7 +27,9 @@ PARALLEL = 256
 STATES = ("idle", "busy", "stopping", "unknown")
 
 
-def ask_all(targets: dict, port: int, timeout: float = STATE_TIMEOUT) -> dict:
+def ask_all(
+    targets: dict, port: int, timeout: float = STATE_TIMEOUT, method: str = "GET", path: str = "/state", token: str = ""
+) -> dict:
     """{name: raw answer bytes or None} for {name: ip}, every one within ``timeout`` seconds in all.
 
     One thread and non-blocking sockets (``PARALLEL`` open at once): a slow or silent worker costs its
@@ -50,7 +53,10 @@ def ask_all(targets: dict, port: int, timeout: float = STATE_TIMEOUT) -> dict:
                 if err not in (0, errno.EINPROGRESS):
                     sock.close()
                     continue
-                request = f"GET /state HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n".encode()
+                auth = f"Authorization: Bearer {token}\r\n" if token else ""
+                request = (
+                    f"{method} {path} HTTP/1.1\r\nHost: {ip}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                ).encode()
                 open_[sock] = [name, request, b""]
                 sel.register(sock, selectors.EVENT_WRITE)
             for key, events in sel.select(max(0.0, min(0.05, deadline - time.monotonic()))):
@@ -90,10 +96,10 @@ def ask(ip: str, port: int, timeout: float = STATE_TIMEOUT) -> dict | None:
     return None if raw is None else parse(raw)
 
 
-def parse(raw: bytes) -> dict | None:
+def parse(raw: bytes, codes: tuple = (b"200",)) -> dict | None:
     """The checked ``/state`` of a raw HTTP answer, or None. 200 only (a 3xx is not followed)."""
     head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep or not head.startswith(b"HTTP/1.") or head[9:12] != b"200":
+    if not sep or not head.startswith(b"HTTP/1.") or head[9:12] not in codes:
         return None
     if len(body) > MAX_ANSWER:
         return None
@@ -125,6 +131,15 @@ def valid_state(data: object) -> dict | None:
         if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2**31:
             return None
         out[key] = value
+    backlog = data.get("backlog")
+    if backlog is not None:
+        if isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog < 2**53:
+            return None
+        out["backlog"] = backlog
+    if data.get("draining") is not None:
+        if not isinstance(data["draining"], bool):
+            return None
+        out["draining"] = data["draining"]
     return out
 
 
@@ -134,3 +149,43 @@ def states(pods: list, port: int, timeout: float = STATE_TIMEOUT) -> dict:
     if not targets:
         return {}
     return {name: (None if raw is None else parse(raw)) for name, raw in ask_all(targets, port, timeout).items()}
+
+
+def drain(pods: dict, port: int, token: str, seconds: float, timeout: float = STATE_TIMEOUT) -> dict:
+    """Ask workers to drain (``POST /drain``): {pod name: checked state when drained, else None (busy,
+    refused, no answer)}. ``pods``: {name: ip}."""
+    raw = ask_all(pods, port, timeout, "POST", f"/drain?seconds={seconds:g}", token)
+    return {name: (None if r is None else parse(r)) for name, r in raw.items()}
+
+
+def undrain(pods: dict, port: int, token: str, timeout: float = STATE_TIMEOUT) -> dict:
+    """End the drain of workers the scale-in did not remove (``DELETE /drain``): {name: answered}."""
+    raw = ask_all(pods, port, timeout, "DELETE", "/drain", token)
+    return {name: r is not None and parse(r) is not None for name, r in raw.items()}
+
+
+def targets(pods: list) -> dict:
+    """{pod name: IP} of the pods that have one."""
+    return {p["metadata"]["name"]: p["status"]["podIP"] for p in pods if (p.get("status") or {}).get("podIP")}
+
+
+def count(url: str, timeout: float = STATE_TIMEOUT) -> int | None:
+    """The one whole number an ``http://host[:port]/path`` answers (a backlog source), or None: no answer in
+    ``timeout`` seconds, not a 200, not one number >= 0. Same bounds as a worker's answer."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return None
+    try:
+        port = parts.port or 80
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    raw = ask_all({"u": infos[0][4][0]}, port, timeout, "GET", path)["u"]
+    if raw is None:
+        return None
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/1.") or head[9:12] != b"200" or len(body) > 64:
+        return None
+    text = body.strip()
+    return int(text) if text.isdigit() and len(text) < 16 else None

@@ -48,7 +48,14 @@ def test_crd_schema_is_structural_and_described():
         "statusReplicasPath": ".status.peers",
         "labelSelectorPath": ".status.selector",
     }
-    assert [c["name"] for c in v["additionalPrinterColumns"]] == ["Peers", "Ready", "Timeout", "Status", "Age"]
+    assert [c["name"] for c in v["additionalPrinterColumns"]] == [
+        "Peers",
+        "Desired",
+        "Ready",
+        "Timeout",
+        "Status",
+        "Age",
+    ]
     assert all("_py" not in r for r in spec["x-kubernetes-validations"])
 
 

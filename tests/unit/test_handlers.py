@@ -209,7 +209,7 @@ def test_worker_restarts_raise_one_warning_per_new_restart(fake):
 def test_a_pod_with_the_pools_labels_that_its_replicasets_did_not_make_is_not_a_worker(fake, monkeypatch):
     from daemonpool_operator import workers
 
-    monkeypatch.setattr(handlers, "_blind", {})  # the handlers' module memory: not this test's to leave behind
+    monkeypatch.setattr(handlers, "IDLE_FIRST", handlers._idle_first_pass())  # its memory: not this test's to leave
     add_pool(fake, peers=2)
     run()
     restarting = [{"name": "w", "restartCount": 7, "ready": False, "state": {"running": {}}}]
@@ -448,7 +448,7 @@ def test_an_older_watch_event_never_replaces_a_newer_write():
 def test_a_refused_deletion_cost_is_reported_as_such_and_the_scale_in_goes_on(fake, monkeypatch):
     from daemonpool_operator import workers
 
-    monkeypatch.setattr(handlers, "_blind", {})
+    monkeypatch.setattr(handlers, "IDLE_FIRST", handlers._idle_first_pass())
     add_pool(fake, peers=3)
     run()
     for i in range(3):
@@ -513,7 +513,7 @@ def test_scale_in_without_answers_warns_once(fake, monkeypatch):
     add_pool(fake, peers=3, probes="exec")
     run()
     monkeypatch.setattr(workers, "states", lambda pods, port: pytest.fail("exec probes: nobody to ask"))
-    monkeypatch.setattr(handlers, "_blind", {})
+    monkeypatch.setattr(handlers, "IDLE_FIRST", handlers._idle_first_pass())
     for peers in (2, 1):
         edit_pool(fake, peers=peers)
         run()
@@ -532,23 +532,22 @@ def test_workers_that_did_not_answer_are_not_asked_again_for_a_while(fake, monke
         handlers.WORLD.set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
     asked = []
     monkeypatch.setattr(workers, "states", lambda pods, port: asked.append(len(pods)) or {})
-    monkeypatch.setattr(handlers, "_blind", {})
     clock = [1000.0]
-    monkeypatch.setattr(handlers.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(handlers, "IDLE_FIRST", handlers._idle_first_pass(clock=lambda: clock[0]))
     for peers in (3, 2):
         edit_pool(fake, peers=peers)
         run()
         clock[0] += 10
     assert asked == [4], "asked once; the second scale-in went on without asking"
     assert fake.deployments[("ns", "p")]["spec"]["replicas"] == 2
-    clock[0] += handlers.BLIND_SECONDS
+    clock[0] += handlers.IDLE_FIRST.blind_seconds
     edit_pool(fake, peers=1)
     run()
     assert asked == [4, 4], "asked again once the window passed"
     warned = [e for e in fake.events if e[1] == "IdleFirstUnavailable"]
     assert len(warned) == 1 and "no worker answered on port" in warned[0][2]
     handlers._forget(("ns", "p"))
-    assert handlers._blind == {}
+    assert handlers.IDLE_FIRST.blind == {}
 
 
 def test_a_standbys_waiting_queue_is_not_stuck(monkeypatch):

@@ -1,0 +1,308 @@
+"""The autoscaled pools' sizes: asks every worker of such pools for its ``/state`` about once a second while
+the operator leads, decides with ``autoscale.py``, and scales in only by removing drained idle workers.
+
+A scale-in that never stops a busy worker uses the ReplicaSet's own order (``ActivePodsWithRanks``: pending,
+then not-ready pods go first, then the lowest ``pod-deletion-cost``):
+
+1. count the pods that are not ready and not busy: the ReplicaSet removes those first anyway ("free");
+2. pick the rest among workers idle at least ``idleSeconds`` and ask each to drain (``POST /drain`` with the
+   pool's token): a worker accepts only while nothing is in flight, then takes no item and fails readiness;
+3. once the cache shows the drained workers not ready (or ``NOT_READY_WAIT`` passed), ask again: a worker
+   that took an item meanwhile is no longer draining and stays; the others get the lowest cost;
+4. lower the Deployment's replicas by the free and drained count (the reconcile writes it).
+
+A drained worker the ReplicaSet did not remove ends its drain by itself after ``DRAIN_SECONDS``. The state
+here (targets, windows, drains in progress) is the autoscaler's memory; it is rebuilt from the Deployment's
+replicas on a new leader, and drains in progress are simply abandoned (the workers undrain themselves).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from . import autoscale, desired, metrics, model, workers
+from . import reasons as R
+
+log = logging.getLogger("daemonpool.autoscaler")
+
+# Seconds between passes: the workers' state is asked this often (the signal is 1 s old at most).
+PERIOD_SECONDS = 1.0
+# Seconds a drain lasts unless the worker is removed or undrained first: the handshake takes a few.
+DRAIN_SECONDS = 60.0
+# Seconds to wait for drained workers to show not ready before going on with those that do.
+NOT_READY_WAIT = 15.0
+# The lowest pod-deletion-cost (int32): a drained worker goes before every other not-ready pod.
+DRAINED_COST = -(2**31)
+
+
+@dataclasses.dataclass
+class _Drain:
+    victims: dict  # pod name -> IP, drained
+    free: int  # not-ready, not-busy pods the ReplicaSet removes first anyway
+    since: float
+    target: int  # the target this scale-in was for
+
+
+@dataclasses.dataclass
+class _Memory:
+    target: int | None = None
+    history: collections.deque = dataclasses.field(default_factory=collections.deque)
+    backlog: int | None = None
+    backlog_at: float = float("-inf")
+    drain: _Drain | None = None
+    shown: tuple = ()  # (target, kind) last published
+    status: dict | None = None
+
+
+class Autoscaler:
+    """Decides the size of every autoscaled pool; see the module's docstring.
+
+    ``enqueue(key)`` asks for a reconcile (which writes replicas and status); ``patch_cost(ns, pod, cost)``
+    and ``post_event(pool, type, reason, message)`` are the API writes it makes itself; ``now()`` is wall
+    time as RFC 3339 for status; ``clock`` is monotonic; ``leading()`` says whether to act at all.
+    """
+
+    def __init__(
+        self,
+        world,
+        *,
+        enqueue: Callable[[tuple], None],
+        patch_cost: Callable[[str, str, int], None],
+        post_event: Callable[[dict, str, str, str], None],
+        now: Callable[[], str],
+        clock: Callable[[], float] = time.monotonic,
+        leading: Callable[[], bool] = lambda: True,
+        period: float = PERIOD_SECONDS,
+        ask=workers,
+    ) -> None:
+        self.world, self.enqueue, self.patch_cost, self.post_event = world, enqueue, patch_cost, post_event
+        self.now, self.clock, self.leading, self.period, self.ask = now, clock, leading, period, ask
+        self._lock = threading.Lock()
+        self._pools: dict = {}
+        self.passes = 0
+
+    # -- what the reconcile asks -------------------------------------------------------------
+    def replicas(self, key: tuple, spec, have: dict | None) -> int:
+        """The Deployment's replicas for an autoscaled pool: the autoscaler's target, else what the Deployment
+        has (a new leader), else minPeers; at least minPeers. Above maxPeers (lowered in the spec) it stays until
+        the autoscaler brings it down, by draining idle workers like any scale-in."""
+        a = spec.autoscale
+        with self._lock:
+            mem = self._pools.get(key)
+            target = mem.target if mem else None
+        if target is None:
+            target = (have or {}).get("spec", {}).get("replicas")
+        if target is None:
+            target = a.min_peers
+        return max(a.min_peers, int(target))
+
+    def status(self, key: tuple) -> dict | None:
+        with self._lock:
+            mem = self._pools.get(key)
+            return dict(mem.status) if mem and mem.status else None
+
+    def forget(self, key: tuple) -> None:
+        with self._lock:
+            self._pools.pop(key, None)
+        metrics.forget_autoscaled(key)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Passes every ``period`` seconds for good; a failing pass is logged and the next one goes on."""
+        while True:
+            t0 = self.clock()
+            try:
+                if self.leading():
+                    self.tick()
+            except Exception:  # noqa: BLE001 - the loop must outlive any one pass
+                metrics.LOOP_ERRORS.labels("autoscale").inc()
+                log.exception("an autoscaler pass failed; the next one goes on")
+            time.sleep(max(0.05, self.period - (self.clock() - t0)))
+
+    def tick(self) -> None:
+        """One pass over every autoscaled pool: ask their workers at once, then decide for each."""
+        t0 = self.clock()
+        pools = []
+        for key in self.world.pool_keys():
+            pool = self.world.pool(key)
+            spec = _spec(pool)
+            if spec is None or spec.autoscale is None:
+                if key in self._pools:
+                    self.forget(key)
+                continue
+            have = self.world.deployment(key)
+            if have is None:
+                continue
+            pods = [p for p in self.world.pods(key) if not p["metadata"].get("deletionTimestamp")]
+            pools.append((key, pool, spec, have, pods))
+        by_port: dict = {}
+        for key, _, spec, _, pods in pools:
+            for name, ip in workers.targets(pods).items():
+                by_port.setdefault(spec.port, {})[(key, name)] = ip
+        answers: dict = {}
+        for port, targets in by_port.items():
+            raw = self.ask.ask_all(targets, port)
+            answers.update({k: (None if r is None else self.ask.parse(r)) for k, r in raw.items()})
+            metrics.AUTOSCALE_ASKS.inc(len(targets))
+        for key, pool, spec, have, pods in pools:
+            states = {p["metadata"]["name"]: answers.get((key, p["metadata"]["name"])) for p in pods}
+            try:
+                self._decide(key, pool, spec, have, pods, states)
+            except Exception:  # noqa: BLE001 - one pool's trouble is not another's
+                metrics.LOOP_ERRORS.labels("autoscale").inc()
+                log.exception("autoscaling pool %s/%s failed this pass", *key)
+        self.passes += 1
+        metrics.AUTOSCALE_PASS_SECONDS.observe(self.clock() - t0)
+
+    # -- one pool ----------------------------------------------------------------------------
+    def _decide(self, key, pool, spec, have, pods, states) -> None:
+        a, now = spec.autoscale, self.clock()
+        with self._lock:
+            mem = self._pools.setdefault(key, _Memory())
+        current = int((have.get("spec") or {}).get("replicas") or 0)
+        if mem.target is None:
+            mem.target = current
+        signal = autoscale.busy_of(list(states.values()))
+        backlog = self._backlog(a, mem, states, now)
+        signal = dataclasses.replace(signal, backlog=backlog)
+        while mem.history and now - mem.history[0][0] > a.stable_seconds:
+            mem.history.popleft()
+        decision = autoscale.decide(a, mem.target, signal, list(mem.history), now)
+        mem.history.append((now, decision.wanted))
+        metrics.autoscaled(key, decision.target, signal.busy, backlog)
+        if mem.drain is not None:
+            if decision.target < mem.target:
+                self._go_on_draining(key, pool, spec, have, pods, states, mem, signal)
+                return
+            self._abandon(key, spec, have, mem, "demand rose again")
+        if decision.target > mem.target:
+            self._set(key, pool, mem, decision.target, decision.reason, "up", signal)
+        elif decision.target < mem.target:
+            self._scale_in(key, pool, spec, have, pods, states, mem, decision, signal)
+        else:
+            self._show(key, mem, decision.target, decision.reason, decision.kind, signal)
+
+    def _backlog(self, a, mem, states, now) -> int | None:
+        if a.backlog is None:
+            return None
+        if a.backlog.source == "workers":
+            return autoscale.workers_backlog(list(states.values()))
+        if now - mem.backlog_at >= a.backlog.period_seconds:
+            mem.backlog_at = now
+            mem.backlog = self.ask.count(a.backlog.url)
+            if mem.backlog is None:
+                log.warning("autoscaler: backlog source %s did not answer one number", a.backlog.url)
+        return mem.backlog
+
+    def _scale_in(self, key, pool, spec, have, pods, states, mem, decision, signal) -> None:
+        a = spec.autoscale
+        ds = have.get("status") or {}
+        if (ds.get("updatedReplicas") or 0) < mem.target or (ds.get("replicas") or 0) != mem.target:
+            why = f"{decision.reason}; waits for the Deployment to settle"
+            self._show(key, mem, mem.target, why, "settle", signal)
+            return
+        k = mem.target - decision.target
+        free = [
+            p["metadata"]["name"]
+            for p in pods
+            if not p["status"].get("ready") and (states.get(p["metadata"]["name"]) or {}).get("state") != "busy"
+        ][:k]
+        need = k - len(free)
+        chosen = autoscale.victims({n: s for n, s in states.items() if n not in free}, need, a.idle_seconds)
+        drained: dict = {}
+        token = desired.drain_token(have)
+        if chosen and token:
+            ips = {n: ip for n, ip in workers.targets(pods).items() if n in chosen}
+            answers = self.ask.drain(ips, spec.port, token, DRAIN_SECONDS)
+            drained = {n: ips[n] for n, s in answers.items() if s and s.get("draining")}
+        if not drained and not free:
+            why = f"{decision.reason}; no worker idle for {a.idle_seconds}s yet (busy workers are never removed)"
+            self._show(key, mem, mem.target, why, "idle-wait", signal)
+            return
+        if drained:
+            log.info("pool %s/%s: drained %s for a scale-in to %d", *key, ", ".join(sorted(drained)), decision.target)
+            mem.drain = _Drain(drained, len(free), self.clock(), decision.target)
+            self._show(
+                key, mem, mem.target, f"{decision.reason}; draining {len(drained)} idle worker(s)", "drain", signal
+            )
+            return
+        self._set(
+            key,
+            pool,
+            mem,
+            mem.target - len(free),
+            f"{decision.reason}; {len(free)} not-ready worker(s) go",
+            "down",
+            signal,
+        )
+
+    def _go_on_draining(self, key, pool, spec, have, pods, states, mem, signal) -> None:
+        d = mem.drain
+        alive = {p["metadata"]["name"]: p for p in pods}
+        victims = {n: ip for n, ip in d.victims.items() if n in alive}
+        shown_not_ready = all(not alive[n]["status"].get("ready") for n in victims)
+        if not shown_not_ready and self.clock() - d.since < NOT_READY_WAIT:
+            return
+        kept = {
+            n: ip for n, ip in victims.items() if (s := states.get(n)) and s.get("draining") and not s.get("inflight")
+        }
+        kept = {n: ip for n, ip in kept.items() if not alive[n]["status"].get("ready")}
+        left = {n: ip for n, ip in victims.items() if n not in kept}
+        if left and desired.drain_token(have):
+            self.ask.undrain(left, spec.port, desired.drain_token(have))
+        mem.drain = None
+        for name in sorted(kept):
+            self.patch_cost(key[0], name, DRAINED_COST)
+        n = len(kept) + d.free
+        if n == 0:
+            self._show(key, mem, mem.target, "the drained workers took items again; kept", "drain-undone", signal)
+            return
+        why = f"removing {len(kept)} drained idle worker(s)" + (f" and {d.free} not ready" if d.free else "")
+        self._set(key, pool, mem, mem.target - n, why, "down", signal)
+
+    def _abandon(self, key, spec, have, mem, why: str) -> None:
+        d = mem.drain
+        mem.drain = None
+        token = desired.drain_token(have)
+        if d and d.victims and token:
+            self.ask.undrain(d.victims, spec.port, token)
+        log.info("pool %s/%s: scale-in abandoned (%s); workers undrained", *key, why)
+
+    def _set(self, key, pool, mem, target: int, reason: str, kind: str, signal) -> None:
+        before = mem.target
+        mem.target = target
+        mem.shown = ()
+        self._show(key, mem, target, reason, kind, signal, scaled=True)
+        metrics.AUTOSCALE_DECISIONS.labels(kind).inc()
+        log.info("pool %s/%s: autoscaled %s -> %s: %s", *key, before, target, reason)
+        self.post_event(pool, "Normal", R.AUTOSCALED, f"{before} -> {target} workers: {reason}")
+
+    def _show(self, key, mem, target, reason, kind, signal, scaled=False) -> None:
+        """Status changes (and the reconcile that writes it) only when the target or the kind of decision does:
+        a steady load makes no writes."""
+        if mem.shown == (target, kind):
+            return
+        mem.shown = (target, kind)
+        last = (mem.status or {}).get("lastScaleTime")
+        mem.status = {
+            "desired": target,
+            "busy": round(signal.busy, 1),
+            **({"backlog": signal.backlog} if signal.backlog is not None else {}),
+            "reason": reason[:1000],
+            **({"lastScaleTime": self.now()} if scaled else ({"lastScaleTime": last} if last else {})),
+        }
+        self.enqueue(key)
+
+
+def _spec(pool: dict | None):
+    if not pool or pool["metadata"].get("deletionTimestamp"):
+        return None
+    try:
+        return model.parse_pool(pool)[1]
+    except model.InvalidPool:
+        return None

@@ -1,0 +1,209 @@
+"""The autoscaler's passes (operator/daemonpool_operator/autoscaler.py) against a real cache, a fake clock and
+fake workers (their /state and /drain answers): scale up at once, scale in only by draining idle workers,
+a victim that took an item is kept and undrained, a steady load writes nothing, and demand that rises again
+abandons a drain."""
+
+import pytest
+
+from daemonpool_operator import autoscaler, cache, desired
+
+KEY = ("ns", "p")
+
+
+class Workers:
+    """Fake workers: name -> /state (None: silent); drain() drains only idle ones, as the runtime does."""
+
+    def __init__(self, states):
+        self.states = states
+        self.drained, self.undrained, self.backlog = [], [], None
+
+    def ask_all(self, targets, port, timeout=1.0, *a):
+        return {k: self.states.get(k[1]) for k in targets}
+
+    def parse(self, raw):
+        return raw
+
+    def drain(self, pods, port, token, seconds):
+        assert token == "tok"
+        out = {}
+        for name in pods:
+            s = self.states.get(name)
+            if s and not s.get("inflight"):
+                s["draining"] = True
+                self.drained.append(name)
+                out[name] = s
+            else:
+                out[name] = None
+        return out
+
+    def undrain(self, pods, port, token):
+        for name in pods:
+            self.undrained.append(name)
+            if self.states.get(name):
+                self.states[name]["draining"] = False
+        return {n: True for n in pods}
+
+    def count(self, url):
+        return self.backlog
+
+
+def idle(seconds=100.0):
+    return {"state": "idle", "seconds_in_state": seconds, "inflight": 0, "capacity": 1}
+
+
+def busy():
+    return {"state": "busy", "seconds_in_state": 5.0, "inflight": 1, "capacity": 1}
+
+
+class World:
+    def __init__(self, replicas, names, **autoscale):
+        autoscale.setdefault("maxPeers", 10)
+        autoscale.setdefault("stableSeconds", 0)
+        self.world = cache.World()
+        pool = {
+            "apiVersion": "daemonpool.dev/v1alpha1",
+            "kind": "DaemonPool",
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "generation": 1, "resourceVersion": "1"},
+            "spec": {"autoscale": autoscale, "template": {"spec": {"containers": [{"name": "w", "image": "i"}]}}},
+        }
+        self.world.set_pool(pool)
+        dep = desired.build_deployment(pool, replicas=replicas, drain_token="tok")
+        dep["metadata"]["resourceVersion"] = "2"
+        dep["status"] = {"replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas}
+        self.world.set_deployment(dep)
+        for i, name in enumerate(names):
+            self.set_pod(name, ready=True, ip=f"10.0.0.{i + 1}")
+
+    def set_pod(self, name, ready, ip="10.0.0.9"):
+        self.world.set_pod(
+            {
+                "metadata": {
+                    "name": name,
+                    "namespace": "ns",
+                    "labels": {"daemonpool.dev/pool": "p", "pod-template-hash": "abc12"},
+                    "ownerReferences": [
+                        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "p-abc12", "controller": True}
+                    ],
+                    "resourceVersion": "3",
+                },
+                "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+            }
+        )
+
+
+@pytest.fixture
+def rig():
+    def make(replicas, states, **autoscale):
+        w = World(replicas, list(states), **autoscale)
+        fake = Workers(states)
+        clock = [1000.0]
+        log = {"enqueued": [], "costs": [], "events": []}
+        a = autoscaler.Autoscaler(
+            w.world,
+            enqueue=log["enqueued"].append,
+            patch_cost=lambda ns, pod, cost: log["costs"].append((pod, cost)),
+            post_event=lambda pool, t, reason, msg: log["events"].append((reason, msg)),
+            now=lambda: "2026-12-01T00:00:00Z",
+            clock=lambda: clock[0],
+            ask=fake,
+        )
+        return a, w, fake, clock, log
+
+    return make
+
+
+def test_busy_workers_scale_the_pool_up_at_once_and_the_status_says_why(rig):
+    a, _, _, _, log = rig(2, {"w1": busy(), "w2": busy()})
+    a.tick()
+    # busy 2 / 0.8 = 2.5 -> 3
+    assert a.replicas(KEY, _spec(a), None) == 3
+    assert log["enqueued"] == [KEY]
+    assert log["events"][0][0] == "Autoscaled" and log["events"][0][1].startswith("2 -> 3 workers")
+    s = a.status(KEY)
+    assert (s["desired"], s["busy"], s["lastScaleTime"]) == (3, 2.0, "2026-12-01T00:00:00Z")
+
+
+def test_a_steady_load_makes_no_writes(rig):
+    a, _, _, clock, log = rig(5, {f"w{i}": busy() if i < 4 else idle() for i in range(5)})
+    for _ in range(30):
+        a.tick()
+        clock[0] += 1
+    # 4 busy / 0.8 = 5: the first pass shows "5 kept" once; nothing after
+    assert log["enqueued"] == [KEY] and log["events"] == [] and log["costs"] == []
+
+
+def test_a_scale_in_drains_idle_workers_waits_for_not_ready_then_removes_only_them(rig):
+    states = {"w1": busy(), "w2": idle(100), "w3": idle(300), "w4": idle(5)}
+    a, w, fake, clock, log = rig(4, states, idleSeconds=10)
+    a.tick()  # busy 1 / 0.8 -> 2: remove 2; w4 is idle for 5 s only: w3 and w2 (longest idle first)
+    assert sorted(fake.drained) == ["w2", "w3"]
+    assert a.replicas(KEY, _spec(a), None) == 4, "replicas stay until the drained workers show not ready"
+    a.tick()
+    assert log["costs"] == [] and a.replicas(KEY, _spec(a), None) == 4
+    w.set_pod("w2", ready=False)
+    w.set_pod("w3", ready=False)
+    a.tick()
+    assert sorted(log["costs"]) == [("w2", autoscaler.DRAINED_COST), ("w3", autoscaler.DRAINED_COST)]
+    assert a.replicas(KEY, _spec(a), None) == 2
+    assert "w1" not in fake.drained
+    assert any(e[1].startswith("4 -> 2 workers") for e in log["events"])
+
+
+def test_a_victim_that_took_an_item_meanwhile_is_kept_and_undrained(rig):
+    states = {"w1": busy(), "w2": idle(100), "w3": idle(300)}
+    a, w, fake, clock, log = rig(3, states)
+    a.tick()  # busy 1 -> 2 wanted: one victim, w3
+    assert fake.drained == ["w3"]
+    w.set_pod("w3", ready=False)
+    states["w3"] = busy()  # it took an item: the runtime ended its drain
+    clock[0] += 1
+    a.tick()
+    assert log["costs"] == []
+    assert a.replicas(KEY, _spec(a), None) == 3
+
+
+def test_demand_that_rises_during_a_drain_undrains_the_victims(rig):
+    states = {"w1": busy(), "w2": idle(100), "w3": idle(300)}
+    a, w, fake, clock, log = rig(3, states)
+    a.tick()
+    assert fake.drained == ["w3"]
+    states["w1"], states["w2"] = busy(), busy()
+    states["w3"] = {**idle(300), "draining": True}
+    a.tick()  # 2 busy / 0.8 -> 3: no scale-in any more
+    assert fake.undrained == ["w3"]
+    assert a.replicas(KEY, _spec(a), None) == 3 and log["costs"] == []
+
+
+def test_not_ready_idle_pods_go_without_a_drain(rig):
+    states = {"w1": busy(), "w2": None, "w3": idle(300)}
+    a, w, fake, clock, log = rig(3, states)
+    w.set_pod("w2", ready=False)  # starting, or failing readiness, and not busy: the ReplicaSet takes it first
+    a.tick()
+    assert fake.drained == []
+    assert a.replicas(KEY, _spec(a), None) == 2
+
+
+def test_no_idle_worker_means_no_scale_in_and_the_status_says_so(rig):
+    a, _, fake, clock, log = rig(3, {"w1": busy(), "w2": idle(2), "w3": idle(3)}, idleSeconds=30)
+    a.tick()
+    assert fake.drained == [] and a.replicas(KEY, _spec(a), None) == 3
+    assert "no worker idle for 30s yet" in a.status(KEY)["reason"]
+
+
+def test_a_pool_at_zero_wakes_on_its_http_backlog(rig):
+    backlog = {"source": "http", "url": "http://10.1.1.1:8080/backlog", "itemsPerWorker": 5}
+    a, _, fake, clock, log = rig(0, {}, minPeers=0, backlog=backlog)
+    fake.backlog = 0
+    a.tick()
+    assert a.replicas(KEY, _spec(a), None) == 0
+    fake.backlog = 12
+    clock[0] += 5  # the source is asked every periodSeconds (5)
+    a.tick()
+    assert a.replicas(KEY, _spec(a), None) == 3  # ceil(12 / 5)
+    assert a.status(KEY)["backlog"] == 12
+
+
+def _spec(a):
+    from daemonpool_operator import model
+
+    return model.parse_pool(a.world.pool(KEY))[1]
