@@ -14,6 +14,9 @@ Environment (besides the DAEMONPOOL_* the operator sets):
                  (spec.recycle.maxRssMiB); default 0
   DONE_FILE      when set, one line per finished item is appended there (in the run directory it
                  outlives restarts: a count of items done by every container of the pod)
+  QUEUE_URL      loop mode: take items from this queue server (queue_server.py: POST /take, /done)
+                 instead of JOB_FILE, report its backlog (d.report_backlog), and tell it when a stop
+                 reached the worker in the middle of an item (what autoscaling must never do)
 
 Logs one line per item ("item 3 (5s) started/done/interrupted") and one when it stops, with the reason.
 An item is never cut short by a stop: SIGTERM ends the taking of new items, and items in flight finish.
@@ -108,6 +111,41 @@ def loop_mode(d: Daemon, jobs: Jobs) -> None:
                 jobs.run_item(d, seconds, beat=True, quiet=not taken)
 
 
+def queue_mode(d: Daemon, jobs: Jobs, url: str) -> None:
+    """Items from a queue server: take one after each heartbeat (which waits while the operator drains us)."""
+    import urllib.request  # noqa: PLC0415 - only this mode talks HTTP
+
+    me = os.environ.get("HOSTNAME", "worker")
+
+    def post(path: str):
+        with urllib.request.urlopen(urllib.request.Request(url + path, method="POST"), timeout=5) as r:
+            return r.status, r.read().decode(), r.headers.get("X-Backlog")
+
+    for _ in d.loop():
+        try:
+            status, body, backlog = post(f"/take?worker={me}")
+        except OSError as exc:
+            say(d, f"queue unreachable: {exc}")
+            d.sleep(1)
+            continue
+        if backlog is not None:
+            d.report_backlog(int(backlog))
+        if status != 200:
+            d.sleep(0.2)
+            continue
+        item_id, seconds = body.split()
+        with d.busy():
+            running_at_start = d.running
+            jobs.run_item(d, float(seconds), beat=True, quiet=True)
+            stopped_busy = running_at_start and not d.running and d.stop_signal is not None
+        for _ in range(10):  # the item is done: say so, even while stopping
+            try:
+                post(f"/done?id={item_id}&worker={me}&stopped_busy={int(stopped_busy)}")
+                break
+            except OSError:
+                time.sleep(0.5)
+
+
 def threads_mode(d: Daemon, jobs: Jobs) -> None:
     threads: list = []
     for _ in d.loop():
@@ -177,6 +215,8 @@ def main() -> int:
                 d.stop()
     elif mode == "threads":
         threads_mode(d, jobs)
+    elif os.environ.get("QUEUE_URL"):
+        queue_mode(d, jobs, os.environ["QUEUE_URL"].rstrip("/"))
     else:
         loop_mode(d, jobs)
     say(d, f"stopped: {d.stop_reason or 'no free slot'}; {jobs.n} item(s), {d.inflight} in flight")

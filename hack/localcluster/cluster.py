@@ -48,7 +48,14 @@ def _default_sa() -> bool:
 
 
 def _containerd_ready() -> bool:
-    return ctr("version", check=False, timeout=5).returncode == 0
+    """Its API answers and its CRI plugin finished starting: `ctr version` answers before the CRI service is
+    initialized, and a kubelet started in between exits ("server is not initialized yet", seen once)."""
+    if ctr("version", check=False, timeout=5).returncode != 0:
+        return False
+    try:
+        return "Start streaming server" in (C.LOGS / "containerd.log").read_text(errors="replace")
+    except OSError:
+        return False
 
 
 # -- the components, in start order ------------------------------------------------
