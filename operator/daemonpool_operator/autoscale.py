@@ -5,7 +5,8 @@ the pool counts it, the backlog. One decision:
 
     busy    = sum over answering workers of inflight / capacity        (workers' worth of items in flight)
     wanted  = clamp(max(ceil(busy / targetBusy), ceil(backlog / itemsPerWorker)), minPeers, maxPeers)
-    up      at once, by at most max(scaleUpStep, workers now) per decision
+    up      at once, to at most answering + max(scaleUpStep, answering) workers: new workers must answer
+            before more are added (a pool woken from zero starts scaleUpStep, then doubles)
     down    only to the largest ``wanted`` of the last stableSeconds (demand stayed lower that long), and only
             by removing workers idle at least idleSeconds (``victims``); never a busy one
 
@@ -86,9 +87,11 @@ def decide(a, current: int, signal: Signal, history: list, now: float) -> Decisi
         target = min(a.max_peers, max(a.min_peers, current))
         return Decision(target, want, f"{why}; back within bounds {a.min_peers}-{a.max_peers}", "bounds")
     if want > current:
-        step = max(a.scale_up_step, current)
-        target = min(want, current + step)
-        limited = f", by at most {step} at once" if target < want else ""
+        ceiling = signal.answered + max(a.scale_up_step, signal.answered)
+        target = min(want, max(current, ceiling))
+        if target == current:
+            return Decision(current, want, f"{why}: {current} until the new workers answer", "up-wait")
+        limited = f" ({ceiling} at most while {signal.answered} answer)" if target < want else ""
         return Decision(target, want, f"{why}: up to {target}{limited}", "up")
     window = [w for t, w in history if now - t <= a.stable_seconds] + [want]
     floor = max(window)

@@ -94,8 +94,9 @@ class Autoscale(_Model):
         ge=1,
         le=10000,
         description=(
-            "At most max(scaleUpStep, workers now) workers are added per decision (the HPA's default rule), so a "
-            "pool woken from zero does not start maxPeers workers at once. Default 4."
+            "Scale-up goes to at most answering + max(scaleUpStep, answering) workers, where answering is the "
+            "workers whose /state answers: a pool woken from zero starts this many, then doubles as they answer, "
+            "instead of starting maxPeers workers that all connect at once. Default 4."
         ),
     )
     backlog: Optional[Backlog] = Field(None, description="Where queued work is counted; default none (busy only).")

@@ -46,15 +46,20 @@ def test_the_count_wanted_follows_the_documented_formula(busy, backlog, per_work
     assert "busy" in why
 
 
-def test_scale_up_is_at_once_but_bounded_per_decision():
+def test_scale_up_is_at_once_but_waits_for_new_workers_to_answer_before_growing_more():
     a = spec(maxPeers=50, minPeers=0, backlog={"source": "http", "url": "http://q/backlog", "itemsPerWorker": 1})
     # From zero: at most scaleUpStep (4) at once.
     d = autoscale.decide(a, 0, Signal(0.0, 0, 40), [], now=100.0)
     assert (d.target, d.kind) == (4, "up")
-    # From 4: at most max(4, 4) more -> 8; from 10: max(4, 10) -> 20.
-    assert autoscale.decide(a, 4, Signal(0.0, 4, 40), [], now=101.0).target == 8
-    assert autoscale.decide(a, 10, Signal(0.0, 10, 40), [], now=102.0).target == 20
-    assert autoscale.decide(a, 20, Signal(0.0, 20, 40), [], now=103.0).target == 40
+    # The 4 have not answered yet: 0 + max(4, 0) = 4, kept.
+    d = autoscale.decide(a, 4, Signal(0.0, 0, 40), [], now=101.0)
+    assert (d.target, d.kind) == (4, "up-wait")
+    # 4 answer: 4 + max(4, 4) = 8; 10 answer: 10 + 10 = 20; 20 answer: 40 (the backlog asks 40).
+    assert autoscale.decide(a, 4, Signal(0.0, 4, 40), [], now=102.0).target == 8
+    assert autoscale.decide(a, 10, Signal(0.0, 10, 40), [], now=103.0).target == 20
+    assert autoscale.decide(a, 20, Signal(0.0, 20, 40), [], now=104.0).target == 40
+    # 2 of 8 answer: 2 + max(4, 2) = 6 is below 8: kept at 8.
+    assert autoscale.decide(a, 8, Signal(0.0, 2, 40), [], now=105.0).target == 8
 
 
 def test_scale_down_waits_for_the_stable_window_and_goes_to_its_largest_want():
