@@ -38,6 +38,8 @@ DRAIN_SECONDS = 60.0
 NOT_READY_WAIT = 15.0
 # The lowest pod-deletion-cost (int32): a drained worker goes before every other not-ready pod.
 DRAINED_COST = -(2**31)
+# Seconds between looks for HPAs (and KEDA's, keda-hpa-*) that target an autoscaled pool: a conflict to report.
+HPA_CHECK_SECONDS = 30.0
 
 
 @dataclasses.dataclass
@@ -79,9 +81,13 @@ class Autoscaler:
         leading: Callable[[], bool] = lambda: True,
         period: float = PERIOD_SECONDS,
         ask=workers,
+        hpas: Callable[[], dict] = dict,
     ) -> None:
         self.world, self.enqueue, self.patch_cost, self.post_event = world, enqueue, patch_cost, post_event
         self.now, self.clock, self.leading, self.period, self.ask = now, clock, leading, period, ask
+        self.hpas = hpas  # () -> {(namespace, pool): [HPA names]}: kube.hpas_on_pools
+        self._hpas: dict = {}
+        self._hpas_at = float("-inf")
         self._lock = threading.Lock()
         self._pools: dict = {}
         self.passes = 0
@@ -127,6 +133,12 @@ class Autoscaler:
     def tick(self) -> None:
         """One pass over every autoscaled pool: ask their workers at once, then decide for each."""
         t0 = self.clock()
+        if t0 - self._hpas_at >= HPA_CHECK_SECONDS:
+            self._hpas_at = t0
+            try:
+                self._hpas = self.hpas()
+            except Exception as exc:  # noqa: BLE001 - advice only: a failed look keeps the last answer
+                log.warning("autoscaler: could not list HorizontalPodAutoscalers: %s", exc)
         pools = []
         for key in self.world.pool_keys():
             pool = self.world.pool(key)
@@ -285,11 +297,17 @@ class Autoscaler:
     def _show(self, key, mem, target, reason, kind, signal, scaled=False) -> None:
         """Status changes (and the reconcile that writes it) only when the target or the kind of decision does:
         a steady load makes no writes."""
-        if mem.shown == (target, kind):
+        rivals = sorted(self._hpas.get(key, []))
+        if mem.shown == (target, kind, rivals):
             return
-        mem.shown = (target, kind)
+        if rivals and (mem.shown[2:] or [[]])[0] != rivals:
+            pool = self.world.pool(key)
+            if pool:
+                self.post_event(pool, "Warning", R.AUTOSCALE_CONFLICT, R.autoscale_conflict_message(key[0], rivals))
+        mem.shown = (target, kind, rivals)
         last = (mem.status or {}).get("lastScaleTime")
         mem.status = {
+            **({"conflict": R.autoscale_conflict_message(key[0], rivals)} if rivals else {}),
             "desired": target,
             "busy": round(signal.busy, 1),
             **({"backlog": signal.backlog} if signal.backlog is not None else {}),

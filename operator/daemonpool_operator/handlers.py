@@ -264,6 +264,7 @@ AUTOSCALER = autoscaler.Autoscaler(
     post_event=kube.post_event,
     now=kube.now,
     leading=lambda: QUEUE.started,
+    hpas=lambda: kube.hpas_on_pools(NAMESPACES),
 )
 
 

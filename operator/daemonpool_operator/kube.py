@@ -276,6 +276,21 @@ def list_labelled(kind: str, label: str, namespaces: list) -> list:
     return out
 
 
+def hpas_on_pools(namespaces: list) -> dict:
+    """{(namespace, pool): [HPA names]} of the autoscaling/v2 HPAs that target a DaemonPool (KEDA makes keda-hpa-*).
+    A 403 (a chart without the grant) is an empty answer: the check is advice, not needed to reconcile."""
+    v2 = client.AutoscalingV2Api(api())
+    calls = [((), v2.list_horizontal_pod_autoscaler_for_all_namespaces)] if not namespaces else []
+    calls += [((ns,), v2.list_namespaced_horizontal_pod_autoscaler) for ns in namespaces]
+    out: dict = {}
+    for args, fn in calls:
+        for h in (_call("listing HorizontalPodAutoscalers", fn, *args, absent=(403, 404)) or {}).get("items") or []:
+            ref = (h.get("spec") or {}).get("scaleTargetRef") or {}
+            if ref.get("kind") == model.KIND and str(ref.get("apiVersion", "")).startswith(model.GROUP + "/"):
+                out.setdefault((h["metadata"]["namespace"], ref.get("name")), []).append(h["metadata"]["name"])
+    return out
+
+
 def pool_census(namespaces: list) -> tuple:
     """(how many pools, the first one as (namespace, name, resourceVersion) or None): LISTs with limit=1,
     one per watched namespace (one in all), read from etcd (no resourceVersion: the latest)."""

@@ -110,6 +110,9 @@ class AutoscaleStatus(_Model):
     backlog: Optional[int] = Field(None, description="Queued items at the last decision; absent when not counted.")
     reason: str = Field("", description="Why the last decision, in words.")
     last_scale_time: Optional[str] = Field(None, description="When the autoscaler last changed the count (RFC 3339).")
+    conflict: Optional[str] = Field(
+        None, description="Another autoscaler (an HPA, KEDA's) that targets this pool too, and what to do about it."
+    )
 
 
 # Rules the schema alone cannot say (see model.CEL_RULES): API server (CEL) and model (_py), one message.

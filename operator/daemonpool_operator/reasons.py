@@ -38,6 +38,7 @@ WORKER_RESTARTED = "WorkerRestarted"  # a Warning Event, not a condition
 IDLE_FIRST = "IdleFirst"  # a Normal Event: which workers a scale-in removes first
 IDLE_FIRST_UNAVAILABLE = "IdleFirstUnavailable"  # a Warning Event, once per pool
 AUTOSCALED = "Autoscaled"  # a Normal Event: the autoscaler changed the worker count, and why
+AUTOSCALE_CONFLICT = "AutoscaleConflict"  # a Warning Event: an HPA (or KEDA's) also targets an autoscaled pool
 
 # reason -> (where it shows, what it means and what to do)
 CATALOG: dict[str, tuple[str, str]] = {
@@ -96,6 +97,11 @@ CATALOG: dict[str, tuple[str, str]] = {
         "a scale-in could not ask the workers (probes: exec, or a "
         "NetworkPolicy): any worker may go, busy ones included",
     ),
+    AUTOSCALE_CONFLICT: (
+        "Event, Warning; status.autoscale.conflict",
+        "a HorizontalPodAutoscaler (KEDA makes keda-hpa-NAME) also targets this autoscaled pool; what it writes "
+        "(spec.peers) is not used: delete it, or remove spec.autoscale to let it size the pool",
+    ),
     AUTOSCALED: (
         "Event, Normal",
         "spec.autoscale changed the worker count; the message says from what to what and why "
@@ -142,3 +148,11 @@ def cost_refused_message(refused: list) -> str:
 
 def counted(n: int, what: str, first_pod: str, detail: str, fix: str) -> str:
     return f"{n} worker pod(s) {what}; first {first_pod}: {detail}. {fix}"
+
+
+def autoscale_conflict_message(namespace: str, hpas: list) -> str:
+    names = ", ".join(f"{namespace}/{h}" for h in hpas)
+    return (
+        f"HorizontalPodAutoscaler {names} also targets this pool, which spec.autoscale sizes; the spec.peers it "
+        "writes is not used. Delete it (a KEDA ScaledObject: delete the ScaledObject), or remove spec.autoscale"
+    )

@@ -22,6 +22,7 @@ EXPECTED_RBAC = {
     ("deployments.apps", ("create", "get", "list", "patch", "watch")),
     ("pods", ("get", "list", "patch", "watch")),
     ("events", ("create",)),
+    ("horizontalpodautoscalers.autoscaling", ("list",)),
 }
 
 

@@ -93,7 +93,7 @@ class World:
 
 @pytest.fixture
 def rig():
-    def make(replicas, states, **autoscale):
+    def make(replicas, states, hpas=dict, **autoscale):
         w = World(replicas, list(states), **autoscale)
         fake = Workers(states)
         clock = [1000.0]
@@ -106,6 +106,7 @@ def rig():
             now=lambda: "2026-12-01T00:00:00Z",
             clock=lambda: clock[0],
             ask=fake,
+            hpas=hpas,
         )
         return a, w, fake, clock, log
 
@@ -207,3 +208,13 @@ def _spec(a):
     from daemonpool_operator import model
 
     return model.parse_pool(a.world.pool(KEY))[1]
+
+
+def test_an_hpa_that_targets_an_autoscaled_pool_is_reported_once_as_a_conflict(rig):
+    a, _, _, clock, log = rig(2, {"w1": busy(), "w2": idle()}, hpas=lambda: {KEY: ["keda-hpa-p"]})
+    for _ in range(5):
+        a.tick()
+        clock[0] += 1
+    warnings = [e for e in log["events"] if e[0] == "AutoscaleConflict"]
+    assert len(warnings) == 1 and "ns/keda-hpa-p" in warnings[0][1]
+    assert "ns/keda-hpa-p" in a.status(KEY)["conflict"]

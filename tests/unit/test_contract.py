@@ -261,3 +261,18 @@ def test_examples_run_with_a_read_only_root_filesystem(example):
     obj = yaml.safe_load((ROOT / example).read_text())
     for c in obj["spec"]["template"]["spec"]["containers"]:
         assert c["securityContext"]["readOnlyRootFilesystem"] is True, c["name"]
+
+
+@pytest.mark.parametrize("example", ["examples/pool.yaml", "examples/mailer/pool.yaml", "examples/autoscale.yaml"])
+def test_every_example_pool_is_one_the_model_accepts(example):
+    import yaml
+
+    from daemonpool_operator import model
+
+    pools = [d for d in yaml.safe_load_all((ROOT / example).read_text()) if d and d.get("kind") == "DaemonPool"]
+    assert pools
+    for obj in pools:
+        obj["metadata"].setdefault("namespace", "default")
+        model.parse_pool(obj)
+        for c in obj["spec"]["template"]["spec"]["containers"]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, c["name"]

@@ -49,6 +49,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch"]
+# HorizontalPodAutoscalers, listed every 30 s: one that targets an autoscaled pool is a conflict to report.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list"]
 # Events on the pools (Created, Scaled, InvalidSpec, WorkerRestarted, ...).
 - apiGroups: [""]
   resources: ["events"]
