@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import autoscale, desired, metrics, model, workers
+from . import autoscale, desired, metrics, model, sources, workers
 from . import reasons as R
 
 log = logging.getLogger("daemonpool.autoscaler")
@@ -56,6 +56,7 @@ class _Memory:
     history: collections.deque = dataclasses.field(default_factory=collections.deque)
     backlog: int | None = None
     backlog_at: float = float("-inf")
+    backlog_why: str = ""  # why the backlog is unknown, for the status
     drain: _Drain | None = None
     shown: tuple = ()  # (target, kind) last published
     status: dict | None = None
@@ -82,10 +83,13 @@ class Autoscaler:
         period: float = PERIOD_SECONDS,
         ask=workers,
         hpas: Callable[[], dict] = dict,
+        secret: Callable[[str, str, str], str] | None = None,
+        pg_count: Callable[[str, str], int | None] = sources.postgres_count,
     ) -> None:
         self.world, self.enqueue, self.patch_cost, self.post_event = world, enqueue, patch_cost, post_event
         self.now, self.clock, self.leading, self.period, self.ask = now, clock, leading, period, ask
         self.hpas = hpas  # () -> {(namespace, pool): [HPA names]}: kube.hpas_on_pools
+        self.secret, self.pg_count = secret, pg_count  # kube.secret_value; sources.postgres_count
         self._hpas: dict = {}
         self._hpas_at = float("-inf")
         self._lock = threading.Lock()
@@ -180,11 +184,13 @@ class Autoscaler:
         if mem.target is None:
             mem.target = current
         signal = autoscale.busy_of(list(states.values()))
-        backlog = self._backlog(a, mem, states, now)
+        backlog = self._backlog(key, a, mem, states, now)
         signal = dataclasses.replace(signal, backlog=backlog)
         while mem.history and now - mem.history[0][0] > a.stable_seconds:
             mem.history.popleft()
         decision = autoscale.decide(a, mem.target, signal, list(mem.history), now)
+        if backlog is None and mem.backlog_why:
+            decision = dataclasses.replace(decision, reason=f"{decision.reason} ({mem.backlog_why})")
         mem.history.append((now, decision.wanted))
         metrics.autoscaled(key, decision.target, signal.busy, backlog)
         if mem.drain is not None:
@@ -199,16 +205,29 @@ class Autoscaler:
         else:
             self._show(key, mem, decision.target, decision.reason, decision.kind, signal)
 
-    def _backlog(self, a, mem, states, now) -> int | None:
+    def _backlog(self, key, a, mem, states, now) -> int | None:
         if a.backlog is None:
             return None
         if a.backlog.source == "workers":
             return autoscale.workers_backlog(list(states.values()))
-        if now - mem.backlog_at >= a.backlog.period_seconds:
-            mem.backlog_at = now
+        if now - mem.backlog_at < a.backlog.period_seconds:
+            return mem.backlog
+        mem.backlog_at, mem.backlog_why = now, ""
+        if a.backlog.source == "http":
             mem.backlog = self.ask.count(a.backlog.url)
             if mem.backlog is None:
-                log.warning("autoscaler: backlog source %s did not answer one number", a.backlog.url)
+                mem.backlog_why = f"{a.backlog.url} did not answer one number"
+        else:
+            ref = a.backlog.secret_ref
+            try:
+                dsn = self.secret(key[0], ref.name, ref.key) if self.secret else None
+            except Exception as exc:  # noqa: BLE001 - kube.Rejected or an outage: said in status, asked again
+                dsn, mem.backlog_why = None, str(getattr(exc, "message", exc))[:300]
+            mem.backlog = None if dsn is None else self.pg_count(dsn, a.backlog.query)
+            if dsn is not None and mem.backlog is None:
+                mem.backlog_why = "the query failed or returned no whole number (the operator's log says why)"
+        if mem.backlog_why:
+            log.warning("pool %s/%s: backlog unknown: %s", *key, mem.backlog_why)
         return mem.backlog
 
     def _scale_in(self, key, pool, spec, have, pods, states, mem, decision, signal) -> None:

@@ -256,8 +256,7 @@ def _on_error(key, exc: BaseException) -> None:
 
 
 QUEUE = WorkQueue(reconcile, workers=WORKERS, on_error=_on_error)
-# Sizes autoscaled pools while this replica leads (its queue runs): see autoscaler.py.
-AUTOSCALER = autoscaler.Autoscaler(
+AUTOSCALER = autoscaler.Autoscaler(  # sizes autoscaled pools while this replica leads (its queue runs)
     WORLD,
     enqueue=lambda key: _enqueue(key, "autoscale"),
     patch_cost=kube.patch_pod_deletion_cost,
@@ -265,6 +264,7 @@ AUTOSCALER = autoscaler.Autoscaler(
     now=kube.now,
     leading=lambda: QUEUE.started,
     hpas=lambda: kube.hpas_on_pools(NAMESPACES),
+    secret=lambda ns, name, key: kube.secret_value(ns, name, key),
 )
 
 

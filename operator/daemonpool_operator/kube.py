@@ -8,6 +8,7 @@ package imports the kubernetes client. API errors worth retrying become
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import threading
@@ -383,38 +384,28 @@ def _leases():
 
 
 def get_lease(namespace: str, name: str) -> dict | None:
-    return _call(
-        f"reading Lease {namespace}/{name}",
-        _leases().read_namespaced_lease,
-        name,
-        namespace,
-        absent=(404,),
-        timeout=LEASE_REQUEST_TIMEOUT,
-    )
+    what, fn = f"reading Lease {namespace}/{name}", _leases().read_namespaced_lease
+    return _call(what, fn, name, namespace, absent=(404,), timeout=LEASE_REQUEST_TIMEOUT)
 
 
 def create_lease(namespace: str, body: dict) -> dict | None:
     """None when another replica created it first."""
-    return _call(
-        f"creating Lease {namespace}/{body['metadata']['name']}",
-        _leases().create_namespaced_lease,
-        namespace,
-        body,
-        absent=(409,),
-        fenced=False,
-        timeout=LEASE_REQUEST_TIMEOUT,
-    )
+    what, fn = f"creating Lease {namespace}/{body['metadata']['name']}", _leases().create_namespaced_lease
+    return _call(what, fn, namespace, body, absent=(409,), fenced=False, timeout=LEASE_REQUEST_TIMEOUT)
 
 
 def replace_lease(namespace: str, name: str, body: dict) -> dict | None:
     """Compare-and-swap on resourceVersion: None when another replica wrote it meanwhile."""
-    return _call(
-        f"renewing Lease {namespace}/{name}",
-        _leases().replace_namespaced_lease,
-        name,
-        namespace,
-        body,
-        absent=(409,),
-        fenced=False,
-        timeout=LEASE_REQUEST_TIMEOUT,
-    )
+    what, fn = f"renewing Lease {namespace}/{name}", _leases().replace_namespaced_lease
+    return _call(what, fn, name, namespace, body, absent=(409,), fenced=False, timeout=LEASE_REQUEST_TIMEOUT)
+
+
+def secret_value(namespace: str, name: str, key: str) -> str:
+    """One key of a Secret, decoded (a backlog source's DSN). Rejected(403 or 404) says why it cannot be had."""
+    what = f"reading Secret {namespace}/{name}"
+    got = _call(what, client.CoreV1Api(api()).read_namespaced_secret, name, namespace, absent=(403, 404))
+    if got is None:
+        raise Rejected(403, f"cannot read Secret {namespace}/{name}: missing, or the operator may not read it")
+    if key not in (got.get("data") or {}):
+        raise Rejected(404, f"Secret {namespace}/{name} has no key {key!r}")
+    return base64.b64decode(got["data"][key]).decode()

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
-__all__ = ["AUTOSCALE_RULES", "Autoscale", "AutoscaleStatus", "Backlog"]
+__all__ = ["AUTOSCALE_RULES", "Autoscale", "AutoscaleStatus", "Backlog", "SecretKeyRef"]
 
 
 class _Model(BaseModel):
@@ -16,12 +16,34 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class SecretKeyRef(_Model):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)] = Field(
+        description="A Secret in the pool's namespace (the operator must be allowed to read it: see the chart)."
+    )
+    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
+        description="The key whose value is the PostgreSQL connection string (libpq DSN or URI)."
+    )
+
+
 class Backlog(_Model):
-    source: Literal["workers", "http"] = Field(
+    source: Literal["workers", "http", "postgres"] = Field(
         description=(
             "Where the queued items are counted: workers (each worker's d.report_backlog(n), shown in its /state; the "
-            "largest reported counts, as every worker sees the same queue; cannot wake a pool at zero) or http (GET "
-            "url answers one number: a count the operator asks for every periodSeconds)."
+            "largest reported counts, as every worker sees the same queue; cannot wake a pool at zero), http (GET "
+            "url answers one number) or postgres (query returns one number). The operator asks http and postgres "
+            "every periodSeconds; they can wake a pool at zero."
+        ),
+    )
+    secret_ref: Optional[SecretKeyRef] = Field(
+        None,
+        description="For source postgres: where the DSN is (a key of a Secret in the pool's namespace).",
+    )
+    query: Optional[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        None,
+        description=(
+            "For source postgres: SQL returning one whole number (the first column of the first row), e.g. "
+            "SELECT count(*) FROM jobs WHERE state = 'pending'. Run in a read-only transaction with a 1 s "
+            "statement timeout."
         ),
     )
     url: Optional[Annotated[str, StringConstraints(pattern=r"^http://[^\s/]+(/\S*)?$", max_length=2048)]] = Field(
@@ -57,8 +79,8 @@ class Autoscale(_Model):
         ge=0,
         le=10000,
         description=(
-            "Fewest workers. 0 scales to zero when there is no work; only an outside backlog (source http) wakes "
-            "such a pool. Default 1."
+            "Fewest workers. 0 scales to zero when there is no work; only an outside backlog (source http or "
+            "postgres) wakes such a pool. Default 1."
         ),
     )
     max_peers: int = Field(ge=1, le=10000, description="Most workers (required: a bound on cost).")
@@ -137,16 +159,31 @@ AUTOSCALE_RULES: list[dict] = [
         ),
     },
     {
+        "rule": "!has(self.autoscale) || !has(self.autoscale.backlog) || "
+        "(self.autoscale.backlog.source == 'postgres') == (has(self.autoscale.backlog.secretRef) && "
+        "has(self.autoscale.backlog.query))",
+        "message": "spec.autoscale.backlog.secretRef and query are required for source postgres and only for it; "
+        "set both, or remove them",
+        "fieldPath": ".autoscale.backlog",
+        "reason": "FieldValueInvalid",
+        "_py": lambda s: (
+            s.autoscale is None
+            or s.autoscale.backlog is None
+            or (s.autoscale.backlog.source == "postgres")
+            == (s.autoscale.backlog.secret_ref is not None and s.autoscale.backlog.query is not None)
+        ),
+    },
+    {
         "rule": "!has(self.autoscale) || (has(self.autoscale.minPeers) && self.autoscale.minPeers > 0) || "
-        "(has(self.autoscale.backlog) && self.autoscale.backlog.source == 'http')",
-        "message": "spec.autoscale.minPeers 0 needs backlog.source http: at zero no worker can report work; "
-        "set minPeers to 1 or count the backlog over http",
+        "(has(self.autoscale.backlog) && self.autoscale.backlog.source != 'workers')",
+        "message": "spec.autoscale.minPeers 0 needs backlog.source http or postgres: at zero no worker can report "
+        "work; set minPeers to 1 or count the backlog outside the workers",
         "fieldPath": ".autoscale.minPeers",
         "reason": "FieldValueInvalid",
         "_py": lambda s: (
             s.autoscale is None
             or s.autoscale.min_peers > 0
-            or (s.autoscale.backlog is not None and s.autoscale.backlog.source == "http")
+            or (s.autoscale.backlog is not None and s.autoscale.backlog.source != "workers")
         ),
     },
     {

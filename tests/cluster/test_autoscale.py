@@ -199,3 +199,30 @@ def test_only_the_operator_may_drain_a_worker(cluster, images, ns):
     assert out == ["403", "403"], out
     s = state(worker)
     assert s["draining"] is False and s["ready"] is True
+
+    # An HPA (as KEDA makes one) on the same pool: reported as a conflict, not fought over.
+    cluster.apply(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "keda-hpa-guarded", "namespace": ns},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool", "name": name},
+                "minReplicas": 1,
+                "maxReplicas": 3,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+                    }
+                ],
+            },
+        }
+    )
+    conflict = wait(
+        lambda: (cluster.get("daemonpool", name, ns=ns).get("status") or {}).get("autoscale", {}).get("conflict"),
+        90,
+        "the HPA reported as a conflict",
+    )
+    assert f"{ns}/keda-hpa-guarded" in conflict
+    assert any(e["reason"] == "AutoscaleConflict" for e in cluster.events(ns, name))

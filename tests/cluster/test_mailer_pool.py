@@ -113,3 +113,69 @@ def test_mailer_pool_drains_500_through_scale_and_pod_deletion(cluster, operator
     assert dead == [], "no failure was injected: a dead message is a failure, not 'not lost'"
     assert stats["sent"] == n
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_the_mailer_pool_sizes_itself_on_its_outbox_from_zero(cluster, operator, images, backing):
+    """examples/mailer/pool.yaml's autoscaling (issue 24): at zero while the outbox is empty, woken by the due mail
+    the operator counts in PostgreSQL (the DSN from the pool's Secret, read where the chart allows it), back to
+    zero once it is sent; nothing lost, nothing sent twice."""
+    import yaml
+
+    from conftest import install_operator
+
+    pg, smtp = backing
+    ns = cluster.namespace("mailer-auto", labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    install_operator(cluster, images, "--set", f"autoscale.secretNamespaces={{{ns}}}")
+    pool = yaml.safe_load((ROOT / "examples" / "mailer" / "pool.yaml").read_text())
+    pool["metadata"]["namespace"] = ns
+    spec = pool["spec"]
+    spec["timeoutSeconds"], spec["gracePeriodSeconds"] = 6, 20
+    spec["autoscale"].update(idleSeconds=3, stableSeconds=10, maxPeers=3)
+    spec["autoscale"]["backlog"].update(itemsPerWorker=50, periodSeconds=1)
+    c = spec["template"]["spec"]["containers"][0]
+    c["image"] = images["mailer"]
+    c["env"] = [
+        {"name": "MAILER_SMTP", "value": f"{cluster.host_ip}:{smtp.port}"},
+        {"name": "MAILER_RATE", "value": "50/s"},
+        {"name": "MAILER_BATCH", "value": "5"},
+    ]
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "mailer", "namespace": ns},
+            "stringData": {"MAILER_DSN": pg.dsn(cluster.host_ip)},
+        }
+    )
+    n = 150
+    with psycopg.connect(pg.dsn(), autocommit=True) as db:
+        outbox.migrate(db)
+        db.execute("TRUNCATE mailer_outbox RESTART IDENTITY")
+        cluster.apply(pool)
+        wait(
+            lambda: (
+                (cluster.get("deployment", "mailer", ns=ns, check=False) or {}).get("spec", {}).get("replicas") == 0
+            ),
+            60,
+            "the pool at zero",
+        )
+        t0 = time.monotonic()
+        outbox.enqueue_many(db, [(f"auto{i}@example.com", f"Order {i}", "Thanks.") for i in range(n)])
+        woke = wait(
+            lambda: (
+                (cluster.get("deployment", "mailer", ns=ns)["spec"].get("replicas") or 0) > 0 and time.monotonic() - t0
+            ),
+            30,
+            "woken by the outbox",
+        )
+        wait(lambda: outbox.stats(db)["sent"] == n, 240, f"{n} mails sent")
+        drained = time.monotonic() - t0
+        wait(lambda: cluster.get("deployment", "mailer", ns=ns)["spec"].get("replicas") == 0, 120, "back to zero")
+    ids = smtp.ids()
+    record("mailer_autoscaled", {"messages": n, "woken_s": round(woke, 1), "drained_s": round(drained, 1)})
+    assert len(set(ids)) == n, "a mail was lost"
+    assert len(ids) == n, "a mail was sent twice"
+    status = cluster.get("daemonpool", "mailer", ns=ns)["status"]["autoscale"]
+    assert status["desired"] == 0 and "backlog 0" in status["reason"]
+    install_operator(cluster, images)  # the chart's values as every other test expects them
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")

@@ -435,3 +435,40 @@ def test_a_database_error_that_is_not_an_outage_turns_readiness_off_and_is_retri
     finally:
         db.execute("ALTER TABLE IF EXISTS mailer_outbox_away RENAME TO mailer_outbox")
         pool.stop()
+
+
+def _commits(conn) -> int:
+    """Transactions committed in the outbox's database so far (every autocommit statement is one)."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    return conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+
+
+def test_idle_workers_wait_on_notify_not_on_the_database_and_wake_at_once(tmp_path, pg, db, smtp):
+    """Issue 24: an idle pool polled every second ("you could really peg your database"); now idle workers LISTEN
+    and look only every MAILER_IDLE_POLL_SECONDS, and enqueue()'s NOTIFY wakes one at once."""
+    pool = Pool(tmp_path, pg, smtp, MAILER_RATE="100/s", DAEMONPOOL_MAX_PEERS=5, MAILER_IDLE_POLL_SECONDS=10)
+    try:
+        for _ in range(5):
+            pool.start()
+        time.sleep(4)  # started, migrated, listening
+        before, t0 = _commits(db), time.monotonic()
+        time.sleep(30)
+        time.sleep(1.5)  # the statistics of the last statements reach pg_stat_database within a second
+        idle = (_commits(db) - before - 1) * 60 / (time.monotonic() - t0 - 1.5)
+        latencies = []
+        for i in range(5):
+            t = time.monotonic()
+            outbox.enqueue(db, f"now{i}@example.com", "wake up", "at once")
+            deadline = t + 10
+            while len(smtp.received) <= i and time.monotonic() < deadline:
+                time.sleep(0.01)
+            latencies.append(time.monotonic() - t)
+            time.sleep(2)
+    finally:
+        pool.stop()
+    record("mailer_idle_queries_per_minute_5_workers", round(idle))
+    record("mailer_enqueue_to_send_s", [round(x, 3) for x in latencies])
+    # Each look is two statements (dead-marking, then the claim); in 30 s a worker looks 3 or 4 times: 5 workers
+    # x 4 x 2 = 40 per 30 s, 80 a minute, plus this test's few; polling every second made it 600.
+    assert idle <= 100, f"{idle:.0f} statements per idle minute"
+    assert max(latencies) < 1.0, f"enqueue to send took {latencies}: woken by NOTIFY, not by the next look"

@@ -93,7 +93,7 @@ class World:
 
 @pytest.fixture
 def rig():
-    def make(replicas, states, hpas=dict, **autoscale):
+    def make(replicas, states, hpas=dict, secret=None, pg_count=None, **autoscale):
         w = World(replicas, list(states), **autoscale)
         fake = Workers(states)
         clock = [1000.0]
@@ -107,6 +107,8 @@ def rig():
             clock=lambda: clock[0],
             ask=fake,
             hpas=hpas,
+            secret=secret,
+            pg_count=pg_count or (lambda dsn, query: None),
         )
         return a, w, fake, clock, log
 
@@ -218,3 +220,40 @@ def test_an_hpa_that_targets_an_autoscaled_pool_is_reported_once_as_a_conflict(r
     warnings = [e for e in log["events"] if e[0] == "AutoscaleConflict"]
     assert len(warnings) == 1 and "ns/keda-hpa-p" in warnings[0][1]
     assert "ns/keda-hpa-p" in a.status(KEY)["conflict"]
+
+
+def test_a_pool_at_zero_wakes_on_its_postgres_backlog_read_with_the_dsn_of_its_secret(rig):
+    asked = []
+
+    def secret(ns, name, key):
+        asked.append((ns, name, key))
+        return "postgresql://mailer@db/outbox"
+
+    counts = iter([0, 25])
+    backlog = {
+        "source": "postgres",
+        "secretRef": {"name": "outbox-db", "key": "dsn"},
+        "query": "SELECT count(*) FROM mailer_outbox WHERE state = 'pending'",
+        "itemsPerWorker": 10,
+    }
+    a, _, _, clock, log = rig(
+        0, {}, minPeers=0, backlog=backlog, secret=secret, pg_count=lambda dsn, query: next(counts)
+    )
+    a.tick()
+    assert a.replicas(KEY, _spec(a), None) == 0
+    clock[0] += 5
+    a.tick()
+    assert a.replicas(KEY, _spec(a), None) == 3  # ceil(25 / 10)
+    assert asked == [("ns", "outbox-db", "dsn")] * 2
+
+
+def test_a_secret_the_operator_may_not_read_is_said_in_the_status(rig):
+    from daemonpool_operator import kube
+
+    def secret(ns, name, key):
+        raise kube.Rejected(403, f"cannot read Secret {ns}/{name}: missing, or the operator may not read it")
+
+    backlog = {"source": "postgres", "secretRef": {"name": "db", "key": "dsn"}, "query": "SELECT 1"}
+    a, _, _, clock, log = rig(1, {"w1": idle()}, backlog=backlog, secret=secret)
+    a.tick()
+    assert "cannot read Secret ns/db" in a.status(KEY)["reason"]

@@ -276,3 +276,15 @@ def test_every_example_pool_is_one_the_model_accepts(example):
         model.parse_pool(obj)
         for c in obj["spec"]["template"]["spec"]["containers"]:
             assert c["securityContext"]["readOnlyRootFilesystem"] is True, c["name"]
+
+
+def test_the_mailer_pools_backlog_query_is_the_outbox_own():
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "examples" / "mailer"))
+    from mailer import outbox
+
+    pool = yaml.safe_load((ROOT / "examples" / "mailer" / "pool.yaml").read_text())
+    assert pool["spec"]["autoscale"]["backlog"]["query"] == outbox.BACKLOG_SQL

@@ -75,7 +75,7 @@ class Config:
     backoff_max: float
     smtp_timeout: float
     domain: str
-    poll_seconds: float
+    idle_poll_seconds: float
     max_claims: int
     send_deadline: float
     statement_timeout: float
@@ -106,8 +106,15 @@ class Config:
             smtp_timeout=_number("MAILER_SMTP_TIMEOUT", min(10.0, timeout), minimum=0.1),
             # Right side of every Message-ID: <outbox-ID@DOMAIN>.
             domain=env.get("MAILER_DOMAIN", "mailer.daemonpool.dev"),
-            # How long an idle worker waits before looking for new mail.
-            poll_seconds=_number("MAILER_POLL_SECONDS", 1.0, minimum=0.01),
+            # An idle worker wakes on enqueue()'s NOTIFY at once; it also looks this often, for retries that
+            # fell due and messages whose worker died (no notification says so). MAILER_POLL_SECONDS, its
+            # name before LISTEN/NOTIFY, still works.
+            idle_poll_seconds=_number(
+                "MAILER_IDLE_POLL_SECONDS",
+                _number("MAILER_POLL_SECONDS", 10.0, minimum=0.01),
+                minimum=0.01,
+                maximum=3600,
+            ),
             # Claims without an outcome (the worker died while sending, e.g. this message crashes it): then
             # the message is dead, "worker died while sending", instead of killing every worker in turn.
             max_claims=int(_number("MAILER_MAX_CLAIMS", 5, int, 1, 1000)),

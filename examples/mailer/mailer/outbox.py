@@ -40,6 +40,13 @@ INSERT INTO mailer_throttle VALUES (1, now()) ON CONFLICT (id) DO NOTHING;
 ]
 # Any constant: serializes migrations of workers starting together.
 MIGRATION_LOCK = 0x6D61696C
+# The channel enqueue() notifies: idle workers LISTEN on it and wake at once instead of polling.
+CHANNEL = "mailer_outbox"
+# What is due now: the autoscaler's backlog (spec.autoscale.backlog.query in examples/mailer/pool.yaml).
+BACKLOG_SQL = (
+    "SELECT count(*) FROM mailer_outbox WHERE (state = 'pending' AND next_attempt_at <= now())"
+    " OR (state = 'sending' AND lease_until < now())"
+)
 
 
 @dataclass
@@ -71,6 +78,7 @@ def enqueue(conn, to: str, subject: str, body: str, sender: str | None = None) -
         "INSERT INTO mailer_outbox (recipient, sender, subject, body) VALUES (%s, %s, %s, %s) RETURNING id",
         (to, sender, subject, body),
     ).fetchone()
+    conn.execute(f"NOTIFY {CHANNEL}")  # delivered at commit: a worker never wakes before the row is visible
     return row[0]
 
 
@@ -79,7 +87,13 @@ def enqueue_many(conn, messages) -> int:
     rows = list(messages)
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany("INSERT INTO mailer_outbox (recipient, subject, body) VALUES (%s, %s, %s)", rows)
+        cur.execute(f"NOTIFY {CHANNEL}")
     return len(rows)
+
+
+def backlog(conn) -> int:
+    """Messages due now (pending and due, or leased by a worker that died)."""
+    return conn.execute(BACKLOG_SQL).fetchone()[0]
 
 
 def claim(conn, owner: str, batch: int, lease_seconds: float, max_claims: int = 5) -> list:

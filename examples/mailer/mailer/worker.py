@@ -47,6 +47,7 @@ class Mailer:
         self.outage = 0  # consecutive failed connection attempts, for backoff
         self.down = False  # a database error turned readiness off
         self.counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0}
+        self.retry_at = float("inf")  # monotonic: the earliest retry this worker scheduled (no NOTIFY says so)
 
     def _backoff(self) -> float:
         self.outage += 1
@@ -66,6 +67,7 @@ class Mailer:
                 options=f"-c statement_timeout={int(self.cfg.statement_timeout * 1000)}",
             )
             outbox.migrate(self.db)
+            self.db.execute(f"LISTEN {outbox.CHANNEL}")  # enqueue() wakes us; a new connection listens again
             return True
         except psycopg.Error as exc:
             log.warning("PostgreSQL unreachable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
@@ -179,6 +181,7 @@ class Mailer:
             0.5, 1.0
         )
         outbox.mark_retry(self.db, m.id, self.owner, error, delay)
+        self.retry_at = min(self.retry_at, time.monotonic() + delay)
         return "retry"
 
     def wait_for_slot(self) -> bool:
@@ -244,10 +247,29 @@ class Mailer:
             self.d.stop()
         return 0
 
+    def wait_for_mail(self) -> bool:
+        """Idle: wait for enqueue()'s NOTIFY, at most idle_poll_seconds, beating; False once a stop is asked for.
+        One query per idle_poll_seconds instead of one per poll_seconds: an idle pool no longer pegs the database."""
+        deadline = min(time.monotonic() + self.cfg.idle_poll_seconds, self.retry_at)
+        self.retry_at = float("inf")
+        while self.d.heartbeat():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if any(True for _ in self.db.notifies(timeout=min(left, self.d.beat_interval, 0.5), stop_after=1)):
+                return self.d.heartbeat()
+        return False
+
     def drain_once(self) -> bool:
         batch = outbox.claim(self.db, self.owner, self.cfg.batch, self.cfg.lease_seconds, self.cfg.max_claims)
         if not batch:
-            return self.d.sleep(self.cfg.poll_seconds)
+            return self.wait_for_mail()
+        # Claimed messages are items in flight: no drain is accepted until the batch is done, and one accepted
+        # in the instant since the claim ends here (the operator then sees the worker busy and keeps it).
+        with self.d.busy():
+            return self._send_batch(batch)
+
+    def _send_batch(self, batch: list) -> bool:
         left = [m.id for m in batch]
         slot = False  # a throttle slot taken but not yet used
         try:
@@ -264,8 +286,7 @@ class Mailer:
                     self.counts["skipped"] += 1
                     continue
                 slot = False
-                with self.d.busy():
-                    outcome = self.deliver(m)
+                outcome = self.deliver(m)
                 self.counts[outcome] += 1
                 if self.smtp is None and not self.ensure_smtp():
                     break
