@@ -48,6 +48,7 @@ class _Drain:
     free: int  # not-ready, not-busy pods the ReplicaSet removes first anyway
     since: float
     target: int  # the target this scale-in was for
+    reason: str = ""  # the decision's why, said again when the workers go
 
 
 @dataclasses.dataclass
@@ -257,7 +258,7 @@ class Autoscaler:
             return
         if drained:
             log.info("pool %s/%s: drained %s for a scale-in to %d", *key, ", ".join(sorted(drained)), decision.target)
-            mem.drain = _Drain(drained, len(free), self.clock(), decision.target)
+            mem.drain = _Drain(drained, len(free), self.clock(), decision.target, decision.reason)
             self._show(
                 key, mem, mem.target, f"{decision.reason}; draining {len(drained)} idle worker(s)", "drain", signal
             )
@@ -294,6 +295,7 @@ class Autoscaler:
             self._show(key, mem, mem.target, "the drained workers took items again; kept", "drain-undone", signal)
             return
         why = f"removing {len(kept)} drained idle worker(s)" + (f" and {d.free} not ready" if d.free else "")
+        why = f"{d.reason}; {why}" if d.reason else why
         self._set(key, pool, mem, mem.target - n, why, "down", signal)
 
     def _abandon(self, key, spec, have, mem, why: str) -> None:

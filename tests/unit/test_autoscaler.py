@@ -149,7 +149,8 @@ def test_a_scale_in_drains_idle_workers_waits_for_not_ready_then_removes_only_th
     assert sorted(log["costs"]) == [("w2", autoscaler.DRAINED_COST), ("w3", autoscaler.DRAINED_COST)]
     assert a.replicas(KEY, _spec(a), None) == 2
     assert "w1" not in fake.drained
-    assert any(e[1].startswith("4 -> 2 workers") for e in log["events"])
+    down = [e[1] for e in log["events"] if e[1].startswith("4 -> 2 workers")]
+    assert down and "busy 1.0 (target 0.8) asks 2" in down[0], "the event says why, not only what"
 
 
 def test_a_victim_that_took_an_item_meanwhile_is_kept_and_undrained(rig):
