@@ -7,7 +7,7 @@
   GET  /backlog                 the number of items queued (a backlog source: spec.autoscale.backlog.url)
   GET  /stats                   JSON: queued, in flight, done, items done twice, stops while busy, per item times
 
-Standard library only; one process, state in memory (a test's queue, not a durable one). QUEUE_PORT (8080).
+Standard library only; one process, state in memory (a test's queue, not a durable one). QUEUE_SERVER_PORT (8080; not QUEUE_PORT, which Kubernetes sets for a Service named queue).
 """
 
 import json
@@ -93,7 +93,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    port = int(os.environ.get("QUEUE_PORT", "8080"))
+    port = int(os.environ.get("QUEUE_SERVER_PORT", "8080"))
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     print(f"queue server on port {port}", flush=True)
     server.serve_forever()
