@@ -2,12 +2,14 @@
 one run on one cluster; then what asking every worker once a second costs the operator at size.
 
     python bench/autoscale.py [--phases workload,signal] [--workers 100,1000] [--operator in-cluster|dev]
+                              [--bursts 4] [--manual-steps 25,35,50]
 
 workload: two queue servers (examples/worker/queue_server.py) and two pools of the example worker on the real
     node, each draining its own queue of the same items (heavy-tailed: 80 % of 0.5-1.5 s, 20 % of 5-12 s) put in
-    the same bursts (four bursts of 40, then a trickle). (a) autoscales (minPeers 0, maxPeers 6, the queue's
+    the same bursts (--bursts of 40, a minute apart, then a trickle). (a) autoscales (minPeers 0, maxPeers 6, the queue's
     length as an http backlog, 3 items per worker); (b) the baseline, sized by hand as people do with
-    `kubectl scale`: 6 at each burst, then 6 -> 4 -> 2 -> 1 every 25 s (the operator's idle-first pass runs).
+    `kubectl scale`: 6 at each burst, then 6 -> 4 -> 2 -> 1 at --manual-steps seconds after it (default 25, 35,
+    50: once the burst is mostly done; 8,14,20 scales in while it still runs). The idle-first pass runs.
     Per system: seconds from a burst to the first decision, to the first new worker Ready and to the queue
     drained; worker-seconds; p50/p95 queue wait; workers that got SIGTERM mid-item; items run twice; replica
     changes and scale-ins.
@@ -44,9 +46,7 @@ from localcluster import fakenodes, images  # noqa: E402
 from worker_runtime.httpserver import BoundedServer, response  # noqa: E402
 
 IMAGE = "daemonpool/example-worker:dev"
-BURSTS = [0, 60, 120, 180]  # seconds after the start: 40 items each
-TRICKLE = (240, 280, 2.0)  # one item every 2 s from 240 s to 280 s
-END = 360
+BURST_EVERY = 60  # seconds between bursts of 40 items; then a trickle of one item every 2 s for 40 s
 MAX = 6
 
 
@@ -182,7 +182,10 @@ def summarize(name, watch, st, bursts_at):
     return out
 
 
-def workload(api):
+def workload(api, bursts: int = 4, steps: tuple = (25, 35, 50)):
+    bursts_at = [BURST_EVERY * i for i in range(bursts)]
+    trickle = (BURST_EVERY * bursts, BURST_EVERY * bursts + 40, 2.0)
+    end = trickle[1] + 80
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     ns = f"bench-autoscale-{uuid.uuid4().hex[:4]}"
     core.create_namespace({"metadata": {"name": ns}})
@@ -209,16 +212,16 @@ def workload(api):
         watches = [Watch(apps, core, ns, n, t0) for n in ("auto", "manual")]
         for w in watches:
             w.start()
-        schedule = [(b, items(40, rnd)) for b in BURSTS]
-        t = TRICKLE[0]
-        while t < TRICKLE[1]:
+        schedule = [(b, items(40, rnd)) for b in bursts_at]
+        t = trickle[0]
+        while t < trickle[1]:
             schedule.append((t, items(5, rnd)[:1]))
-            t += TRICKLE[2]
+            t += trickle[2]
         # the hand-sizing of (b): 6 at each burst, then 6 -> 4 -> 2 -> 1 every 25 s; 2 for the trickle
         manual = []
-        for b in BURSTS:
-            manual += [(b, 6), (b + 25, 4), (b + 35, 2), (b + 50, 1)]
-        manual += [(TRICKLE[0], 2), (TRICKLE[1] + 25, 1)]
+        for b in bursts_at:
+            manual += [(b, 6), (b + steps[0], 4), (b + steps[1], 2), (b + steps[2], 1)]
+        manual += [(trickle[0], 2), (trickle[1] + 25, 1)]
         events = sorted([(t, "put", x) for t, x in schedule] + [(t, "scale", n) for t, n in manual], key=lambda e: e[0])
         for when, what, arg in events:
             time.sleep(max(0.0, when - (time.monotonic() - t0)))
@@ -228,14 +231,14 @@ def workload(api):
                 post(url_b, body)
             else:
                 kubectl("scale", "dp", "manual", f"--replicas={arg}", "-n", ns)
-        time.sleep(max(0.0, END - (time.monotonic() - t0)))
+        time.sleep(max(0.0, end - (time.monotonic() - t0)))
         for w in watches:
             w.stopped = True
         out = []
         for name, url, w in (("daemonpool autoscale", url_a, watches[0]), ("kubectl scale by hand", url_b, watches[1])):
             st = stats(url)
             st["t0"] = wall0
-            out.append(summarize(name, w, st, BURSTS))
+            out.append(summarize(name, w, st, bursts_at))
         return out
     finally:
         kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -322,6 +325,12 @@ def main(argv=None) -> int:
     p.add_argument("--phases", default="workload,signal", help="workload, signal or both (default)")
     p.add_argument("--workers", default="100,1000", help="signal phase sizes, in workers (default 100,1000)")
     p.add_argument("--operator", choices=("in-cluster", "dev"), default="in-cluster")
+    p.add_argument("--bursts", type=int, default=4, help="bursts of 40 items, a minute apart (default 4)")
+    p.add_argument(
+        "--manual-steps",
+        default="25,35,50",
+        help="seconds after each burst when the hand-sized pool goes to 4, 2, 1 (default 25,35,50)",
+    )
     args = p.parse_args(argv)
     phases = set(args.phases.split(","))
     local.up()
@@ -338,8 +347,10 @@ def main(argv=None) -> int:
         sampler = Sampler(op)
         sampler.start()
         if "workload" in phases:
-            say("workload: four bursts of 40 items and a trickle, autoscaled pool and hand-sized pool side by side")
-            result["workload"] = workload(api)
+            steps = tuple(int(x) for x in args.manual_steps.split(","))
+            say(f"workload: {args.bursts} bursts of 40 items and a trickle; by hand: 4, 2, 1 at {steps} s after each")
+            result["workload"] = workload(api, args.bursts, steps)
+            result["workload_config"] = {"bursts": args.bursts, "manual_steps": steps}
         if "signal" in phases:
             fakenodes.add(max(2, max(int(n) for n in args.workers.split(",")) // 100 + 1))
             result["signal"] = []
