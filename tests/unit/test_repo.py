@@ -52,3 +52,12 @@ def test_crd_command_checks_every_copy(tmp_path):
     stale.write_text("old")
     assert crd.main(["--check", str(stale)]) == 1
     assert crd.main(["--check"]) == 0, "crds/ and the chart's copy are current"
+
+
+def test_test_modules_have_unique_names_across_tiers():
+    """The tiers share one rootdir and no packages: two test_x.py in two tiers stop the whole run at collection
+    ("import file mismatch"), as tests/cluster/test_autoscale.py beside tests/unit/test_autoscale.py did."""
+    names: dict = {}
+    for p in (ROOT / "tests").rglob("test_*.py"):
+        names.setdefault(p.name, []).append(str(p.relative_to(ROOT)))
+    assert {n: ps for n, ps in names.items() if len(ps) > 1} == {}
