@@ -254,6 +254,10 @@ class Autoscaler:
             drained = {n: ips[n] for n, s in answers.items() if s and s.get("draining")}
         if not drained and not free:
             why = f"{decision.reason}; no worker idle for {a.idle_seconds}s yet (busy workers are never removed)"
+            if pods and not any(states.values()):
+                why = (
+                    f"{decision.reason}; no worker answered /state on port {spec.port} (a NetworkPolicy?): none removed"
+                )
             self._show(key, mem, mem.target, why, "idle-wait", signal)
             return
         if drained:

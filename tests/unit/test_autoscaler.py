@@ -258,3 +258,10 @@ def test_a_secret_the_operator_may_not_read_is_said_in_the_status(rig):
     a, _, _, clock, log = rig(1, {"w1": idle()}, backlog=backlog, secret=secret)
     a.tick()
     assert "cannot read Secret ns/db" in a.status(KEY)["reason"]
+
+
+def test_workers_that_cannot_be_asked_are_never_removed_and_the_status_says_why(rig):
+    a, _, fake, clock, log = rig(3, {"w1": None, "w2": None, "w3": None})
+    a.tick()
+    assert fake.drained == [] and a.replicas(KEY, _spec(a), None) == 3
+    assert "no worker answered /state on port 9309" in a.status(KEY)["reason"]
