@@ -5,7 +5,8 @@
   POST /done?id=ID&worker=NAME&stopped_busy=0|1
                                 an item finished; stopped_busy=1: a stop (SIGTERM) reached the worker mid-item
   GET  /backlog                 the number of items queued (a backlog source: spec.autoscale.backlog.url)
-  GET  /stats                   JSON: queued, in flight, done, items done twice, stops while busy, per item times
+  GET  /stats                   JSON: queued, in flight (and by whom), done, items done twice, stops while busy,
+                                per item times
 
 Standard library only; one process, state in memory (a test's queue, not a durable one). QUEUE_SERVER_PORT (8080; not QUEUE_PORT, which Kubernetes sets for a Service named queue).
 """
@@ -47,6 +48,7 @@ class Handler(BaseHTTPRequestHandler):
                 stats = {
                     "queued": len(QUEUED),
                     "inflight": len(TAKEN),
+                    "inflight_by": sorted(w for w, _, _, _ in TAKEN.values()),
                     "done": len(DONE),
                     "done_twice": TWICE,
                     "stopped_busy": STOPPED_BUSY,

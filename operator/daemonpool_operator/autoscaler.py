@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import autoscale, desired, metrics, model, sources, workers
+from . import autoscale, desired, metrics, model, scalein, sources, workers
 from . import reasons as R
 
 log = logging.getLogger("daemonpool.autoscaler")
@@ -60,6 +60,7 @@ class _Memory:
     backlog_why: str = ""  # why the backlog is unknown, for the status
     drain: _Drain | None = None
     shown: tuple = ()  # (target, kind) last published
+    costs: dict = dataclasses.field(default_factory=dict)  # pod -> cost last patched (before the watch says so)
     status: dict | None = None
 
 
@@ -177,10 +178,30 @@ class Autoscaler:
         metrics.AUTOSCALE_PASS_SECONDS.observe(self.clock() - t0)
 
     # -- one pool ----------------------------------------------------------------------------
+    def _rollout_costs(self, key, mem, pods, states) -> None:
+        """During a rollout, idle old workers go before busy ones: the old ReplicaSet's pods get idle-first costs
+        (only those that change, on scalein's doubling scale). The newest pod's hash is the new ReplicaSet's."""
+        hashed = [p for p in pods if (p["metadata"].get("labels") or {}).get("pod-template-hash")]
+        if len({p["metadata"]["labels"]["pod-template-hash"] for p in hashed}) < 2:
+            mem.costs.clear()
+            return
+        newest = max(hashed, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        new_hash = newest["metadata"]["labels"]["pod-template-hash"]
+        old = [p for p in hashed if p["metadata"]["labels"]["pod-template-hash"] != new_hash]
+        for name, cost in scalein.plan_costs(old, states).items():
+            if mem.costs.get(name) == cost:
+                continue  # patched already; the pod's watch event has not come back yet
+            mem.costs[name] = cost
+            try:
+                self.patch_cost(key[0], name, cost)
+            except Exception as exc:  # noqa: BLE001 - a preference: the rollout goes on without it
+                log.warning("pool %s/%s: could not set the deletion cost of %s: %s", *key, name, exc)
+
     def _decide(self, key, pool, spec, have, pods, states) -> None:
         a, now = spec.autoscale, self.clock()
         with self._lock:
             mem = self._pools.setdefault(key, _Memory())
+        self._rollout_costs(key, mem, pods, states)
         current = int((have.get("spec") or {}).get("replicas") or 0)
         if mem.target is None:
             mem.target = current

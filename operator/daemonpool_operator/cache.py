@@ -125,6 +125,10 @@ def summarize_pod(pod: dict) -> dict:
     """The pod as status.py sees it: name, deletion, scheduling, container states. Nothing else."""
     meta, st = pod.get("metadata") or {}, pod.get("status") or {}
     out: dict = {"metadata": {"name": meta.get("name")}, "status": {}}
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if template_hash:  # which ReplicaSet: old or new during a rollout (the autoscaler's idle-first rollouts)
+        out["metadata"]["labels"] = {"pod-template-hash": template_hash}
+        out["metadata"]["creationTimestamp"] = meta.get("creationTimestamp") or ""
     if meta.get("deletionTimestamp"):
         out["metadata"]["deletionTimestamp"] = meta["deletionTimestamp"]
     cost = (meta.get("annotations") or {}).get(DELETION_COST)

@@ -38,13 +38,13 @@ RESTRICTED = {
 }
 
 
-def start_queue(cluster, ns, image) -> str:
+def start_queue(cluster, ns, image, pod_name="queue") -> str:
     """The queue server as a pod; returns its base URL (the pod's IP: the operator's dnsPolicy is Default)."""
     cluster.apply(
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "queue", "namespace": ns, "labels": {"app": "queue"}},
+            "metadata": {"name": pod_name, "namespace": ns, "labels": {"app": "queue"}},
             "spec": {
                 "containers": [
                     {
@@ -63,7 +63,7 @@ def start_queue(cluster, ns, image) -> str:
     )
     pod = wait(
         lambda: (
-            (p := cluster.get("pod", "queue", ns=ns))
+            (p := cluster.get("pod", pod_name, ns=ns))
             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
             and p
         ),
@@ -226,3 +226,52 @@ def test_only_the_operator_may_drain_a_worker(cluster, images, ns):
     )
     assert f"{ns}/keda-hpa-guarded" in conflict
     assert any(e["reason"] == "AutoscaleConflict" for e in cluster.events(ns, name))
+
+
+def _roll(cluster, ns, name, pods, sel) -> list:
+    """Change the pool's template and return its old workers in the order they went."""
+    gone: list = []
+    pool = cluster.get("daemonpool", name, ns=ns)
+    env = pool["spec"]["template"]["spec"]["containers"][0]["env"] + [{"name": "ROLLOUT", "value": "1"}]
+    patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/env", "value": env}]
+    cluster.kubectl("patch", "dp", name, "-n", ns, "--type=json", "-p", json.dumps(patch))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 240 and len(gone) < len(pods):
+        now = {p["metadata"]["name"]: p for p in cluster.get("pods", "-l", sel, ns=ns)["items"]}
+        for n in sorted(pods):
+            if n not in gone and (n not in now or now[n]["metadata"].get("deletionTimestamp")):
+                gone.append(n)
+        time.sleep(0.5)
+    return gone
+
+
+def test_a_rollout_of_an_autoscaled_pool_removes_idle_old_workers_before_busy_ones(cluster, images, ns):
+    """Issue 24, item 5: during a template change the old ReplicaSet's idle workers go first (the autoscaler sets
+    their deletion cost), and the busy ones finish their item (grace 60 s, items 40 s): nothing interrupted. The
+    same on a pool that does not autoscale is recorded beside it (the ReplicaSet's own order)."""
+    out = {}
+    for name, autoscale in (("rolled", {"minPeers": 4, "maxPeers": 4}), ("plain", None)):
+        url = start_queue(cluster, ns, images["example-worker"], f"queue-{name}")
+        body = autoscaled_pool(name, ns, images["example-worker"], url, **(autoscale or {}))
+        if autoscale is None:
+            del body["spec"]["autoscale"]
+            body["spec"]["peers"] = 4
+        cluster.apply(body)
+        sel = f"daemonpool.dev/pool={name}"
+        pods = wait(
+            lambda sel=sel: (
+                (p := live_pods(cluster, ns, sel)) and len(p) == 4 and all(state(x) for x in p.values()) and p
+            ),
+            180,
+            "4 workers answering",
+        )
+        q(url, "/put?items=40,40", "POST")
+        busy = wait(lambda url=url: (s := q(url, "/stats"))["inflight"] == 2 and s["inflight_by"], 30, "2 workers busy")
+        idle = sorted(set(pods) - set(busy))
+        time.sleep(3)  # a pass or two of the autoscaler: nothing to do yet (no rollout)
+        order = _roll(cluster, ns, name, pods, sel)
+        stats = wait(lambda url=url: (s := q(url, "/stats"))["done"] == 2 and s, 120, "both long items done")
+        out[name] = {"order": order, "idle": idle, "busy": busy, "idle_went_first": sorted(order[:2]) == idle}
+        assert stats["done_twice"] == [] and stats["inflight"] == 0, f"{name}: an item was interrupted by the rollout"
+    record("rollout_removal_order", out)
+    assert out["rolled"]["idle_went_first"], f"old workers removed in the order {out['rolled']}"

@@ -74,16 +74,22 @@ class World:
         for i, name in enumerate(names):
             self.set_pod(name, ready=True, ip=f"10.0.0.{i + 1}")
 
-    def set_pod(self, name, ready, ip="10.0.0.9"):
+    def set_pod(self, name, ready, ip="10.0.0.9", template_hash="abc12", created="2026-12-01T00:00:00Z"):
         self.world.set_pod(
             {
                 "metadata": {
                     "name": name,
                     "namespace": "ns",
-                    "labels": {"daemonpool.dev/pool": "p", "pod-template-hash": "abc12"},
+                    "labels": {"daemonpool.dev/pool": "p", "pod-template-hash": template_hash},
                     "ownerReferences": [
-                        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "p-abc12", "controller": True}
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "ReplicaSet",
+                            "name": f"p-{template_hash}",
+                            "controller": True,
+                        }
                     ],
+                    "creationTimestamp": created,
                     "resourceVersion": "3",
                 },
                 "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
@@ -265,3 +271,15 @@ def test_workers_that_cannot_be_asked_are_never_removed_and_the_status_says_why(
     a.tick()
     assert fake.drained == [] and a.replicas(KEY, _spec(a), None) == 3
     assert "no worker answered /state on port 9309" in a.status(KEY)["reason"]
+
+
+def test_during_a_rollout_idle_old_workers_get_the_low_costs_and_busy_old_ones_the_high(rig):
+    states = {"old1": busy(), "old2": idle(100), "old3": idle(1), "new1": idle(0.5)}
+    a, w, fake, clock, log = rig(3, states, minPeers=3)
+    w.set_pod("new1", ready=True, template_hash="def34", created="2026-12-01T00:05:00Z")
+    a.tick()
+    costs = dict(log["costs"])
+    # scalein.cost on the old ReplicaSet's pods only: idle -(1 + bucket(seconds)), busy 1,000,000 + bucket
+    assert costs == {"old1": 1_000_002, "old2": -7, "old3": -2}
+    a.tick()
+    assert len(log["costs"]) == 3, "costs that did not change are not patched again"
