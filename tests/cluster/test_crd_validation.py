@@ -82,4 +82,4 @@ def test_printer_columns(cluster, crd_ns, images):
     }
     cluster.apply(obj)
     header = cluster.kubectl("get", "dp", "-n", crd_ns).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PEERS", "READY", "TIMEOUT", "STATUS", "AGE"]
+    assert header == ["NAME", "PEERS", "DESIRED", "READY", "TIMEOUT", "STATUS", "AGE"]
