@@ -228,9 +228,11 @@ def test_only_the_operator_may_drain_a_worker(cluster, images, ns):
     assert any(e["reason"] == "AutoscaleConflict" for e in cluster.events(ns, name))
 
 
-def _roll(cluster, ns, name, pods, sel) -> list:
-    """Change the pool's template and return its old workers in the order they went."""
+def _roll(cluster, ns, name, pods, sel) -> tuple:
+    """Change the pool's template; its old workers in the order they went, and their deletion costs as seen
+    while they were still there."""
     gone: list = []
+    costs: dict = {}
     pool = cluster.get("daemonpool", name, ns=ns)
     env = pool["spec"]["template"]["spec"]["containers"][0]["env"] + [{"name": "ROLLOUT", "value": "1"}]
     patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/env", "value": env}]
@@ -241,8 +243,12 @@ def _roll(cluster, ns, name, pods, sel) -> list:
         for n in sorted(pods):
             if n not in gone and (n not in now or now[n]["metadata"].get("deletionTimestamp")):
                 gone.append(n)
+            elif n in now:
+                cost = (now[n]["metadata"].get("annotations") or {}).get("controller.kubernetes.io/pod-deletion-cost")
+                if cost is not None:
+                    costs[n] = int(cost)
         time.sleep(0.5)
-    return gone
+    return gone, costs
 
 
 def test_a_rollout_of_an_autoscaled_pool_removes_idle_old_workers_before_busy_ones(cluster, images, ns):
@@ -269,9 +275,19 @@ def test_a_rollout_of_an_autoscaled_pool_removes_idle_old_workers_before_busy_on
         busy = wait(lambda url=url: (s := q(url, "/stats"))["inflight"] == 2 and s["inflight_by"], 30, "2 workers busy")
         idle = sorted(set(pods) - set(busy))
         time.sleep(3)  # a pass or two of the autoscaler: nothing to do yet (no rollout)
-        order = _roll(cluster, ns, name, pods, sel)
+        order, costs = _roll(cluster, ns, name, pods, sel)
         stats = wait(lambda url=url: (s := q(url, "/stats"))["done"] == 2 and s, 120, "both long items done")
-        out[name] = {"order": order, "idle": idle, "busy": busy, "idle_went_first": sorted(order[:2]) == idle}
+        out[name] = {
+            "order": order,
+            "idle": idle,
+            "busy": busy,
+            "costs": costs,
+            "idle_went_first": sorted(order[:2]) == idle,
+        }
         assert stats["done_twice"] == [] and stats["inflight"] == 0, f"{name}: an item was interrupted by the rollout"
     record("rollout_removal_order", out)
-    assert out["rolled"]["idle_went_first"], f"old workers removed in the order {out['rolled']}"
+    rolled = out["rolled"]
+    # The mechanism, not only its luck (the plain pool's ReplicaSet may pick the idle ones by chance): costs set.
+    assert all(rolled["costs"].get(n, 0) < 0 for n in rolled["idle"]), rolled
+    assert all(rolled["costs"].get(n, 0) >= 1_000_000 for n in rolled["busy"]), rolled
+    assert rolled["idle_went_first"], f"old workers removed in the order {rolled}"
