@@ -210,6 +210,8 @@ def test_every_message_is_sent_once_when_batches_outwait_their_lease(tmp_path, p
     ids = smtp.ids()
     twice = sorted({mid for mid in ids if ids.count(mid) > 1})
     assert twice == [], f"{len(twice)} messages sent more than once: {twice[:10]}"
+    dead = db.execute("SELECT id, claims, attempts, last_error FROM mailer_outbox WHERE state = 'dead'").fetchall()
+    assert dead == [], f"messages gone dead: {dead}"
     assert len(ids) == n and stats["sent"] == n
 
 
@@ -352,7 +354,7 @@ def test_a_message_claimed_again_and_again_without_an_outcome_goes_dead(tmp_path
     finally:
         pool.stop()
     rows = dict(db.execute("SELECT id, state || ': ' || coalesce(last_error, '') FROM mailer_outbox").fetchall())
-    assert rows[killer] == "dead: worker died while sending (claimed 5 times without an outcome)"
+    assert rows[killer] == "dead: worker died while sending (started 5 times without an outcome)"
     assert rows[survivor] == "sent: "
 
 

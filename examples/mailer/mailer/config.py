@@ -115,7 +115,7 @@ class Config:
                 minimum=0.01,
                 maximum=3600,
             ),
-            # Claims without an outcome (the worker died while sending, e.g. this message crashes it): then
+            # Sends started without an outcome (the worker died while sending, e.g. this message crashes it): then
             # the message is dead, "worker died while sending", instead of killing every worker in turn.
             max_claims=int(_number("MAILER_MAX_CLAIMS", 5, int, 1, 1000)),
             # One send, start to end, however slowly the server answers (a per-read timeout is renewed by

@@ -97,19 +97,20 @@ def backlog(conn) -> int:
 
 
 def claim(conn, owner: str, batch: int, lease_seconds: float, max_claims: int = 5) -> list:
-    """Lease up to ``batch`` due messages. A message claimed ``max_claims`` times with no outcome recorded
-    (its workers died while sending it: a crash, not an exception) goes dead instead of being claimed again
-    forever, taking a worker down each time."""
+    """Lease up to ``batch`` due messages. A message whose sending was started ``max_claims`` times with no
+    outcome recorded (its workers died while sending it: a crash, not an exception) goes dead instead of being
+    claimed again forever, taking a worker down each time. ``claims`` counts sends started (``renew``), not
+    claims: a lease that ran out while the message waited in a batch's tail behind the throttle is no crash."""
     conn.execute(
         """
         UPDATE mailer_outbox SET state = 'dead', lease_owner = NULL, lease_until = NULL,
-               last_error = 'worker died while sending (claimed ' || claims || ' times without an outcome)'
+               last_error = 'worker died while sending (started ' || claims || ' times without an outcome)'
          WHERE state = 'sending' AND lease_until < now() AND claims - attempts >= %(max)s""",
         {"max": max_claims},
     )
     rows = conn.execute(
         """
-        UPDATE mailer_outbox SET state = 'sending', lease_owner = %(owner)s, claims = claims + 1,
+        UPDATE mailer_outbox SET state = 'sending', lease_owner = %(owner)s,
                lease_until = now() + %(lease)s * interval '1 second'
          WHERE id IN (SELECT id FROM mailer_outbox
                        WHERE (state = 'pending' AND next_attempt_at <= now())
@@ -129,10 +130,13 @@ def _owned(sql: str) -> str:
 
 
 def renew(conn, msg_id: int, owner: str, lease_seconds: float) -> bool:
-    """Extend our lease on one row just before sending it; False when a peer claimed it meanwhile."""
+    """Extend our lease on one row just before sending it, and count the send as started (``claims``); False
+    when a peer claimed it meanwhile."""
     return (
         conn.execute(
-            _owned("UPDATE mailer_outbox SET lease_until = now() + %(lease)s * interval '1 second'"),
+            _owned(
+                "UPDATE mailer_outbox SET lease_until = now() + %(lease)s * interval '1 second', claims = claims + 1"
+            ),
             {"id": msg_id, "owner": owner, "lease": lease_seconds},
         ).rowcount
         == 1
@@ -184,8 +188,8 @@ def release(conn, ids, owner: str) -> int:
     if not ids:
         return 0
     return conn.execute(
-        # A claim given back is not a claim that died: it does not count towards max_claims.
-        "UPDATE mailer_outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, claims = claims - 1 "
+        # Never started (renew counts starts), so nothing to take back from max_claims.
+        "UPDATE mailer_outbox SET state = 'pending', lease_owner = NULL, lease_until = NULL "
         "WHERE id = ANY(%s) AND state = 'sending' AND lease_owner = %s",
         (list(ids), owner),
     ).rowcount
