@@ -8,7 +8,9 @@ DSN never reaches a log line.
 
 from __future__ import annotations
 
+import decimal
 import logging
+import math
 
 log = logging.getLogger("daemonpool.autoscaler")
 
@@ -37,11 +39,9 @@ def postgres_count(dsn: str, query: str) -> int | None:
         log.warning("backlog source postgres: %s", type(exc).__name__)
         return None
     value = row[0] if row else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        try:
-            value = int(value) if value is not None and float(value) == int(value) and value >= 0 else None
-        except (TypeError, ValueError):
-            value = None
-    if value is None:
+    # A count is an integer; numeric and double precision are taken when whole. True is not a number here.
+    whole = isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
+    if not (whole and math.isfinite(value) and value >= 0 and value == int(value)):
         log.warning("backlog source postgres: the query did not return one whole number >= 0")
-    return value
+        return None
+    return int(value)
