@@ -56,7 +56,7 @@ def test_a_slow_query_ends_at_the_statement_timeout(pg):
 
 
 @pytest.mark.parametrize(
-    "query", ["SELECT 'many'", "SELECT -1", "SELECT 1.5", "SELECT NULL", "SELECT FROM jobs WHERE false"]
+    "query", ["SELECT true", "SELECT 'many'", "SELECT -1", "SELECT 1.5", "SELECT NULL", "SELECT FROM jobs WHERE false"]
 )
 def test_anything_but_one_whole_number_is_unknown(pg, query):
     assert sources.postgres_count(pg.dsn(), query) is None
