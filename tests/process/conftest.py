@@ -1,6 +1,15 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
-from proc import HERE, Worker
+from proc import HERE, ROOT, Worker
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import services  # noqa: E402
+from skips import unavailable  # noqa: E402
 
 
 def pytest_collection_modifyitems(items):
@@ -28,3 +37,14 @@ def workers():
     yield spawn
     for w in started:
         w.kill()
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A real PostgreSQL for one module (the mailer's outbox, the operator's postgres backlog source)."""
+    try:
+        p = services.Postgres().start()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        unavailable(f"PostgreSQL could not start: {exc}")
+    yield p
+    p.stop()

@@ -23,19 +23,8 @@ from mailer.config import ConfigError, parse_dsn, parse_rate  # noqa: E402
 
 import services  # noqa: E402
 from measure import record  # noqa: E402
-from skips import unavailable  # noqa: E402
 
 pytestmark = pytest.mark.timeout(400)
-
-
-@pytest.fixture(scope="module")
-def pg():
-    try:
-        p = services.Postgres().start()
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        unavailable(f"PostgreSQL could not start: {exc}")
-    yield p
-    p.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ read-only, bounded in time, and None (never an exception) for anything else."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
@@ -18,24 +17,16 @@ import psycopg  # noqa: E402
 
 from daemonpool_operator import sources  # noqa: E402
 
-import services  # noqa: E402
-from skips import unavailable  # noqa: E402
-
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def pg():
-    try:
-        p = services.Postgres().start()
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        unavailable(f"PostgreSQL could not start: {exc}")
-    with psycopg.connect(p.dsn(), autocommit=True) as db:
+@pytest.fixture(scope="module", autouse=True)
+def jobs(pg):
+    """42 pending jobs for the queries to count."""
+    with psycopg.connect(pg.dsn(), autocommit=True) as db:
         db.execute("CREATE TABLE IF NOT EXISTS jobs (id serial PRIMARY KEY, state text)")
         db.execute("TRUNCATE jobs")
         db.execute("INSERT INTO jobs (state) SELECT 'pending' FROM generate_series(1, 42)")
-    yield p
-    p.stop()
 
 
 def test_the_count_a_query_returns(pg):
