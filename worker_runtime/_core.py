@@ -35,6 +35,7 @@ class DaemonCore:
     _busy_total: float
     _status: str
     _drain_until: float | None
+    _retiring: bool
     _backlog: int | None
     _next_beat: float
     _notify: _notify.Notifier
@@ -66,6 +67,9 @@ class DaemonCore:
         raise NotImplementedError
 
     def undrain(self, why: str = "asked") -> None:
+        raise NotImplementedError
+
+    def _drained_now(self) -> bool:
         raise NotImplementedError
 
     @property

@@ -9,6 +9,11 @@ scale in, deletes it before any ready worker. It stays alive until SIGTERM, so t
 A drain ends by itself after the seconds it was asked for (a crashed operator never strands a worker), with
 ``undrain()`` (``DELETE /drain``), or when an item starts anyway (the worker is busy: the operator sees it and
 keeps the worker).
+
+A drain with ``finish=True`` (``POST /drain?seconds=S&finish=1``) is how a rollout retires an old worker: it
+is accepted while items are in flight, the worker takes no new item, stays ready while it finishes the ones it
+has (a not-ready busy pod is the first the ReplicaSet would remove), and fails readiness once none is left.
+An item that starts anyway does not end it: that worker is going in any case.
 """
 
 from __future__ import annotations
@@ -28,31 +33,49 @@ MAX_DRAIN_SECONDS = 600.0
 
 
 class DrainMixin(_Base):
-    """``drain()``, ``undrain()``, ``draining``, ``report_backlog()``; mixed into ``Daemon``."""
+    """``drain()``, ``undrain()``, ``draining``, ``retiring``, ``report_backlog()``; mixed into ``Daemon``."""
 
-    def drain(self, seconds: float) -> bool:
+    _retiring = False  # a drain with finish=True: kept by an item that starts anyway (set per instance)
+
+    def drain(self, seconds: float, finish: bool = False) -> bool:
         """Take no new item for ``seconds`` and fail readiness, if no item is in flight now: True when drained
-        (again: the time is extended), False when busy (nothing changes). Safe from any thread."""
+        (again: the time is extended), False when busy (nothing changes). With ``finish``, accepted while busy
+        too: the items in flight end first, then readiness fails (a rollout's old worker). Safe from any thread."""
         if not 0 < seconds <= MAX_DRAIN_SECONDS:  # nan fails both comparisons
             raise ValueError(f"drain seconds must be in (0, {MAX_DRAIN_SECONDS:g}], got {seconds!r}")
         with self._lock:
-            if self._inflight > 0 or not self.running:
+            if (self._inflight > 0 and not finish) or not self.running:
                 return False
-            was = self._drain_until is not None
+            was, retired = self._drain_until is not None, self._retiring
             self._drain_until = self._monotonic() + seconds
-        if not was:
+            self._retiring = retired or finish
+        if not was or self._retiring != retired:
+            how = "finishing its items in flight, then not ready" if self._retiring else "not ready"
             log.info(
-                "%s slot %s: draining for %gs (asked by the operator): no new items", self.name, self.slot, seconds
+                "%s slot %s: draining for %gs (asked by the operator): no new items, %s",
+                self.name,
+                self.slot,
+                seconds,
+                how,
             )
             self._sync_ready()
         return True
+
+    @property
+    def retiring(self) -> bool:
+        """True while drained with ``finish``: going in any case, once its items in flight have ended."""
+        return self._retiring and self.draining
+
+    def _drained_now(self) -> bool:
+        """Whether readiness fails for a drain: a drain, but not one finishing items still in flight."""
+        return self._drain_until is not None and not (self._retiring and self._inflight > 0)
 
     def undrain(self, why: str = "asked") -> None:
         """Take items again and pass readiness (if ready otherwise). Safe to call when not draining."""
         with self._lock:
             if self._drain_until is None:
                 return
-            self._drain_until = None
+            self._drain_until, self._retiring = None, False
         log.info("%s slot %s: drain ended (%s); taking items again", self.name, self.slot, why)
         if self._fd is not None:
             self._sync_ready()

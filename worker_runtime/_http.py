@@ -80,7 +80,7 @@ def answer(
 
 
 def drain_answer(d: Daemon, method: str, target: str, headers: dict[str, str], token: str | None) -> bytes:
-    """``POST /drain?seconds=S`` or ``DELETE /drain``, for the holder of the pool's token only."""
+    """``POST /drain?seconds=S[&finish=1]`` or ``DELETE /drain``, for the holder of the pool's token only."""
     if not token:
         return response(404, f"draining is off: {ENV_DRAIN_TOKEN} is not set\n".encode(), TEXT, False)
     given = headers.get("authorization", "")
@@ -93,7 +93,7 @@ def drain_answer(d: Daemon, method: str, target: str, headers: dict[str, str], t
         return response(200, (json.dumps(d.state_view()) + "\n").encode(), "application/json", False)
     if method != "POST":
         return response(405, b"POST /drain?seconds=S or DELETE /drain\n", TEXT, False)
-    seconds = 60.0
+    seconds, finish = 60.0, False
     for part in target.partition("?")[2].split("&"):
         key, _, value = part.partition("=")
         if key == "seconds":
@@ -101,8 +101,10 @@ def drain_answer(d: Daemon, method: str, target: str, headers: dict[str, str], t
                 seconds = float(value)
             except ValueError:
                 seconds = math.nan
+        elif key == "finish":  # a rollout's old worker: accepted while busy (see _drain.py)
+            finish = value in ("1", "true")
     try:
-        drained = d.drain(seconds)
+        drained = d.drain(seconds, finish=finish)
     except ValueError as exc:
         return response(400, f"{exc}\n".encode(), TEXT, False)
     body = (json.dumps(d.state_view()) + "\n").encode()

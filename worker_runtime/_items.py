@@ -81,7 +81,7 @@ class ItemsMixin(_Base):
 
     def _sync_ready(self) -> None:
         path = self._path("ready")
-        if self._ready and self.running and self._drain_until is None:
+        if self._ready and self.running and not self._drained_now():
             if not os.path.exists(path):
                 self._write("ready", f"{os.getpid()}\n")
         else:
@@ -104,17 +104,21 @@ class ItemsMixin(_Base):
         with self._lock:
             self._inflight = max(0, n or 0)
             self._write_state("unknown" if n is None else ("busy" if n > 0 else "idle"))
-        if n and self._drain_until is not None:  # the child took an item anyway: busy, to be kept
+        if n and self._drain_until is not None and not self._retiring:  # the child took an item anyway: kept
             self.undrain("an item started")
+        elif self._retiring:
+            self._sync_ready()  # a retiring worker is not ready once nothing is in flight
 
     def _item_begins(self) -> None:
         with self._lock:
             self._inflight += 1
             if self._inflight == 1:
                 self._write_state("busy")
-            drained = self._drain_until is not None
-        if drained:  # an item started anyway: the worker is busy, and the operator must see it and keep it
+            drained, retiring = self._drain_until is not None, self._retiring
+        if drained and not retiring:  # an item started anyway: the worker is busy, the operator must keep it
             self.undrain("an item started")
+        elif retiring:
+            self._sync_ready()  # ready again while busy: a not-ready busy pod is the first a ReplicaSet removes
 
     def _item_ends(self) -> None:
         with self._lock:
@@ -122,6 +126,9 @@ class ItemsMixin(_Base):
             self._items_done += 1
             if self._inflight == 0:
                 self._write_state("idle")
+            retiring = self._retiring
+        if retiring:
+            self._sync_ready()  # the last item of a retiring worker ended: not ready now, removed first
         self._check_recycle()
 
     def _check_recycle(self) -> None:
@@ -170,13 +177,14 @@ class ItemsMixin(_Base):
                 "state": state,
                 "seconds_in_state": round(now - self._state_since, 3),
                 "heartbeat_age": hb,
-                "ready": bool(self._ready and self.running and not draining),
+                "ready": bool(self._ready and self.running and not (draining and self._drained_now())),
                 "busy_seconds_total": round(busy, 3),
                 "inflight": self._inflight,
                 "capacity": self.capacity,
                 "items_done": self._items_done,
                 "stop_reason": self._stop_reason,
                 "draining": draining,
+                "retiring": draining and self._retiring,
                 "backlog": self._backlog,
             }
         if self._status:

@@ -279,7 +279,7 @@ class Daemon(ItemsMixin, WaitsMixin, DrainMixin, SignalsMixin):
             return False
         if (now := self._monotonic()) >= self._next_beat:
             self._beat(now)
-        if self._drain_until is not None and self.draining and park:  # `draining` also ends a drain whose time ran out
+        if park and self._drain_until is not None and not self._inflight and self.draining:  # never inside an item
             self._park()
         return self.running
 

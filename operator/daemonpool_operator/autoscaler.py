@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import autoscale, desired, metrics, model, scalein, sources, workers
+from . import autoscale, desired, metrics, model, rollout, scalein, sources, workers
 from . import reasons as R
 
 log = logging.getLogger("daemonpool.autoscaler")
@@ -61,14 +61,17 @@ class _Memory:
     drain: _Drain | None = None
     shown: tuple = ()  # (target, kind) last published
     costs: dict = dataclasses.field(default_factory=dict)  # pod -> cost last patched (before the watch says so)
+    hold_since: float | None = None  # when this rollout was first held for busy old workers
+    hold_sent: bool | None = None  # the pause last asked for (before the watch says so), and when
+    hold_sent_at: float = float("-inf")
     status: dict | None = None
 
 
 class Autoscaler:
     """Decides the size of every autoscaled pool; see the module's docstring.
 
-    ``enqueue(key)`` asks for a reconcile (which writes replicas and status); ``patch_cost(ns, pod, cost)``
-    and ``post_event(pool, type, reason, message)`` are the API writes it makes itself; ``now()`` is wall
+    ``enqueue(key)`` asks for a reconcile (which writes replicas and status); ``patch_cost(ns, pod, cost)``,
+    ``hold(ns, deployment, on)`` and ``post_event(pool, type, reason, message)`` are the API writes it makes itself; ``now()`` is wall
     time as RFC 3339 for status; ``clock`` is monotonic; ``leading()`` says whether to act at all.
     """
 
@@ -87,11 +90,13 @@ class Autoscaler:
         hpas: Callable[[], dict] = dict,
         secret: Callable[[str, str, str], str] | None = None,
         pg_count: Callable[[str, str], int | None] = sources.postgres_count,
+        hold: Callable[[str, str, bool], None] = lambda ns, name, on: None,
     ) -> None:
         self.world, self.enqueue, self.patch_cost, self.post_event = world, enqueue, patch_cost, post_event
         self.now, self.clock, self.leading, self.period, self.ask = now, clock, leading, period, ask
         self.hpas = hpas  # () -> {(namespace, pool): [HPA names]}: kube.hpas_on_pools
         self.secret, self.pg_count = secret, pg_count  # kube.secret_value; sources.postgres_count
+        self.hold = hold  # (namespace, deployment, on): pause or resume a rollout (rollout.hold_patch)
         self._hpas: dict = {}
         self._hpas_at = float("-inf")
         self._lock = threading.Lock()
@@ -178,16 +183,17 @@ class Autoscaler:
         metrics.AUTOSCALE_PASS_SECONDS.observe(self.clock() - t0)
 
     # -- one pool ----------------------------------------------------------------------------
-    def _rollout_costs(self, key, mem, pods, states) -> None:
-        """During a rollout, idle old workers go before busy ones: the old ReplicaSet's pods get idle-first costs
-        (only those that change, on scalein's doubling scale). The newest pod's hash is the new ReplicaSet's."""
-        hashed = [p for p in pods if (p["metadata"].get("labels") or {}).get("pod-template-hash")]
-        if len({p["metadata"]["labels"]["pod-template-hash"] for p in hashed}) < 2:
+    def _rollout(self, key, spec, have, pods, states, mem) -> str | None:
+        """During a rollout no busy old worker is stopped (see rollout.py): idle old workers get the lowest
+        costs, every old worker a finishing drain, and the Deployment is paused while a busy one could go next.
+        The reason while held, else None."""
+        old = rollout.old_pods(pods)
+        if not old:
             mem.costs.clear()
-            return
-        newest = max(hashed, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-        new_hash = newest["metadata"]["labels"]["pod-template-hash"]
-        old = [p for p in hashed if p["metadata"]["labels"]["pod-template-hash"] != new_hash]
+            mem.hold_since = None
+            if rollout.held(have):
+                self._hold(key, mem, False, "the rollout is done")
+            return None
         for name, cost in scalein.plan_costs(old, states).items():
             if mem.costs.get(name) == cost:
                 continue  # patched already; the pod's watch event has not come back yet
@@ -196,12 +202,44 @@ class Autoscaler:
                 self.patch_cost(key[0], name, cost)
             except Exception as exc:  # noqa: BLE001 - a preference: the rollout goes on without it
                 log.warning("pool %s/%s: could not set the deletion cost of %s: %s", *key, name, exc)
+        token = desired.drain_token(have)
+        retire = {n: ip for n, ip in workers.targets(old).items() if not (states.get(n) or {}).get("retiring")}
+        if token and retire:
+            self.ask.drain(retire, spec.port, token, DRAIN_SECONDS, finish=True)
+        dspec = have.get("spec") or {}
+        budget = rollout.removable_at_once(dspec.get("strategy"), int(dspec.get("replicas") or 0))
+        busy, expendable = rollout.count_old(old, states)
+        want = rollout.hold(busy, expendable, budget) and (dspec.get("strategy") or {}).get("type") != "Recreate"
+        now = self.clock()
+        if want and mem.hold_since is None:
+            mem.hold_since = now
+        if want and now - mem.hold_since > rollout.HOLD_SECONDS:
+            want = False
+            why = f"held {rollout.HOLD_SECONDS:g}s for busy old workers; going on (they finish within the grace period)"
+        else:
+            why = "the busy old workers finished" if not want else "busy old workers"
+        if want != rollout.held(have) and (mem.hold_sent != want or now - mem.hold_sent_at > NOT_READY_WAIT):
+            self._hold(key, mem, want, why)
+        if not want:
+            return None
+        return (
+            f"the rollout waits for {busy} busy old worker(s) to finish their items "
+            f"({expendable} old worker(s) would go first, the Deployment may remove {budget} at once)"
+        )
+
+    def _hold(self, key, mem, on: bool, why: str) -> None:
+        mem.hold_sent, mem.hold_sent_at = on, self.clock()
+        log.info("pool %s/%s: rollout %s (%s)", *key, "paused" if on else "resumed", why)
+        try:
+            self.hold(key[0], desired.deployment_name(key[1]), on)
+        except Exception as exc:  # noqa: BLE001 - asked again on a later pass
+            log.warning("pool %s/%s: could not %s the rollout: %s", *key, "pause" if on else "resume", exc)
 
     def _decide(self, key, pool, spec, have, pods, states) -> None:
         a, now = spec.autoscale, self.clock()
         with self._lock:
             mem = self._pools.setdefault(key, _Memory())
-        self._rollout_costs(key, mem, pods, states)
+        hold_why = self._rollout(key, spec, have, pods, states, mem)
         current = int((have.get("spec") or {}).get("replicas") or 0)
         if mem.target is None:
             mem.target = current
@@ -224,6 +262,8 @@ class Autoscaler:
             self._set(key, pool, mem, decision.target, decision.reason, "up", signal)
         elif decision.target < mem.target:
             self._scale_in(key, pool, spec, have, pods, states, mem, decision, signal)
+        elif hold_why:
+            self._show(key, mem, decision.target, hold_why, "rollout-hold", signal)
         else:
             self._show(key, mem, decision.target, decision.reason, decision.kind, signal)
 

@@ -25,15 +25,14 @@ from dataclasses import dataclass
 
 from worker_runtime import contract
 
-from . import model
+from . import model, rollout
 from .model import DaemonPoolSpec
 
 RUN_DIR = contract.DEFAULT_RUN_DIR
 RUN_VOLUME = "daemonpool-run"
 # The cheap sh probe installed with worker_runtime (see worker_runtime/worker-runtime-probe).
 PROBE_COMMAND = contract.PROBE_COMMAND
-LIVENESS_FAILURES = 2
-HUNG_KILL_GRACE_SECONDS = 2
+LIVENESS_FAILURES, HUNG_KILL_GRACE_SECONDS = 2, 2
 MANAGED_BY = "daemonpool-operator"
 
 RESTRICTED_POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -50,7 +49,7 @@ def selector_labels(pool_name: str) -> dict:
     return {model.POOL_LABEL: pool_name}
 
 
-def selector_string(pool_name: str) -> str:
+def selector_string(pool_name: str) -> str:  # the scale subresource's labelSelector
     return ",".join(f"{k}={v}" for k, v in selector_labels(pool_name).items())
 
 
@@ -394,20 +393,21 @@ def plan(pool: dict, want: dict, have: dict | None) -> Plan:
         labels_ = have["metadata"].get("labels") or {}
         if labels_.get(model.POOL_LABEL) != name or labels_.get("app.kubernetes.io/managed-by") != MANAGED_BY:
             return Conflict("not created by this pool (no owner reference)")
+    release = rollout.held(have) and drain_token(want) is None  # held for a pool that no longer autoscales
     paths = differences({"metadata": {"labels": want["metadata"]["labels"]}, "spec": want["spec"]}, have)
+    paths += ["spec.paused"] if release else []
     (ours,) = want["metadata"]["ownerReferences"]
     if not any(not differences(ours, ref) for ref in have["metadata"].get("ownerReferences") or []):
         paths.append("metadata.ownerReferences")
     if not paths:
         return Noop()
-    others = [r for r in have["metadata"].get("ownerReferences") or [] if not r.get("controller")]
-    return Update(update_patch(want, others), paths)
+    patch = update_patch(want, [r for r in have["metadata"].get("ownerReferences") or [] if not r.get("controller")])
+    return Update(rollout.release_patch(patch) if release else patch, paths)
 
 
 def update_patch(want: dict, other_owners: list) -> dict:
     """A JSON merge patch that puts the Deployment back: lists (containers, volumes) are replaced whole,
-    maps are merged. No resourceVersion: the Deployment controller's status writes cannot conflict with it.
-    """
+    maps are merged. No resourceVersion: the Deployment controller's status writes cannot conflict with it."""
     spec = copy.deepcopy(want["spec"])
     if spec["strategy"]["type"] == "Recreate":
         spec["strategy"]["rollingUpdate"] = None  # merge would keep an old one, which Recreate forbids

@@ -21,7 +21,7 @@ import time
 
 import kopf
 
-from . import autoscaler, cache, desired, kube, metrics, model, watchdog
+from . import autoscaler, cache, desired, kube, metrics, model, rollout, watchdog
 from . import reasons as R
 from . import status as st
 from .idlefirst import IdleFirst
@@ -38,8 +38,7 @@ STUCK_SECONDS = float(os.environ.get("DAEMONPOOL_STUCK_SECONDS", "180"))
 STATUS_BATCH_SECONDS = float(os.environ.get("DAEMONPOOL_STATUS_BATCH_SECONDS", "0.5"))
 # A reconcile slower than this is logged: something (the API server, a lock) is slow.
 SLOW_RECONCILE_SECONDS = 10.0
-# Namespaces watched (empty: all), set by the CLI.
-NAMESPACES: list = []
+NAMESPACES: list = []  # namespaces watched (empty: all), set by the CLI
 
 log = logging.getLogger("daemonpool")
 WORLD = cache.World()
@@ -265,6 +264,7 @@ AUTOSCALER = autoscaler.Autoscaler(  # sizes autoscaled pools while this replica
     leading=lambda: QUEUE.started,
     hpas=lambda: kube.hpas_on_pools(NAMESPACES),
     secret=lambda ns, name, key: kube.secret_value(ns, name, key),
+    hold=lambda ns, name, on: kube.patch_deployment(ns, name, rollout.hold_patch(on)),
 )
 
 

@@ -7,7 +7,7 @@ an identical status and the operator writes nothing.
 
 from __future__ import annotations
 
-from . import desired
+from . import desired, rollout
 from . import reasons as R
 from .model import Condition, DaemonPoolSpec, DaemonPoolStatus
 
@@ -277,6 +277,8 @@ def build_status(
             reason, msg = R.ROLLING_OUT, "the Deployment controller has not seen the latest change yet"
         elif updated < min(want, peers) or (peers > want and updated < want):
             reason, msg = R.ROLLING_OUT, f"{updated}/{want} workers updated to the current template"
+            if rollout.held(deployment):
+                msg += "; paused until the busy old workers finish their items (status.autoscale says more)"
         elif peers < want:
             reason, msg = R.SCALING_UP, f"{peers}/{want} workers exist"
         elif peers > want:

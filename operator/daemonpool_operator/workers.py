@@ -136,10 +136,11 @@ def valid_state(data: object) -> dict | None:
         if isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog < 2**53:
             return None
         out["backlog"] = backlog
-    if data.get("draining") is not None:
-        if not isinstance(data["draining"], bool):
-            return None
-        out["draining"] = data["draining"]
+    for key in ("draining", "retiring"):
+        if data.get(key) is not None:
+            if not isinstance(data[key], bool):
+                return None
+            out[key] = data[key]
     return out
 
 
@@ -151,10 +152,12 @@ def states(pods: list, port: int, timeout: float = STATE_TIMEOUT) -> dict:
     return {name: (None if raw is None else parse(raw)) for name, raw in ask_all(targets, port, timeout).items()}
 
 
-def drain(pods: dict, port: int, token: str, seconds: float, timeout: float = STATE_TIMEOUT) -> dict:
+def drain(
+    pods: dict, port: int, token: str, seconds: float, timeout: float = STATE_TIMEOUT, finish: bool = False
+) -> dict:
     """Ask workers to drain (``POST /drain``): {pod name: checked state when drained, else None (busy,
-    refused, no answer)}. ``pods``: {name: ip}."""
-    raw = ask_all(pods, port, timeout, "POST", f"/drain?seconds={seconds:g}", token)
+    refused, no answer)}. ``pods``: {name: ip}. ``finish``: a rollout's, accepted while busy (rollout.py)."""
+    raw = ask_all(pods, port, timeout, "POST", f"/drain?seconds={seconds:g}" + ("&finish=1" if finish else ""), token)
     return {name: (None if r is None else parse(r)) for name, r in raw.items()}
 
 

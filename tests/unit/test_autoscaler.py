@@ -15,7 +15,7 @@ class Workers:
 
     def __init__(self, states):
         self.states = states
-        self.drained, self.undrained, self.backlog = [], [], None
+        self.drained, self.undrained, self.retired, self.backlog = [], [], [], None
 
     def ask_all(self, targets, port, timeout=1.0, *a):
         return {k: self.states.get(k[1]) for k in targets}
@@ -23,12 +23,16 @@ class Workers:
     def parse(self, raw):
         return raw
 
-    def drain(self, pods, port, token, seconds):
+    def drain(self, pods, port, token, seconds, finish=False):
         assert token == "tok"
         out = {}
         for name in pods:
             s = self.states.get(name)
-            if s and not s.get("inflight"):
+            if s and finish:  # a rollout's: accepted while busy
+                s["draining"] = s["retiring"] = True
+                self.retired.append(name)
+                out[name] = s
+            elif s and not s.get("inflight"):
                 s["draining"] = True
                 self.drained.append(name)
                 out[name] = s
@@ -75,26 +79,28 @@ class World:
             self.set_pod(name, ready=True, ip=f"10.0.0.{i + 1}")
 
     def set_pod(self, name, ready, ip="10.0.0.9", template_hash="abc12", created="2026-12-01T00:00:00Z"):
-        self.world.set_pod(
-            {
-                "metadata": {
-                    "name": name,
-                    "namespace": "ns",
-                    "labels": {"daemonpool.dev/pool": "p", "pod-template-hash": template_hash},
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "apps/v1",
-                            "kind": "ReplicaSet",
-                            "name": f"p-{template_hash}",
-                            "controller": True,
-                        }
-                    ],
-                    "creationTimestamp": created,
-                    "resourceVersion": "3",
-                },
-                "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
-            }
-        )
+        self.world.set_pod(self.pod_body(name, ready, ip, template_hash, created))
+
+    def pod_body(self, name, ready, ip="10.0.0.9", template_hash="abc12", created="2026-12-01T00:00:00Z"):
+        return {
+            "metadata": {
+                "name": name,
+                "uid": f"uid-{name}",
+                "namespace": "ns",
+                "labels": {"daemonpool.dev/pool": "p", "pod-template-hash": template_hash},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": f"p-{template_hash}",
+                        "controller": True,
+                    }
+                ],
+                "creationTimestamp": created,
+                "resourceVersion": "3",
+            },
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+        }
 
 
 @pytest.fixture
@@ -103,7 +109,7 @@ def rig():
         w = World(replicas, list(states), **autoscale)
         fake = Workers(states)
         clock = [1000.0]
-        log = {"enqueued": [], "costs": [], "events": []}
+        log = {"enqueued": [], "costs": [], "events": [], "holds": []}
         a = autoscaler.Autoscaler(
             w.world,
             enqueue=log["enqueued"].append,
@@ -115,6 +121,7 @@ def rig():
             hpas=hpas,
             secret=secret,
             pg_count=pg_count or (lambda dsn, query: None),
+            hold=lambda ns, name, on: log["holds"].append((name, on)),
         )
         return a, w, fake, clock, log
 
@@ -283,3 +290,49 @@ def test_during_a_rollout_idle_old_workers_get_the_low_costs_and_busy_old_ones_t
     assert costs == {"old1": 1_000_002, "old2": -7, "old3": -2}
     a.tick()
     assert len(log["costs"]) == 3, "costs that did not change are not patched again"
+
+
+def _paused(w, on, rv):
+    dep = w.world.deployment(KEY)
+    dep = {**dep, "metadata": {**dep["metadata"], "resourceVersion": rv}, "spec": {**dep["spec"], "paused": on}}
+    if on:
+        dep["metadata"]["annotations"] = {"daemonpool.dev/rollout-held": "busy old workers"}
+    w.world.set_deployment(dep)
+
+
+def test_a_rollout_is_held_while_only_busy_old_workers_could_go_next_and_goes_on_as_each_finishes(rig):
+    """maxSurge 1, maxUnavailable 0 (the pool's default): the Deployment controller removes one old pod at a
+    time, so a hold is needed as soon as no old pod is idle or not ready."""
+    states = {"old1": busy(), "old2": busy(), "new1": idle(0.5), "new2": idle(0.5)}
+    a, w, fake, clock, log = rig(3, states, minPeers=3, maxPeers=3)
+    for name in ("new1", "new2"):
+        w.set_pod(name, ready=True, template_hash="def34", created="2026-12-01T00:05:00Z")
+    a.tick()
+    assert sorted(fake.retired) == ["old1", "old2"], "every old worker finishes its items and takes no new one"
+    assert log["holds"] == [("p", True)]
+    assert a.status(KEY)["reason"].startswith("the rollout waits for 2 busy old worker(s)")
+    a.tick()
+    assert log["holds"] == [("p", True)], "asked once until the watch shows it (or a while passed)"
+    assert len(fake.retired) == 2, "a retiring worker is not asked again"
+    _paused(w, True, "5")
+    # old1 finished its item: idle, and not ready (the runtime's finishing drain)
+    states["old1"] = {**idle(0.2), "draining": True, "retiring": True}
+    w.set_pod("old1", ready=False, ip="10.0.0.1")
+    a.tick()
+    assert log["holds"] == [("p", True), ("p", False)], "a not-ready old worker is the next to go: resume"
+    _paused(w, False, "6")
+    w.world.drop_pod(w.pod_body("old1", ready=False))
+    a.tick()
+    assert log["holds"][-1] == ("p", True), "only a busy old worker left: held again"
+    _paused(w, True, "7")
+    clock[0] += 601
+    a.tick()
+    assert log["holds"][-1] == ("p", False), "a hold ends after HOLD_SECONDS: an item that never ends"
+    assert all(c[1] != autoscaler.DRAINED_COST for c in log["costs"])
+
+
+def test_a_hold_left_when_the_rollout_is_over_is_resumed(rig):
+    a, w, fake, clock, log = rig(2, {"w1": idle(), "w2": busy()}, minPeers=2, maxPeers=2)
+    _paused(w, True, "5")
+    a.tick()
+    assert log["holds"] == [("p", False)] and fake.retired == []

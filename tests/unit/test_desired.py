@@ -350,3 +350,26 @@ def test_recreate_patch_clears_rolling_update():
         "type": "Recreate",
         "rollingUpdate": None,
     }
+
+
+def test_a_rollout_the_autoscaler_held_is_resumed_once_the_pool_no_longer_autoscales():
+    p = pool()
+    want = desired.build_deployment(p)
+    held = _as_server_returns(want)
+    held["spec"]["paused"] = True
+    held["metadata"]["annotations"] = {"daemonpool.dev/rollout-held": "busy old workers"}
+    action = desired.plan(p, want, held)
+    assert isinstance(action, desired.Update) and action.paths == ["spec.paused"]
+    assert action.patch["spec"]["paused"] is False
+    assert action.patch["metadata"]["annotations"] == {"daemonpool.dev/rollout-held": None}
+    assert action.patch["metadata"]["ownerReferences"] == want["metadata"]["ownerReferences"]
+    # A pause nobody marked (kubectl rollout pause) is not the operator's to undo; an autoscaled pool's hold
+    # is the autoscaler's.
+    users = _as_server_returns(want)
+    users["spec"]["paused"] = True
+    assert desired.plan(p, want, users) == desired.Noop()
+    autoscaled = desired.build_deployment(p, drain_token="tok")
+    held_autoscaled = _as_server_returns(autoscaled)
+    held_autoscaled["spec"]["paused"] = True
+    held_autoscaled["metadata"]["annotations"] = {"daemonpool.dev/rollout-held": "busy old workers"}
+    assert desired.plan(p, autoscaled, held_autoscaled) == desired.Noop()

@@ -70,6 +70,58 @@ def test_an_item_that_starts_while_drained_ends_the_drain(tmp_path):
     d.stop()
 
 
+def test_a_finishing_drain_is_taken_while_busy_stays_ready_until_the_last_item_ends(tmp_path):
+    """A rollout's old worker: readiness fails only once nothing is in flight (a not-ready busy pod is the first
+    the ReplicaSet removes), an item that starts anyway keeps it drained and ready again while it runs."""
+    d = make(tmp_path)
+    assert d.start()
+    first, second = d.busy(), d.busy()
+    first.__enter__()
+    second.__enter__()
+    assert d.drain(30, finish=True) is True
+    assert d.draining and d.retiring
+    assert ready_file(tmp_path), "busy and retiring: still ready"
+    view = d.state_view()
+    assert (view["draining"], view["retiring"], view["ready"], view["inflight"]) == (True, True, True, 2)
+    first.__exit__(None, None, None)
+    assert ready_file(tmp_path), "one item still in flight"
+    second.__exit__(None, None, None)
+    assert not ready_file(tmp_path), "the last item ended: not ready, so the ReplicaSet removes it first"
+    assert d.state_view()["ready"] is False
+    with d.busy():
+        assert d.draining and d.retiring, "an item that starts anyway does not end a finishing drain"
+        assert ready_file(tmp_path)
+    assert not ready_file(tmp_path)
+    d.undrain()
+    assert not d.retiring and ready_file(tmp_path)
+    d.stop()
+
+
+def test_heartbeat_inside_an_item_of_a_retiring_worker_does_not_park(tmp_path):
+    """An item that beats (heartbeat() in its own loop) goes on while the worker retires: parking there would
+    hold the item, and the rollout waiting for it, until the drain ran out (seen on the cluster)."""
+    d = make(tmp_path)
+    assert d.start()
+    with d.busy():
+        assert d.drain(30, finish=True)
+        t0 = time.monotonic()
+        assert d.heartbeat() is True
+        assert time.monotonic() - t0 < 0.5
+    d.stop()
+
+
+def test_a_finishing_drain_ends_by_itself_too(tmp_path):
+    clock = Clock()
+    d = make(tmp_path, monotonic=clock)
+    assert d.start()
+    with d.busy():
+        assert d.drain(5, finish=True)
+        clock.t += 5.1
+        assert not d.draining and not d.retiring
+    assert ready_file(tmp_path)
+    d.stop()
+
+
 def test_heartbeat_parks_the_classic_loop_while_drained_and_a_stop_ends_the_park_at_once(tmp_path):
     d = make(tmp_path)
     assert d.start()
@@ -163,6 +215,15 @@ def test_a_busy_worker_answers_a_drain_with_409_and_its_state(served):
     assert status == 409
     assert json.loads(body)["inflight"] == 1
     assert not d.draining
+
+
+def test_a_finishing_drain_is_answered_200_while_busy(served):
+    d, port = served
+    with d.busy():
+        status, body = call(port, "POST", "/drain?seconds=5&finish=1", "pool-secret")
+        assert status == 200 and json.loads(body)["retiring"] is True
+        assert call(port, "GET", "/readyz")[0] == 200
+    assert call(port, "GET", "/readyz")[0] == 503
 
 
 def test_bad_drain_requests_are_refused_with_the_reason(served):

@@ -327,6 +327,19 @@ def test_not_converged_words(deployment, reason, msg):
     assert c["Progressing"] == ("True", reason, msg)
 
 
+def test_a_rollout_held_for_busy_old_workers_says_so():
+    held = dep(replicas=3, ready=3, updated=1)
+    held["spec"] = {"paused": True}
+    held["metadata"]["annotations"] = {"daemonpool.dev/rollout-held": "busy old workers"}
+    c = conds(build(held, replicas=2))
+    assert c["Progressing"] == (
+        "True",
+        "RollingOut",
+        "1/2 workers updated to the current template; paused until the busy old workers finish their items "
+        "(status.autoscale says more)",
+    )
+
+
 def test_scaling_out_while_updated_is_fine():
     spec = model.parse_spec({**pool()["spec"], "peers": 3})
     c = conds(build(dep(replicas=3, ready=2, updated=3), spec=spec))

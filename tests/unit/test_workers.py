@@ -144,7 +144,20 @@ def test_states_reads_pods_with_an_ip_only(servers):
         ({"state": "busy", "inflight": 2**31}, False),
         ({"state": "busy", "items_done": 1.5}, False),
         ({"state": None}, False),
+        ({"state": "busy", "retiring": "yes"}, False),
+        ({"state": "idle", "draining": 1}, False),
     ],
 )
 def test_the_shape_is_checked_field_by_field(data, ok):
     assert (workers.valid_state(data) is not None) is ok
+
+
+def test_draining_and_retiring_are_passed_on():
+    data = {"state": "busy", "inflight": 1, "draining": True, "retiring": True}
+    assert workers.valid_state(data) == {
+        "state": "busy",
+        "seconds_in_state": 0.0,
+        "inflight": 1,
+        "draining": True,
+        "retiring": True,
+    }
