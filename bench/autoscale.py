@@ -37,13 +37,13 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "operator"), os.path.join(ROOT, "hack"), os.path.join(ROOT, "bench")]
 
+import _fakeworkers  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from scale import Operator, Sampler, audit_lines, example_spec, pause_other_operators, requests_by_verb  # noqa: E402
 
 from localcluster import cluster as local  # noqa: E402
 from localcluster import config as C  # noqa: E402
 from localcluster import fakenodes, images  # noqa: E402
-from worker_runtime.httpserver import BoundedServer, response  # noqa: E402
 
 IMAGE = "daemonpool/example-worker:dev"
 BURST_EVERY = 60  # seconds between bursts of 40 items; then a trickle of one item every 2 s for 40 s
@@ -244,28 +244,13 @@ def workload(api, bursts: int = 4, steps: tuple = (25, 35, 50)):
         kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def idle_state(method, target):
-    body = b'{"state": "idle", "seconds_in_state": 100.0, "inflight": 0, "capacity": 1, "items_done": 0}\n'
-    return response(200, body, "application/json", method == "HEAD")
-
-
-class Counting:
-    def __init__(self):
-        self.n = 0
-
-    def __call__(self, method, target):
-        self.n += 1
-        return idle_state(method, target)
-
-
 def signal(api, op, sampler, n_workers):
     """N workers (pools of 10) on fake nodes; the operator's CPU and asks/s without and with spec.autoscale."""
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     ns = f"bench-signal-{n_workers}-{uuid.uuid4().hex[:4]}"
     core.create_namespace({"metadata": {"name": ns}})
-    counter = Counting()
-    server = BoundedServer(counter, 9309, "0.0.0.0", name="fake-workers")
+    server, counter = _fakeworkers.serve(9309)  # answers long polls as the runtime does (steady: no change)
     pools = n_workers // 10
     try:
         for i in range(pools):
@@ -286,13 +271,13 @@ def signal(api, op, sampler, n_workers):
                     )
                 _wait_pools(custom, ns, pools, 10, autoscaled=True)
                 time.sleep(15)
-            line, asks0, cpu0, t = audit_lines(), counter.n, sampler.cpu(), time.monotonic()
+            line, asks0, cpu0, t = audit_lines(), counter.asks, sampler.cpu(), time.monotonic()
             time.sleep(60)
             took = time.monotonic() - t
             writes = requests_by_verb(op.user, line)
             res[label] = {
                 "operator_cpu_cores": round((sampler.cpu() - cpu0) / took, 3),
-                "asks_per_second": round((counter.n - asks0) / took, 1),
+                "asks_per_second": round((counter.asks - asks0) / took, 1),
                 "writes_per_minute": round(
                     sum(v for k, v in writes.items() if k in ("create", "update", "patch", "delete")) * 60 / took, 1
                 ),

@@ -36,6 +36,8 @@ class DaemonCore:
     _status: str
     _drain_until: float | None
     _retiring: bool
+    _version: int
+    _http: Any
     _backlog: int | None
     _next_beat: float
     _notify: _notify.Notifier
@@ -70,6 +72,9 @@ class DaemonCore:
         raise NotImplementedError
 
     def _drained_now(self) -> bool:
+        raise NotImplementedError
+
+    def _changed(self) -> None:
         raise NotImplementedError
 
     @property

@@ -66,6 +66,11 @@ class DrainMixin(_Base):
         """True while drained with ``finish``: going in any case, once its items in flight have ended."""
         return self._retiring and self.draining
 
+    def drain_left(self) -> float | None:
+        """Seconds until the drain runs out by itself, or None when not drained."""
+        until = self._drain_until
+        return None if until is None else max(0.0, until - self._monotonic())
+
     def _drained_now(self) -> bool:
         """Whether readiness fails for a drain: a drain, but not one finishing items still in flight."""
         return self._drain_until is not None and not (self._retiring and self._inflight > 0)
@@ -105,4 +110,6 @@ class DrainMixin(_Base):
         ``backlog.source: workers``; None: unknown. Shown in ``/state`` as ``backlog``."""
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
             raise ValueError(f"report_backlog() takes a whole number >= 0 or None, got {n!r}")
-        self._backlog = n
+        if n != self._backlog:
+            self._backlog = n
+            self._changed()

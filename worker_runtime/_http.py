@@ -6,6 +6,8 @@ fails ``/livez`` because the verdicts come from the same heartbeat and state fil
 
     GET|HEAD /livez /readyz /startupz [?timeout=S]   200 "ok", or 503 and one line why (the probes' words)
     GET|HEAD /state                                  JSON: pool, slot, pid, state, items in flight, capacity, ...
+    GET /state?wait=S&since=V                        the same once its version is no longer V (or after S s):
+                                                     the operator's long poll, one answer per change
     GET|HEAD /metrics                                Prometheus text
     POST /drain?seconds=S, DELETE /drain             the operator's drain (see _drain.py); needs the pool's
                                                      token (Authorization: Bearer ...): 200 drained (or undrained),
@@ -17,12 +19,14 @@ bounded connections, head deadlines; see there).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
 import math
 import os
 import sys
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from . import _files, probe
@@ -35,6 +39,9 @@ if TYPE_CHECKING:
 KINDS = {"/livez": "liveness", "/readyz": "readiness", "/startupz": "startup"}
 # ?timeout= may tighten or loosen the limit within reason: nan and inf would pass a hung worker.
 MAX_TIMEOUT = 86400.0
+# The longest a /state?wait= answer waits for a change: the operator asks with less, and a dead connection
+# shows within this.
+MAX_STATE_WAIT = 30.0
 
 
 def answer(
@@ -44,8 +51,10 @@ def answer(
     termination: TerminationNote | None = None,
     headers: dict[str, str] | None = None,
     token: str | None = None,
-) -> bytes:
-    """The whole response to one request (pure but for the files it reads)."""
+    server: BoundedServer | None = None,
+) -> bytes | Awaitable[bytes]:
+    """The whole response to one request (pure but for the files it reads); ``/state?wait=`` answers with a
+    coroutine that the server awaits (``server`` is whose loop it waits on)."""
     head_only = method == "HEAD"
     if target.partition("?")[0] == "/drain":
         return drain_answer(d, method, target, headers or {}, token)
@@ -73,10 +82,51 @@ def answer(
             termination.verdict(ok, reason)
         return response(200 if ok else 503, (reason + "\n").encode(), TEXT, head_only)
     if path == "/state":
+        if server is not None and "wait=" in query:
+            try:
+                wait, since = _state_wait(query)
+            except ValueError as exc:
+                return response(400, f"{exc}\n".encode(), TEXT, head_only)
+            return _state_when_changed(d, server, wait, since, head_only)
         return response(200, (json.dumps(d.state_view()) + "\n").encode(), "application/json", head_only)
     if path == "/metrics":
         return response(200, metrics(d).encode(), "text/plain; version=0.0.4; charset=utf-8", head_only)
     return response(404, b"not found: /livez /readyz /startupz /state /metrics\n", TEXT, head_only)
+
+
+def _state_wait(query: str) -> tuple[float, int]:
+    """``wait=S&since=V`` of ``/state``: seconds in (0, MAX_STATE_WAIT], a version (-1 or absent: any)."""
+    wait, since = 0.0, -1
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == "wait":
+            try:
+                wait = float(value)
+            except ValueError:
+                wait = math.nan
+            if not 0 < wait <= MAX_STATE_WAIT:  # nan fails both comparisons
+                raise ValueError(f"wait={value[:40]!r} must be a number of seconds in (0, {MAX_STATE_WAIT:g}]")
+        elif key == "since":
+            if not value.lstrip("-").isdigit() or len(value) > 20:
+                raise ValueError(f"since={value[:40]!r} must be the version a /state answer gave")
+            since = int(value)
+    return wait, since
+
+
+async def _state_when_changed(d: Daemon, server: BoundedServer, wait: float, since: int, head_only: bool) -> bytes:
+    """``/state`` once its version is no longer ``since`` (at once if it is not), or after ``wait`` seconds.
+    A drain that runs out by itself is a change nobody pokes for: the wait ends when it does."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        _ = d.draining  # asking ends a drain that ran out, which changes the version
+        if d.state_version != since or (left := deadline - loop.time()) <= 0:
+            break
+        drain_left = d.drain_left()
+        if drain_left is not None:
+            left = min(left, max(0.05, drain_left))
+        await server.changed(left, lambda: d.state_version == since)
+    return response(200, (json.dumps(d.state_view()) + "\n").encode(), "application/json", head_only)
 
 
 def drain_answer(d: Daemon, method: str, target: str, headers: dict[str, str], token: str | None) -> bytes:
@@ -175,7 +225,7 @@ class StateServer(BoundedServer):
         self.note = TerminationNote(termination_log)
         self.drain_token = drain_token
         super().__init__(
-            lambda method, target, headers: answer(daemon, method, target, self.note, headers, self.drain_token),
+            lambda method, target, headers: answer(daemon, method, target, self.note, headers, self.drain_token, self),
             port,
             host,
             headers=True,

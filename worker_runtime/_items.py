@@ -56,6 +56,20 @@ class _Item(Generic[_D]):
 class ItemsMixin(_Base):
     """``busy()``, the state file, recycling and ``state_view()``; mixed into ``Daemon``."""
 
+    _version = 0  # bumped on every change /state shows (but the clocks): what a waiting /state?wait= waits for
+
+    @property
+    def state_version(self) -> int:
+        """A number that changes whenever ``/state`` shows something new (but the clocks)."""
+        return self._version
+
+    def _changed(self) -> None:
+        """Something the operator looks at changed: wake the ``/state?wait=`` asks waiting for it."""
+        self._version += 1
+        http = self._http
+        if http is not None:
+            http.poke()
+
     def set_ready(self, ready: bool = True) -> None:
         """Readiness for a dependency outage: False fails the readiness probe, not liveness.
         Before start(), it sets the readiness start() begins with."""
@@ -80,6 +94,7 @@ class ItemsMixin(_Base):
         return f"{self._state}, {self._inflight}/{self.capacity} in flight" + ("" if self._ready else ", not ready")
 
     def _sync_ready(self) -> None:
+        self._changed()  # readiness, a drain or its end
         path = self._path("ready")
         if self._ready and self.running and not self._drained_now():
             if not os.path.exists(path):
@@ -104,6 +119,7 @@ class ItemsMixin(_Base):
         with self._lock:
             self._inflight = max(0, n or 0)
             self._write_state("unknown" if n is None else ("busy" if n > 0 else "idle"))
+            self._changed()
         if n and self._drain_until is not None and not self._retiring:  # the child took an item anyway: kept
             self.undrain("an item started")
         elif self._retiring:
@@ -114,6 +130,7 @@ class ItemsMixin(_Base):
             self._inflight += 1
             if self._inflight == 1:
                 self._write_state("busy")
+            self._changed()
             drained, retiring = self._drain_until is not None, self._retiring
         if drained and not retiring:  # an item started anyway: the worker is busy, the operator must keep it
             self.undrain("an item started")
@@ -126,6 +143,7 @@ class ItemsMixin(_Base):
             self._items_done += 1
             if self._inflight == 0:
                 self._write_state("idle")
+            self._changed()
             retiring = self._retiring
         if retiring:
             self._sync_ready()  # the last item of a retiring worker ended: not ready now, removed first
@@ -155,6 +173,7 @@ class ItemsMixin(_Base):
                 if self._state == "busy":
                     self._busy_total += now - self._state_since
                 self._state, self._state_since = state, now
+                self._changed()
             self._write("state", f"{state}\n")
 
     def state_view(self) -> dict[str, Any]:
@@ -186,6 +205,7 @@ class ItemsMixin(_Base):
                 "draining": draining,
                 "retiring": draining and self._retiring,
                 "backlog": self._backlog,
+                "version": self._version,
             }
         if self._status:
             view["status"] = self._status

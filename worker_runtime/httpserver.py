@@ -5,7 +5,7 @@ One thread runs one asyncio loop for every connection (no thread per connection)
 arrive whole within ``HEAD_DEADLINE`` seconds and fit in ``MAX_HEAD`` bytes; at most ``MAX_CONNECTIONS``
 are open at once (a quarter of the descriptor limit at most), the oldest dropped for a new one, so a
 flood never starves a probe nor runs the process out of descriptors; a reset connection is not an error
-worth a log line. It listens on IPv6 and IPv4 where the host has both.
+worth a log line. A client that asks for keep-alive keeps its connection (the operator asks every second). It listens on IPv6 and IPv4 where the host has both.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ import os
 import resource
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 # A probe's whole request arrives in one packet; a second is generous, and bounds a slowloris.
 HEAD_DEADLINE = 1.0
 MAX_HEAD = 8192
+# Seconds a kept-alive connection may wait for its next request: the operator asks every second (and
+# closes its own after 4 s); the kubelet's probes ask for Connection: close.
+KEEPALIVE_IDLE = 5.0
 # Open connections at most: probes, a scrape and the operator's asks need a handful. A quarter of the
 # descriptor limit at most, so the worker's own files and sockets never run short because of us.
 MAX_CONNECTIONS = 256
@@ -106,13 +109,15 @@ class BoundedServer:
     """An HTTP/1.1 server for small answers, on its own thread and asyncio loop; ``stop()`` closes the port.
 
     ``respond(method, target)`` returns the whole response (``response()`` builds one); it runs on the
-    server's thread and must be quick. One request per connection (``Connection: close``). With
+    server's thread and must be quick. An HTTP/1.1 request with ``Connection: keep-alive`` and no body keeps
+    its connection for further requests (``KEEPALIVE_IDLE`` seconds between them at most); any other gets
+    ``Connection: close`` (clients that read to the end of the stream, the kubelet's probes). With
     ``headers=True`` it is called as ``respond(method, target, headers)``, the header names lower case.
     """
 
     def __init__(
         self,
-        respond: Callable[..., bytes],
+        respond: Callable[..., bytes | Awaitable[bytes]],
         port: int,
         host: str | None = None,
         name: str = "http",
@@ -124,6 +129,7 @@ class BoundedServer:
         self.port = self.sock.getsockname()[1]
         self.cap = connection_cap()
         self.conns: dict[asyncio.StreamWriter, None] = {}  # insertion order: the oldest first
+        self._waiters: list[asyncio.Future[None]] = []  # answers waiting for a change (``changed()``)
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"worker-runtime-{name}", daemon=True)
@@ -142,30 +148,91 @@ class BoundedServer:
             t.cancel()
         with contextlib.suppress(RuntimeError):
             self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            # The aborted connections close their sockets in callbacks of the next turns (kept-alive ones, and
+            # long polls, are often still open when the server stops).
+            self.loop.run_until_complete(asyncio.sleep(0.01))
         self.loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.conns) >= self.cap:
             oldest = next(iter(self.conns))
-            oldest.transport.abort()  # the oldest connection has waited longest: a probe is new
+            oldest.transport.abort()  # the connection used longest ago goes: a probe is new
             self.conns.pop(oldest, None)
         self.conns[writer] = None
         try:
             head = await within(reader.readuntil(b"\r\n\r\n"), HEAD_DEADLINE)
-            line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            parts = line.split()
-            if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-                writer.write(response(400, b"bad request line\n", TEXT, False))
-            elif self.headers:
-                writer.write(self.respond(parts[0], parts[1], parse_headers(head)))
-            else:
-                writer.write(self.respond(parts[0], parts[1]))
-            await within(writer.drain(), HEAD_DEADLINE)
+            while True:
+                self.conns.pop(writer, None)
+                self.conns[writer] = None  # used now: the last to be dropped for a new one
+                if not await self._answer(head, writer):
+                    break
+                try:  # kept alive: the next request's first byte may take a while, the rest may not
+                    first = await within(reader.readexactly(1), KEEPALIVE_IDLE)
+                except (asyncio.TimeoutError, asyncio.IncompleteReadError):
+                    break  # idle long enough, or closed by the client: a FIN
+                head = first + await within(reader.readuntil(b"\r\n\r\n"), HEAD_DEADLINE)
             writer.close()  # FIN after the answer: an abort (RST) could make the client drop it unread
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):  # noqa: E501
             writer.transport.abort()  # a slow, cut or oversized request gets nothing: it was not a probe
+        except asyncio.CancelledError:  # the server stops (a kept or waiting connection): asyncio's own done
+            writer.transport.abort()  # callback would log a cancelled connection as an error
         finally:
             self.conns.pop(writer, None)
+
+    async def _answer(self, head: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; True to keep the connection for another (HTTP/1.1, no body, asked to keep it)."""
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = line.split()
+        headers = parse_headers(head)
+        keep = (  # asked for (the operator asks; a client reading to the end of the stream does not), no body
+            len(parts) == 3
+            and parts[2] == "HTTP/1.1"
+            and headers.get("connection", "").lower() == "keep-alive"
+            and headers.get("content-length", "0") == "0"
+            and "transfer-encoding" not in headers
+        )
+        made: bytes | Awaitable[bytes]
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            made = response(400, b"bad request line\n", TEXT, False)
+        elif self.headers:
+            made = self.respond(parts[0], parts[1], headers)
+        else:
+            made = self.respond(parts[0], parts[1])
+        # An answer that waits (``changed()``) is awaited here; whoever made it bounds its wait.
+        out = made if isinstance(made, bytes) else await made
+        if keep:
+            out = out.replace(b"\r\nConnection: close\r\n", b"\r\nConnection: keep-alive\r\n", 1)
+        writer.write(out)
+        await within(writer.drain(), HEAD_DEADLINE)
+        return keep
+
+    def poke(self) -> None:
+        """Something changed (from any thread): the answers waiting in ``changed()`` go now."""
+        if self._waiters:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    async def changed(self, seconds: float, unchanged: Callable[[], bool]) -> None:
+        """Wait (on the server's loop) while ``unchanged()``, until ``poke()`` or ``seconds`` pass. The waiter
+        is listed before ``unchanged()`` is asked, so a change made meanwhile is seen either way (its poke
+        finds the waiter, or ``unchanged()`` finds the change)."""
+        f = self.loop.create_future()
+        self._waiters.append(f)
+        try:
+            if unchanged():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(f), seconds)
+        finally:
+            if f in self._waiters:
+                self._waiters.remove(f)
+            if not f.done():
+                f.cancel()
 
     def stop(self) -> None:
         def _close() -> None:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import autoscale, desired, metrics, model, rollout, scalein, sources, workers
+from . import autoscale, desired, metrics, model, rollout, scalein, sources, statewatch, workers
 from . import reasons as R
 
 log = logging.getLogger("daemonpool.autoscaler")
@@ -86,14 +86,17 @@ class Autoscaler:
         clock: Callable[[], float] = time.monotonic,
         leading: Callable[[], bool] = lambda: True,
         period: float = PERIOD_SECONDS,
-        ask=workers,
+        ask: workers.Asker | None = None,
+        watch: statewatch.StateWatch | None = None,
         hpas: Callable[[], dict] = dict,
         secret: Callable[[str, str, str], str] | None = None,
         pg_count: Callable[[str, str], int | None] = sources.postgres_count,
         hold: Callable[[str, str, bool], None] = lambda ns, name, on: None,
     ) -> None:
         self.world, self.enqueue, self.patch_cost, self.post_event = world, enqueue, patch_cost, post_event
-        self.now, self.clock, self.leading, self.period, self.ask = now, clock, leading, period, ask
+        self.now, self.clock, self.leading, self.period = now, clock, leading, period
+        self.ask = ask if ask is not None else workers.Asker()  # drains, undrains, http backlogs
+        self.watch = watch if watch is not None else statewatch.StateWatch()  # every worker's /state
         self.hpas = hpas  # () -> {(namespace, pool): [HPA names]}: kube.hpas_on_pools
         self.secret, self.pg_count = secret, pg_count  # kube.secret_value; sources.postgres_count
         self.hold = hold  # (namespace, deployment, on): pause or resume a rollout (rollout.hold_patch)
@@ -101,6 +104,7 @@ class Autoscaler:
         self._hpas_at = float("-inf")
         self._lock = threading.Lock()
         self._pools: dict = {}
+        self._views: dict = {}  # key -> (the cache's stamp, what _view made of it)
         self.passes = 0
 
     # -- what the reconcile asks -------------------------------------------------------------
@@ -151,27 +155,24 @@ class Autoscaler:
             except Exception as exc:  # noqa: BLE001 - advice only: a failed look keeps the last answer
                 log.warning("autoscaler: could not list HorizontalPodAutoscalers: %s", exc)
         pools = []
-        for key in self.world.pool_keys():
-            pool = self.world.pool(key)
-            spec = _spec(pool)
-            if spec is None or spec.autoscale is None:
+        keys = self.world.pool_keys()
+        for key in set(self._views) - set(keys):
+            del self._views[key]
+        for key in keys:
+            view = self._view(key)
+            if view is None:
                 if key in self._pools:
                     self.forget(key)
                 continue
-            have = self.world.deployment(key)
-            if have is None:
-                continue
-            pods = [p for p in self.world.pods(key) if not p["metadata"].get("deletionTimestamp")]
-            pools.append((key, pool, spec, have, pods))
-        by_port: dict = {}
+            if view[2] is not None:
+                pools.append((key, *view))
+        targets: dict = {}
         for key, _, spec, _, pods in pools:
             for name, ip in workers.targets(pods).items():
-                by_port.setdefault(spec.port, {})[(key, name)] = ip
-        answers: dict = {}
-        for port, targets in by_port.items():
-            raw = self.ask.ask_all(targets, port)
-            answers.update({k: (None if r is None else self.ask.parse(r)) for k, r in raw.items()})
-            metrics.AUTOSCALE_ASKS.inc(len(targets))
+                targets[(key, name)] = (ip, spec.port)
+        read = self.watch.answers
+        answers = self.watch.current(targets)  # long polls: what changed since the last pass, and the rest aged
+        metrics.AUTOSCALE_ASKS.inc(self.watch.answers - read)
         for key, pool, spec, have, pods in pools:
             states = {p["metadata"]["name"]: answers.get((key, p["metadata"]["name"])) for p in pods}
             try:
@@ -181,6 +182,22 @@ class Autoscaler:
                 log.exception("autoscaling pool %s/%s failed this pass", *key)
         self.passes += 1
         metrics.AUTOSCALE_PASS_SECONDS.observe(self.clock() - t0)
+
+    def _view(self, key: tuple) -> tuple | None:
+        """(pool, spec, Deployment or None, live pods) of an autoscaled pool, else None; loaded from the cache
+        and parsed again only when the cache's stamp for the pool moved (a pass looks at every pool)."""
+        stamp = self.world.stamp(key)
+        memo = self._views.get(key)
+        if memo is not None and memo[0] == stamp:
+            return memo[1]
+        pool = self.world.pool(key)
+        spec = model.live_spec(pool)
+        view = None
+        if spec is not None and spec.autoscale is not None:
+            pods = [p for p in self.world.pods(key) if not p["metadata"].get("deletionTimestamp")]
+            view = (pool, spec, self.world.deployment(key), pods)
+        self._views[key] = (stamp, view)
+        return view
 
     # -- one pool ----------------------------------------------------------------------------
     def _rollout(self, key, spec, have, pods, states, mem) -> str | None:
@@ -401,12 +418,3 @@ class Autoscaler:
             **({"lastScaleTime": self.now()} if scaled else ({"lastScaleTime": last} if last else {})),
         }
         self.enqueue(key)
-
-
-def _spec(pool: dict | None):
-    if not pool or pool["metadata"].get("deletionTimestamp"):
-        return None
-    try:
-        return model.parse_pool(pool)[1]
-    except model.InvalidPool:
-        return None

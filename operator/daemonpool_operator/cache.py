@@ -167,6 +167,23 @@ class World:
         self._deployments: dict = {}
         self._pods: dict = {}  # key -> {pod name: _Kept of its summary}
         self._gone = _Gone()
+        self._stamps: dict = {}  # key -> a number that changes whenever the pool, its Deployment or a pod may have
+        self._seq = 0
+
+    def _touch(self, key: Key) -> None:
+        """Lock held: what is kept for ``key`` may have changed (a refused update only costs a reader a load).
+        A key with nothing kept any more keeps no stamp either (pools come and go by the thousand)."""
+        self._seq += 1
+        if key in self._pools or key in self._deployments or key in self._pods:
+            self._stamps[key] = self._seq
+        else:
+            self._stamps.pop(key, None)
+
+    def stamp(self, key: Key) -> int:
+        """A number that is the same as long as nothing kept for the pool changed: readers that look every second
+        (the autoscaler) load and parse again only when it moves."""
+        with self._lock:
+            return self._stamps.get(key, 0)
 
     # -- fed by the watches --------------------------------------------------------------
     def _keep(self, holder: dict, k, body: dict, kept=None) -> None:
@@ -186,12 +203,14 @@ class World:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         with self._lock:
             self._keep(self._pools, key, body)
+            self._touch(key)
         return key
 
     def drop_pool(self, body: dict) -> Key:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         with self._lock:
             self._drop(self._pools, key, body)
+            self._touch(key)
         return key
 
     def set_deployment(self, body: dict) -> Key | None:
@@ -199,6 +218,7 @@ class World:
         if key is not None:
             with self._lock:
                 self._keep(self._deployments, key, body)
+                self._touch(key)
         return key
 
     def drop_deployment(self, body: dict) -> Key | None:
@@ -206,6 +226,7 @@ class World:
         if key is not None:
             with self._lock:
                 self._drop(self._deployments, key, body)
+                self._touch(key)
         return key
 
     def set_pod(self, body: dict) -> Key | None:
@@ -217,6 +238,7 @@ class World:
                 pods.pop(body["metadata"]["name"], None)
                 if not pods:
                     self._pods.pop(key, None)
+                self._touch(key)
             return key
         if key is not None:
             with self._lock:
@@ -224,6 +246,7 @@ class World:
                 self._keep(pods, body["metadata"]["name"], body, summarize_pod(body))
                 if not pods:
                     del self._pods[key]
+                self._touch(key)
         return key
 
     def drop_pod(self, body: dict) -> Key | None:
@@ -234,6 +257,7 @@ class World:
                 self._drop(pods, body["metadata"]["name"], body)
                 if not pods:
                     self._pods.pop(key, None)
+                self._touch(key)
         return key
 
     def listed(self, kind: str, namespace: str | None, uids: set, resource_version) -> set:
@@ -266,6 +290,8 @@ class World:
                 for key in changed:
                     if not self._pods[key]:
                         del self._pods[key]
+            for key in changed:
+                self._touch(key)
         return changed
 
     # -- read by reconciles --------------------------------------------------------------

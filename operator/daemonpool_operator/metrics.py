@@ -56,7 +56,9 @@ LEADER_TRANSITIONS = Counter(
     "daemonpool_leader_transitions_total", "Times this replica became or stopped being leader."
 )
 
-AUTOSCALE_ASKS = Counter("daemonpool_autoscale_state_asks_total", "Workers' /state asked by the autoscaler.")
+AUTOSCALE_ASKS = Counter(
+    "daemonpool_autoscale_state_asks_total", "Workers' /state answers the autoscaler read (long polls: one a change)."
+)
 AUTOSCALE_PASS_SECONDS = Histogram(
     "daemonpool_autoscale_pass_seconds",
     "Seconds one autoscaler pass over every autoscaled pool took (asking the workers included).",

@@ -402,3 +402,13 @@ def parse_pool(obj: dict) -> tuple[dict, DaemonPoolSpec]:
     meta = obj.get("metadata") or {}
     check_name(meta.get("name", ""))
     return meta, parse_spec(obj.get("spec"))
+
+
+def live_spec(pool: dict | None) -> DaemonPoolSpec | None:
+    """The spec of a pool that exists, is not being deleted and is valid; else None (a reader that skips it)."""
+    if not pool or (pool.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    try:
+        return parse_pool(pool)[1]
+    except InvalidPool:
+        return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import resource
 import selectors
 import socket
 import time
@@ -27,67 +28,181 @@ PARALLEL = 256
 STATES = ("idle", "busy", "stopping", "unknown")
 
 
+class Asker:
+    """Asks workers over connections kept open between passes (HTTP/1.1 keep-alive): the autoscaler asks
+    every worker once a second, and a new TCP connection each time was most of what that cost. One thread
+    uses one ``Asker``. ``keep``: idle connections kept at most (0: one connection per ask).
+
+    A kept connection the worker closed meanwhile (its idle timeout, a restart) is noticed on use, and the ask
+    is made again on a new connection within the same deadline. Connections idle longer than ``IDLE_SECONDS``
+    are closed (the runtime closes its own after ``httpserver.KEEPALIVE_IDLE``)."""
+
+    IDLE_SECONDS = 4.0
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.keep = keep_cap() if keep is None else keep
+        self._idle: dict = {}  # (ip, port) -> (socket, when last used)
+        self.connects = 0  # new connections made: what keep-alive saves (tests and the bench look)
+
+    def close(self) -> None:
+        for sock, _ in self._idle.values():
+            sock.close()
+        self._idle.clear()
+
+    def ask_all(
+        self,
+        targets: dict,
+        port: int,
+        timeout: float = STATE_TIMEOUT,
+        method: str = "GET",
+        path: str = "/state",
+        token: str = "",
+    ) -> dict:
+        """{name: raw answer bytes or None} for {name: ip}, every one within ``timeout`` seconds in all.
+
+        One thread and non-blocking sockets (``PARALLEL`` asks at once): a slow or silent worker costs its
+        own answer, never another's, and the whole call ends at the deadline."""
+        now = time.monotonic()
+        deadline = now + timeout
+        out: dict = dict.fromkeys(targets)
+        todo = [(name, ip, True) for name, ip in targets.items()]
+        sel = selectors.DefaultSelector()
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        conn = "Connection: keep-alive\r\n" if self.keep else "Connection: close\r\n"
+        try:
+            while (todo or sel.get_map()) and time.monotonic() < deadline:
+                while todo and len(sel.get_map()) < PARALLEL:
+                    name, ip, may_reuse = todo.pop()
+                    sock, reused = self._socket(ip, port, may_reuse)
+                    if sock is None:
+                        continue
+                    request = f"{method} {path} HTTP/1.1\r\nHost: {ip}\r\n{auth}Content-Length: 0\r\n{conn}\r\n"
+                    sel.register(sock, selectors.EVENT_WRITE, [name, ip, request.encode(), b"", reused])
+                for key, events in sel.select(max(0.0, min(0.05, deadline - time.monotonic()))):
+                    sock, entry = key.fileobj, key.data
+                    done, answer = self._step(sock, entry, events, sel)
+                    if not done:
+                        continue
+                    sel.unregister(sock)
+                    if answer is _AGAIN:  # a kept connection the worker had closed: once more, on a new one
+                        sock.close()
+                        todo.append((entry[0], entry[1], False))
+                        continue
+                    out[entry[0]] = answer
+                    if answer is not None and self.keep and _keeps(answer) and len(self._idle) < self.keep:
+                        self._idle[(entry[1], port)] = (sock, time.monotonic())
+                    else:
+                        sock.close()
+        finally:
+            for key in list(sel.get_map().values()):
+                key.fileobj.close()
+            sel.close()
+            self._prune()
+        return out
+
+    def _socket(self, ip: str, port: int, may_reuse: bool):
+        if may_reuse and (kept := self._idle.pop((ip, port), None)):
+            return kept[0], True
+        try:
+            sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            return None, False
+        sock.setblocking(False)
+        err = sock.connect_ex((ip, port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            return None, False
+        self.connects += 1
+        return sock, False
+
+    @staticmethod
+    def _step(sock, entry, events, sel):
+        """(done, answer) after one readiness event; answer None (failed) or _AGAIN (a stale kept connection)."""
+        reused = entry[4]
+        try:
+            if events & selectors.EVENT_WRITE:
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    raise ConnectionError
+                sent = sock.send(entry[2])
+                entry[2] = entry[2][sent:]
+                if not entry[2]:
+                    sel.modify(sock, selectors.EVENT_READ, entry)
+                return False, None
+            chunk = sock.recv(MAX_ANSWER + 1024)
+        except (OSError, ValueError):
+            return True, (_AGAIN if reused and not entry[3] else None)
+        if not chunk:  # closed by the worker: the whole answer if it said Connection: close
+            if not entry[3]:
+                return True, (_AGAIN if reused else None)
+            return True, (entry[3] if _complete(entry[3], closed=True) else None)
+        entry[3] += chunk
+        if len(entry[3]) > MAX_ANSWER + 1024:
+            return True, None
+        return (True, entry[3]) if _complete(entry[3], closed=False) else (False, None)
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for k, (sock, used) in list(self._idle.items()):
+            if now - used > self.IDLE_SECONDS:
+                sock.close()
+                del self._idle[k]
+
+    # The asks the autoscaler makes, over this Asker's connections.
+    @staticmethod
+    def parse(raw: bytes) -> dict | None:
+        return parse(raw)
+
+    def drain(self, pods, port, token, seconds, timeout=STATE_TIMEOUT, finish=False) -> dict:
+        return drain(pods, port, token, seconds, timeout, finish, self)
+
+    def undrain(self, pods, port, token, timeout=STATE_TIMEOUT) -> dict:
+        return undrain(pods, port, token, timeout, self)
+
+    def count(self, url: str, timeout: float = STATE_TIMEOUT) -> int | None:
+        return count(url, timeout)
+
+
+_AGAIN = object()
+
+
+def keep_cap() -> int:
+    """Idle connections an Asker keeps: a quarter of the descriptor limit, at most 4096."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 4096 if soft == resource.RLIM_INFINITY else max(0, min(4096, soft // 4))
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            v = value.strip()
+            return int(v) if v.isdigit() and len(v) < 9 else -1
+    return None
+
+
+def _complete(raw: bytes, closed: bool) -> bool:
+    """Whether ``raw`` is a whole answer: its head and Content-Length bytes of body (or, without a length,
+    everything up to the worker closing the connection)."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    n = _content_length(head)
+    if n is None:
+        return closed
+    return n >= 0 and len(body) >= n
+
+
+def _keeps(raw: bytes) -> bool:
+    """Whether the worker keeps the connection open after this answer (it says Connection: keep-alive)."""
+    head = raw.partition(b"\r\n\r\n")[0].lower()
+    return head.startswith(b"http/1.1") and b"\r\nconnection: keep-alive" in head
+
+
 def ask_all(
     targets: dict, port: int, timeout: float = STATE_TIMEOUT, method: str = "GET", path: str = "/state", token: str = ""
 ) -> dict:
-    """{name: raw answer bytes or None} for {name: ip}, every one within ``timeout`` seconds in all.
-
-    One thread and non-blocking sockets (``PARALLEL`` open at once): a slow or silent worker costs its
-    own answer, never another's, and the whole call ends at the deadline.
-    """
-    deadline = time.monotonic() + timeout
-    out: dict = dict.fromkeys(targets)
-    todo = list(targets.items())
-    sel = selectors.DefaultSelector()
-    open_: dict = {}  # socket -> [name, request left to send, answer so far]
-    try:
-        while (todo or open_) and time.monotonic() < deadline:
-            while todo and len(open_) < PARALLEL:
-                name, ip = todo.pop()
-                try:
-                    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
-                except OSError:
-                    continue
-                sock.setblocking(False)
-                err = sock.connect_ex((ip, port))
-                if err not in (0, errno.EINPROGRESS):
-                    sock.close()
-                    continue
-                auth = f"Authorization: Bearer {token}\r\n" if token else ""
-                request = (
-                    f"{method} {path} HTTP/1.1\r\nHost: {ip}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-                ).encode()
-                open_[sock] = [name, request, b""]
-                sel.register(sock, selectors.EVENT_WRITE)
-            for key, events in sel.select(max(0.0, min(0.05, deadline - time.monotonic()))):
-                sock = key.fileobj
-                entry = open_[sock]
-                try:
-                    if events & selectors.EVENT_WRITE:
-                        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                            raise ConnectionError
-                        sent = sock.send(entry[1])
-                        entry[1] = entry[1][sent:]
-                        if not entry[1]:
-                            sel.modify(sock, selectors.EVENT_READ)
-                        continue
-                    chunk = sock.recv(MAX_ANSWER + 1024)
-                    if chunk:
-                        entry[2] += chunk
-                        if len(entry[2]) <= MAX_ANSWER + 1024:
-                            continue
-                        raise ValueError("answer too large")
-                    out[entry[0]] = entry[2]  # closed by the worker: the whole answer
-                except (OSError, ValueError):
-                    pass
-                sel.unregister(sock)
-                sock.close()
-                del open_[sock]
-    finally:
-        for sock in open_:
-            sock.close()
-        sel.close()
-    return out
+    """``Asker.ask_all`` on connections of its own, closed after one ask each."""
+    return Asker(keep=0).ask_all(targets, port, timeout, method, path, token)
 
 
 def ask(ip: str, port: int, timeout: float = STATE_TIMEOUT) -> dict | None:
@@ -136,6 +251,11 @@ def valid_state(data: object) -> dict | None:
         if isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog < 2**53:
             return None
         out["backlog"] = backlog
+    version = data.get("version")  # the runtime's state version: what a long poll waits on (statewatch.py)
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**63:
+            return None
+        out["version"] = version
     for key in ("draining", "retiring"):
         if data.get(key) is not None:
             if not isinstance(data[key], bool):
@@ -153,17 +273,24 @@ def states(pods: list, port: int, timeout: float = STATE_TIMEOUT) -> dict:
 
 
 def drain(
-    pods: dict, port: int, token: str, seconds: float, timeout: float = STATE_TIMEOUT, finish: bool = False
+    pods: dict,
+    port: int,
+    token: str,
+    seconds: float,
+    timeout: float = STATE_TIMEOUT,
+    finish: bool = False,
+    asker: Asker | None = None,
 ) -> dict:
     """Ask workers to drain (``POST /drain``): {pod name: checked state when drained, else None (busy,
     refused, no answer)}. ``pods``: {name: ip}. ``finish``: a rollout's, accepted while busy (rollout.py)."""
-    raw = ask_all(pods, port, timeout, "POST", f"/drain?seconds={seconds:g}" + ("&finish=1" if finish else ""), token)
+    path = f"/drain?seconds={seconds:g}" + ("&finish=1" if finish else "")
+    raw = (asker or Asker(keep=0)).ask_all(pods, port, timeout, "POST", path, token)
     return {name: (None if r is None else parse(r)) for name, r in raw.items()}
 
 
-def undrain(pods: dict, port: int, token: str, timeout: float = STATE_TIMEOUT) -> dict:
+def undrain(pods: dict, port: int, token: str, timeout: float = STATE_TIMEOUT, asker: Asker | None = None) -> dict:
     """End the drain of workers the scale-in did not remove (``DELETE /drain``): {name: answered}."""
-    raw = ask_all(pods, port, timeout, "DELETE", "/drain", token)
+    raw = (asker or Asker(keep=0)).ask_all(pods, port, timeout, "DELETE", "/drain", token)
     return {name: r is not None and parse(r) is not None for name, r in raw.items()}
 
 

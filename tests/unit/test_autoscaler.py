@@ -17,11 +17,10 @@ class Workers:
         self.states = states
         self.drained, self.undrained, self.retired, self.backlog = [], [], [], None
 
-    def ask_all(self, targets, port, timeout=1.0, *a):
-        return {k: self.states.get(k[1]) for k in targets}
+    answers = 0
 
-    def parse(self, raw):
-        return raw
+    def current(self, targets):
+        return {k: self.states.get(k[1]) for k in targets}
 
     def drain(self, pods, port, token, seconds, finish=False):
         assert token == "tok"
@@ -118,6 +117,7 @@ def rig():
             now=lambda: "2026-12-01T00:00:00Z",
             clock=lambda: clock[0],
             ask=fake,
+            watch=fake,
             hpas=hpas,
             secret=secret,
             pg_count=pg_count or (lambda dsn, query: None),

@@ -223,3 +223,62 @@ def test_the_operators_metrics_endpoint_holds_idle_connections_without_a_thread_
         for c in list(REGISTRY._collector_to_names):
             if type(c).__name__ == "PoolConditions":
                 REGISTRY.unregister(c)
+
+
+def test_keep_alive_only_when_asked_and_the_idle_connection_is_closed_after_a_while(served, monkeypatch):
+    from worker_runtime import httpserver
+
+    monkeypatch.setattr(httpserver, "KEEPALIVE_IDLE", 0.5)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
+        for _ in range(2):
+            s.sendall(b"GET /state HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(65536)
+            assert b"Connection: keep-alive" in head, head
+        time.sleep(1.0)
+        assert s.recv(1) == b"", "an idle kept connection is closed (FIN) after KEEPALIVE_IDLE"
+    out = raw(served.port, b"GET /state HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"Connection: close" in out, "not asked for: closed after the answer (clients read to the end)"
+
+
+def _state(port, query, timeout=5.0):
+    import json
+
+    out = raw(port, f"GET /state{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), timeout=timeout)
+    head, _, body = out.partition(b"\r\n\r\n")
+    return head.split(b" ")[1], (json.loads(body) if body.startswith(b"{") else body)
+
+
+def test_a_state_long_poll_answers_at_once_on_another_version_and_on_a_change_else_after_wait(served):
+    code, now = _state(served.port, "")
+    assert code == b"200" and isinstance(now["version"], int)
+    t0 = time.monotonic()
+    code, again = _state(served.port, f"?wait=5&since={now['version'] - 1}")
+    assert time.monotonic() - t0 < 0.5 and again["version"] == now["version"], "another version: at once"
+    t0 = time.monotonic()
+    code, same = _state(served.port, f"?wait=0.4&since={now['version']}")
+    assert 0.35 <= time.monotonic() - t0 < 2 and same["version"] == now["version"], "no change: after wait"
+    import threading
+
+    def item():
+        time.sleep(0.3)
+        with served.busy():
+            time.sleep(0.5)
+
+    threading.Thread(target=item).start()
+    t0 = time.monotonic()
+    code, changed = _state(served.port, f"?wait=10&since={now['version']}")
+    took = time.monotonic() - t0
+    assert 0.25 <= took < 1.5 and changed["state"] == "busy" and changed["version"] > now["version"], took
+
+
+def test_a_state_long_poll_ends_when_a_drain_runs_out_and_bad_waits_are_refused(served):
+    assert served.drain(0.4)
+    code, now = _state(served.port, "")
+    assert now["draining"] is True
+    t0 = time.monotonic()
+    code, later = _state(served.port, f"?wait=10&since={now['version']}")
+    assert time.monotonic() - t0 < 1.5 and later["draining"] is False, "the drain ran out: a change"
+    for bad in ("?wait=0", "?wait=nan", "?wait=31", "?wait=1&since=x"):
+        assert _state(served.port, bad)[0] == b"400", bad

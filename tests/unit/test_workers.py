@@ -161,3 +161,40 @@ def test_draining_and_retiring_are_passed_on():
         "draining": True,
         "retiring": True,
     }
+
+
+def test_an_asker_keeps_its_connections_to_the_runtime_open_between_passes(tmp_path, monkeypatch):
+    """Keep-alive with the real runtime's server: three passes over one connection, and a connection the
+    worker closed meanwhile (its idle timeout) is replaced within the same ask."""
+    from worker_runtime import Daemon, httpserver
+
+    monkeypatch.setattr(httpserver, "KEEPALIVE_IDLE", 0.5)
+    d = Daemon("k", timeout=10, run_dir=str(tmp_path), port=0, host="127.0.0.1", signal_map={})
+    assert d.start()
+    try:
+        asker = workers.Asker()
+        for _ in range(3):
+            got = asker.ask_all({"w": "127.0.0.1"}, d._http.port)
+            assert workers.parse(got["w"])["state"] == "idle"
+        assert asker.connects == 1, "one connection for three asks"
+        time.sleep(1.0)  # the worker closed the idle connection
+        got = asker.ask_all({"w": "127.0.0.1"}, d._http.port)
+        assert workers.parse(got["w"])["state"] == "idle", "a stale kept connection is asked again on a new one"
+        assert asker.connects == 2
+        one_shot = workers.Asker(keep=0)
+        one_shot.ask_all({"w": "127.0.0.1"}, d._http.port)
+        one_shot.ask_all({"w": "127.0.0.1"}, d._http.port)
+        assert one_shot.connects == 2 and one_shot._idle == {}
+        asker.close()
+    finally:
+        d.stop()
+
+
+def test_an_asker_keeps_nothing_a_worker_does_not_offer_and_stays_bounded_by_hostile_ones(servers):
+    asker = workers.Asker()
+    t0 = time.monotonic()
+    got = {name: asker.ask_all({"w": "127.0.0.1"}, s.port, timeout=1.0)["w"] for name, s in servers.items()}
+    assert workers.parse(got["good"])["inflight"] == 2
+    assert got["endless"] is None and got["trickle"] is None and got["silent"] is None
+    assert asker._idle == {}, "an answer without Connection: keep-alive is not kept"
+    assert time.monotonic() - t0 < len(servers) * 1.0 + 2
