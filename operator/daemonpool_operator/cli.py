@@ -13,12 +13,17 @@ Every setting is a flag and an environment variable, with a default and its reas
   --leader-elect on|off|auto / DAEMONPOOL_LEADER_ELECT   default auto: on in a pod (several replicas,
                                                one leader over a Lease in POD_NAMESPACE), off with --dev
   --metrics-port P / DAEMONPOOL_METRICS_PORT    Prometheus /metrics; default 8081 in a pod, none with --dev
+
+The controller's own settings (config.py: each with its default and reason) are flags too:
+--resync-seconds, --workers, --stuck-seconds, --status-batch-seconds, --blind-seconds,
+--slow-reconcile-seconds (and DAEMONPOOL_RESYNC_SECONDS, ... as before). `--help` lists them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -28,6 +33,15 @@ DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 DEFAULT_METRICS_PORT = 8081
 # The Lease the replicas elect a leader over, in the operator's own namespace (POD_NAMESPACE).
 LEASE_NAME = "daemonpool-operator"
+# The controller's settings with a flag of their own here (config.Config's fields).
+TUNABLES = (
+    "resync_seconds",
+    "workers",
+    "stuck_seconds",
+    "status_batch_seconds",
+    "blind_seconds",
+    "slow_reconcile_seconds",
+)
 
 
 def _version() -> str:
@@ -37,6 +51,15 @@ def _version() -> str:
         return version("daemonpool")
     except PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def _tunables(config_class) -> list:
+    """The controller's settings that have a flag of their own here (the others: --namespace, --metrics-port)."""
+    return [
+        f
+        for f in dataclasses.fields(config_class)
+        if f.metadata.get("env") and f.name not in ("namespaces", "metrics_port")
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(env.get("DAEMONPOOL_METRICS_PORT") or 0) or None,
         help=f"serve Prometheus /metrics on this port (default {DEFAULT_METRICS_PORT} in a pod; none with --dev)",
     )
+    from .config import Config  # noqa: PLC0415 - no I/O, no kopf: cheap
+
+    for f in _tunables(Config):
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=int if f.name == "workers" else float,
+            default=None,
+            help=f"{f.metadata['why']} (default {f.default:g}; {f.metadata['env']})",
+        )
     return p
 
 
@@ -86,7 +118,9 @@ def main(argv=None) -> int:
         return 2
     import kopf  # noqa: PLC0415 - --help and usage errors answer without loading kopf
 
-    from . import handlers, settings  # noqa: PLC0415 - registering handlers is the point of this import
+    from . import handlers, kopfhooks, settings  # noqa: PLC0415 - kopf is loaded only to run
+    from .config import Config  # noqa: PLC0415
+    from .controller import Controller  # noqa: PLC0415
 
     debug = args.log_level == "debug" or args.dev
     kopf.configure(
@@ -104,21 +138,31 @@ def main(argv=None) -> int:
         logging.getLogger("kopf").setLevel(logging.WARNING)
     for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    handlers.NAMESPACES = list(args.namespaces)
-    handlers.METRICS_PORT = (
-        args.metrics_port if args.metrics_port is not None else (None if args.dev else DEFAULT_METRICS_PORT)
-    )
+    election = None
     if args.leader_elect == "on" or (args.leader_elect == "auto" and not args.dev):
         import socket  # noqa: PLC0415
         import uuid  # noqa: PLC0415
 
-        handlers.LEADER_ELECTION = {
+        election = {
             "namespace": os.environ.get("POD_NAMESPACE") or "default",
             "name": LEASE_NAME,
             # Unique per process: a restarted container is a new candidate, never mistaken for the old leader.
             "identity": f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}",
         }
+    try:
+        config = Config.from_env(
+            namespaces=tuple(args.namespaces),
+            metrics_port=args.metrics_port
+            if args.metrics_port is not None
+            else (None if args.dev else DEFAULT_METRICS_PORT),
+            leader_election=election,
+            **{f.name: getattr(args, f.name) for f in _tunables(Config)},
+        )
+    except ValueError as exc:
+        print(f"daemonpool-operator: {exc}", file=sys.stderr)
+        return 2
     liveness = args.liveness if args.liveness is not None else (None if args.dev else DEFAULT_LIVENESS)
+    handlers.register(Controller(config, restart_watches=kopfhooks.restart_watches))
     settings.register()
     asyncio.run(
         kopf.operator(

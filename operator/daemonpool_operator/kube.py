@@ -2,8 +2,9 @@
 
 `get_*` read and return plain camelCase dicts (as kubectl shows them) or None;
 `create_*`, `replace_*`, `patch_*`, `post_*` write. Nothing else in the
-package imports the kubernetes client. API errors worth retrying become
-``kopf.TemporaryError`` here, so handlers stay thin.
+package imports the kubernetes client. API errors become our own: ``Transient``
+(worth retrying after ``delay``), ``Rejected`` (refused: not sent again until it
+changes), ``NamespaceTerminating``. Imports no kopf: the controller decides what each means.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import datetime
 import json
 import threading
 
-import kopf
 import pydantic
 import urllib3
 from kubernetes import client, config
@@ -26,7 +26,7 @@ _api: client.ApiClient | None = None
 RETRYABLE = {409, 429, 500, 502, 503, 504}
 # The API server refuses the object itself: retrying the same body cannot help.
 REFUSED = {400, 403, 422}
-# Seconds before kopf retries a write the API refused for a passing reason.
+# Seconds before a write the API refused for a passing reason is tried again.
 RETRY_DELAY = 2
 FIELD_MANAGER = "daemonpool-operator"
 # (connect, read) seconds for every call: a hung connection must not hold a pool's lock
@@ -56,6 +56,14 @@ def _raw(resp) -> dict:
 
 class NamespaceTerminating(Exception):
     """The namespace is being deleted: nothing may be created there, and the pool goes with it."""
+
+
+class Transient(Exception):
+    """A passing failure (an outage, 429, 5xx, a timeout): try again after ``delay`` seconds."""
+
+    def __init__(self, message: str, delay: float):
+        super().__init__(message)
+        self.delay = delay
 
 
 class Rejected(Exception):
@@ -95,9 +103,7 @@ def _retryable(exc: ApiException, what: str):
         raise NamespaceTerminating(what) from exc
     if exc.status in RETRYABLE:
         delay = retry_after(exc.headers)
-        raise kopf.TemporaryError(
-            f"{what}: API answered {exc.status} {exc.reason}; retrying in {delay:g}s", delay=delay
-        ) from exc
+        raise Transient(f"{what}: API answered {exc.status} {exc.reason}; retrying in {delay:g}s", delay) from exc
     if exc.status in REFUSED:
         raise Rejected(exc.status, _server_message(exc)) from exc
     raise exc
@@ -174,7 +180,7 @@ def _send(what, verb, fn, args, absent, timeout, kwargs):
             400, "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
         ) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise kopf.TemporaryError(f"{what}: {type(exc).__name__}: {exc}; retrying", delay=RETRY_DELAY) from exc
+        raise Transient(f"{what}: {type(exc).__name__}: {exc}; retrying", RETRY_DELAY) from exc
 
 
 def _apps():

@@ -1,4 +1,6 @@
-"""Handlers against a fake API (the only place a fake is allowed): the reconcile logic and the queue, fast."""
+"""The controller (operator/daemonpool_operator/controller.py) against a fake API (the only place a fake is
+allowed), and the kopf glue (handlers.py): the reconcile logic and the queue, fast. Each test builds its own
+Controller: no module state to patch or leave behind."""
 
 from __future__ import annotations
 
@@ -10,7 +12,15 @@ import kopf
 import pytest
 
 from daemonpool_operator import cache, desired, handlers, kube
+from daemonpool_operator.config import Config
+from daemonpool_operator.controller import Controller, Unhealthy
 from daemonpool_operator.workqueue import WorkQueue
+
+CTL: dict = {}  # the controller of the running test (set by the fake fixture)
+
+
+def world() -> cache.World:
+    return CTL["c"].world
 
 
 class FakeKube:
@@ -76,12 +86,9 @@ class FakeKube:
 
 
 @pytest.fixture
-def fake(monkeypatch):
+def fake():
     f = FakeKube()
-    monkeypatch.setattr(handlers, "kube", f)
-    monkeypatch.setattr(handlers, "WORLD", cache.World())
-    monkeypatch.setattr(handlers, "_rejected", {})
-    monkeypatch.setattr(handlers, "_foreign", {})
+    f.ctl = CTL["c"] = Controller(Config(), api=f)
     return f
 
 
@@ -93,7 +100,7 @@ def add_pool(fake, name="p", peers=2, **spec):
         "spec": {"peers": peers, "template": {"spec": {"containers": [{"name": "w", "image": "i"}]}}, **spec},
     }
     fake.pools[("ns", name)] = obj
-    handlers.WORLD.set_pool(obj)
+    world().set_pool(obj)
     return obj
 
 
@@ -102,11 +109,11 @@ def edit_pool(fake, name="p", **spec):
     pool["spec"].update(spec)
     pool["metadata"]["generation"] += 1
     fake._bump(pool)
-    handlers.WORLD.set_pool(pool)
+    world().set_pool(pool)
 
 
 def run(key=("ns", "p")):
-    handlers.reconcile(key)
+    CTL["c"].reconcile(key)
 
 
 def test_first_pass_creates_then_an_unchanged_world_writes_nothing(fake):
@@ -133,7 +140,7 @@ def test_scale_and_drift_are_patched_back(fake):
     drifted["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["periodSeconds"] = 99
     fake._bump(drifted)
     fake.deployments[("ns", "p")] = drifted
-    handlers.WORLD.set_deployment(drifted)  # the watch tells us
+    world().set_deployment(drifted)  # the watch tells us
     run()
     live = fake.deployments[("ns", "p")]["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
     assert live["periodSeconds"] != 99 and fake.events[-1][1] == "Updated"
@@ -186,7 +193,7 @@ def _pod(name, pool="p", **status):
 def test_worker_restarts_raise_one_warning_per_new_restart(fake):
     add_pool(fake, peers=1)
     run()
-    handlers.WORLD.set_pod(
+    world().set_pod(
         _pod(
             "p-1",
             containerStatuses=[
@@ -209,7 +216,6 @@ def test_worker_restarts_raise_one_warning_per_new_restart(fake):
 def test_a_pod_with_the_pools_labels_that_its_replicasets_did_not_make_is_not_a_worker(fake, monkeypatch):
     from daemonpool_operator import workers
 
-    monkeypatch.setattr(handlers, "IDLE_FIRST", handlers._idle_first_pass())  # its memory: not this test's to leave
     add_pool(fake, peers=2)
     run()
     restarting = [{"name": "w", "restartCount": 7, "ready": False, "state": {"running": {}}}]
@@ -224,8 +230,8 @@ def test_a_pod_with_the_pools_labels_that_its_replicasets_did_not_make_is_not_a_
         pod = _pod(f"not-a-worker-{n}", podIP=f"10.9.0.{n}", containerStatuses=restarting)
         pod["metadata"]["ownerReferences"] = refs
         impostors.append(pod)
-        handlers.WORLD.set_pod(pod)
-    handlers.WORLD.set_pod(_pod("p-1", podIP="10.0.0.1", containerStatuses=[]))
+        world().set_pod(pod)
+    world().set_pod(_pod("p-1", podIP="10.0.0.1", containerStatuses=[]))
     asked = []
     monkeypatch.setattr(workers, "states", lambda pods, port: asked.extend(p["metadata"]["name"] for p in pods) or {})
     patched = []
@@ -239,8 +245,8 @@ def test_a_pod_with_the_pools_labels_that_its_replicasets_did_not_make_is_not_a_
     # A worker that loses its controller (orphaned by hand) leaves the pool's count.
     orphan = _pod("p-1", podIP="10.0.0.1", containerStatuses=[])
     orphan["metadata"]["ownerReferences"] = []
-    handlers.WORLD.set_pod(orphan)
-    assert handlers.WORLD.pods(("ns", "p")) == []
+    world().set_pod(orphan)
+    assert world().pods(("ns", "p")) == []
 
 
 def test_terminating_namespace_is_left_alone(fake, monkeypatch):
@@ -284,7 +290,7 @@ def test_pods_that_cannot_start_make_the_pool_degraded_with_one_warning(fake):
     add_pool(fake, peers=2)
     run()
     for i in (1, 2):
-        handlers.WORLD.set_pod(
+        world().set_pod(
             _pod(
                 f"p-{i}",
                 containerStatuses=[
@@ -301,7 +307,7 @@ def test_pods_that_cannot_start_make_the_pool_degraded_with_one_warning(fake):
             )
         )
     run()
-    handlers.WORLD.set_pod(
+    world().set_pod(
         _pod(
             "p-2",
             containerStatuses=[
@@ -328,30 +334,44 @@ def test_pods_that_cannot_start_make_the_pool_degraded_with_one_warning(fake):
 def test_old_finalizer_is_removed(fake):
     pool = add_pool(fake)
     pool["metadata"]["finalizers"] = [kube.FINALIZER]
-    handlers.WORLD.set_pool(pool)
+    world().set_pool(pool)
     run()
     assert ("unfinalize", "p") in fake.writes
 
 
-def test_the_health_probe_fails_when_queued_work_makes_no_progress(monkeypatch):
+def test_the_health_probe_fails_when_queued_work_makes_no_progress():
+    now = [Config().stuck_seconds + 10]
+    ctl = Controller(Config(), clock=lambda: now[0])
     q = WorkQueue(lambda key: None, clock=lambda: 1000.0)
     q.last_progress = 0.0
     q._threads = ["a running worker"]  # the leader's queue (a standby's never starts)
     q.add(("ns", "p"))
-    monkeypatch.setattr(handlers, "QUEUE", q)
-    monkeypatch.setattr(handlers.time, "monotonic", lambda: handlers.STUCK_SECONDS + 10)
-    monkeypatch.setattr(handlers, "_resync", {"last": handlers.STUCK_SECONDS + 5})
-    with pytest.raises(kopf.PermanentError, match="stuck"):
-        handlers.queue_health()
+    ctl.queue = q
+    ctl.resynced_at = Config().stuck_seconds + 5
+    with pytest.raises(Unhealthy, match="stuck"):
+        ctl.health()
     q.drain()
-    q.last_progress = handlers.STUCK_SECONDS + 9
-    assert handlers.queue_health() == "0 queued, 1 reconciled"
+    q.last_progress = Config().stuck_seconds + 9
+    assert ctl.health() == "0 queued, 1 reconciled"
+
+
+def test_the_kopf_probe_says_what_the_controller_says():
+    registry = kopf.OperatorRegistry()
+    ctl = Controller(Config())
+    handlers.register(ctl, registry)
+    (probe,) = [h for h in registry._activities.get_all_handlers() if h.id == "queue"]
+    assert probe.fn().endswith("reconciled")
+    ctl.resynced_at = -1e9
+    with pytest.raises(kopf.PermanentError, match="no resync"):
+        probe.fn()
 
 
 def test_no_handler_makes_kopf_write_to_pools():
     """Change handlers (create/update/resume) make kopf write progress and diff-base annotations on every pool,
     and timers or daemons add a finalizer: the operator has neither."""
-    registry = kopf.get_default_registry()
+    registry = kopf.OperatorRegistry()
+    handlers.register(Controller(Config()), registry)
+    assert registry._watching.get_all_handlers(), "the three watch handlers are there"
     assert not registry._spawning.get_all_handlers(), "no per-object timers or daemons"
     assert not registry._changing.get_all_handlers(), "no create/update/resume handlers"
 
@@ -359,9 +379,9 @@ def test_no_handler_makes_kopf_write_to_pools():
 def test_a_burst_of_pod_events_is_a_few_reconciles_and_no_reads(fake, monkeypatch):
     """100 events for one pool's pods, as a rollout gives: at most 3 reconciles, 0 API reads."""
     add_pool(fake, peers=5)
-    q = WorkQueue(handlers.reconcile)
+    q = WorkQueue(fake.ctl.reconcile)
     q._threads = ["driven by the test"]  # the leader's queue: a standby's takes no keys
-    monkeypatch.setattr(handlers, "QUEUE", q)
+    fake.ctl.queue = q
     q.add(("ns", "p"))
     q.drain()
     fake.reads.clear()
@@ -369,8 +389,9 @@ def test_a_burst_of_pod_events_is_a_few_reconciles_and_no_reads(fake, monkeypatc
 
     async def storm():
         for i in range(100):
-            await handlers.pod_event(
-                type="MODIFIED",
+            fake.ctl.child_event(
+                "pod",
+                "MODIFIED",
                 body=_pod(
                     f"p-{i % 5}",
                     phase="Running",
@@ -382,7 +403,7 @@ def test_a_burst_of_pod_events_is_a_few_reconciles_and_no_reads(fake, monkeypatc
 
     asyncio.run(storm())
     q.drain()
-    time.sleep(handlers.STATUS_BATCH_SECONDS + 0.05)
+    time.sleep(fake.ctl.config.status_batch_seconds + 0.05)
     q.drain()
     assert 1 <= q.processed - before <= 3
     assert fake.reads == []
@@ -448,11 +469,10 @@ def test_an_older_watch_event_never_replaces_a_newer_write():
 def test_a_refused_deletion_cost_is_reported_as_such_and_the_scale_in_goes_on(fake, monkeypatch):
     from daemonpool_operator import workers
 
-    monkeypatch.setattr(handlers, "IDLE_FIRST", handlers._idle_first_pass())
     add_pool(fake, peers=3)
     run()
     for i in range(3):
-        handlers.WORLD.set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
+        world().set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
     monkeypatch.setattr(
         workers,
         "states",
@@ -480,10 +500,10 @@ def test_scale_in_marks_idle_workers_to_go_first_and_patches_only_what_changed(f
     add_pool(fake, peers=4)
     run()
     for i in range(4):
-        handlers.WORLD.set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
+        world().set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
     pod = _pod("p-3", podIP="10.0.0.3")
     pod["metadata"]["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": "-5"}  # already right
-    handlers.WORLD.set_pod(pod)
+    world().set_pod(pod)
     answers = {
         "p-0": {"state": "busy", "seconds_in_state": 100},
         "p-1": {"state": "idle", "seconds_in_state": 5},
@@ -513,7 +533,6 @@ def test_scale_in_without_answers_warns_once(fake, monkeypatch):
     add_pool(fake, peers=3, probes="exec")
     run()
     monkeypatch.setattr(workers, "states", lambda pods, port: pytest.fail("exec probes: nobody to ask"))
-    monkeypatch.setattr(handlers, "IDLE_FIRST", handlers._idle_first_pass())
     for peers in (2, 1):
         edit_pool(fake, peers=peers)
         run()
@@ -529,34 +548,34 @@ def test_workers_that_did_not_answer_are_not_asked_again_for_a_while(fake, monke
     add_pool(fake, peers=4)
     run()
     for i in range(4):
-        handlers.WORLD.set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
+        world().set_pod(_pod(f"p-{i}", podIP=f"10.0.0.{i}", containerStatuses=[]))
     asked = []
     monkeypatch.setattr(workers, "states", lambda pods, port: asked.append(len(pods)) or {})
     clock = [1000.0]
-    monkeypatch.setattr(handlers, "IDLE_FIRST", handlers._idle_first_pass(clock=lambda: clock[0]))
+    fake.ctl.idle_first.clock = lambda: clock[0]
     for peers in (3, 2):
         edit_pool(fake, peers=peers)
         run()
         clock[0] += 10
     assert asked == [4], "asked once; the second scale-in went on without asking"
     assert fake.deployments[("ns", "p")]["spec"]["replicas"] == 2
-    clock[0] += handlers.IDLE_FIRST.blind_seconds
+    clock[0] += fake.ctl.idle_first.blind_seconds
     edit_pool(fake, peers=1)
     run()
     assert asked == [4, 4], "asked again once the window passed"
     warned = [e for e in fake.events if e[1] == "IdleFirstUnavailable"]
     assert len(warned) == 1 and "no worker answered on port" in warned[0][2]
-    handlers._forget(("ns", "p"))
-    assert handlers.IDLE_FIRST.blind == {}
+    fake.ctl.forget(("ns", "p"))
+    assert fake.ctl.idle_first.blind == {}
 
 
-def test_a_standbys_waiting_queue_is_not_stuck(monkeypatch):
+def test_a_standbys_waiting_queue_is_not_stuck():
+    ctl = Controller(Config())
     q = WorkQueue(lambda key: None)
     q.add(("ns", "p"))
     q.last_progress = -1e9  # nothing processed for ages: a standby does not process
-    monkeypatch.setattr(handlers, "QUEUE", q)
-    monkeypatch.setattr(handlers, "_resync", {"last": handlers.time.monotonic()})
-    assert handlers.queue_health().startswith("1 queued")
+    ctl.queue = q
+    assert ctl.health().startswith("1 queued")
 
 
 def _dep(uid, rv, replicas=1, ns="ns", pool="p"):
@@ -622,16 +641,16 @@ def test_a_pool_created_again_while_its_old_deployment_lingered_in_the_cache_con
     run()
     old = fake.deployments.pop(("ns", "p"))  # the pool is deleted; the GC takes its Deployment
     del fake.pools[("ns", "p")]
-    handlers.WORLD.drop_pool({"metadata": {"name": "p", "namespace": "ns", "uid": "uid-p"}})
+    world().drop_pool({"metadata": {"name": "p", "namespace": "ns", "uid": "uid-p"}})
     pool = add_pool(fake, peers=2)
     pool["metadata"]["uid"] = "uid-p-again"
-    handlers.WORLD.set_pool(pool)
+    world().set_pool(pool)
     run()
-    assert handlers.WORLD.deployment(("ns", "p"))["metadata"]["uid"] == old["metadata"]["uid"]
+    assert world().deployment(("ns", "p"))["metadata"]["uid"] == old["metadata"]["uid"]
     ready = {c["type"]: c for c in fake.pools[("ns", "p")]["status"]["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "DeploymentConflict"), "stuck, as in the chaos run"
     fake.writes.clear()
-    handlers._listed("deployments", None, set(), str(fake.rv))  # the watch lists again, without it
+    fake.ctl.listed("deployments", None, set(), str(fake.rv))  # the watch lists again, without it
     run()
     made = fake.deployments[("ns", "p")]
     assert ("create", ("ns", "p")) in fake.writes
@@ -653,20 +672,20 @@ def test_the_resync_loop_outlives_an_unexpected_error(monkeypatch):
     class Enough(BaseException):
         pass
 
-    sleeps = []
+    sleeps, t = [], [0.0]
 
-    def sleep(seconds):
+    def sleep(seconds):  # time passes only here
         sleeps.append(seconds)
+        t[0] += seconds
         if len(sleeps) > 3:
             raise Enough
 
-    monkeypatch.setattr(handlers, "RESYNC_SECONDS", 0.0)
-    monkeypatch.setattr(handlers, "resync_once", resync)
-    monkeypatch.setattr(handlers, "check_watches", lambda: None)
-    monkeypatch.setattr(handlers.time, "sleep", sleep)
+    ctl = Controller(Config(resync_seconds=1.0), clock=lambda: t[0], sleep=sleep)
+    ctl.resync_once = resync
+    ctl.check_watches = lambda: None
     before = metrics.LOOP_ERRORS.labels("resync")._value.get()
     with pytest.raises(Enough):
-        handlers._resync_loop()
+        ctl.resync_loop()
     assert len(calls) >= 2, "the loop went on after the error"
     assert metrics.LOOP_ERRORS.labels("resync")._value.get() == before + 1
 
@@ -679,12 +698,11 @@ def test_ten_thousand_pools_created_and_deleted_leave_nothing_behind(monkeypatch
     import gc
     import tracemalloc
 
+    ctl = Controller(Config())
     q = WorkQueue(lambda key: None)
     if leading:
         q._threads = ["the leader's queue, not draining during the churn"]
-    monkeypatch.setattr(handlers, "QUEUE", q)
-    monkeypatch.setattr(handlers, "WORLD", cache.World())
-    monkeypatch.setattr(handlers, "_triggers", {})
+    ctl.queue = q
 
     def pool(i):
         return {
@@ -696,9 +714,9 @@ def test_ten_thousand_pools_created_and_deleted_leave_nothing_behind(monkeypatch
 
     async def churn(n):
         for i in range(n):
-            await handlers.pool_event(type="ADDED", body=pool(i))
+            ctl.pool_event("ADDED", pool(i))
         for i in range(n):
-            await handlers.pool_event(type="DELETED", body=pool(i))
+            ctl.pool_event("DELETED", pool(i))
 
     asyncio.run(churn(100))  # warm up
     gc.collect()
@@ -708,6 +726,6 @@ def test_ten_thousand_pools_created_and_deleted_leave_nothing_behind(monkeypatch
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    assert (len(q), handlers._triggers, handlers.WORLD.sizes()["pools"]) == (0, {}, 0)
+    assert (len(q), ctl.triggers, ctl.world.sizes()["pools"]) == (0, {}, 0)
     # What stays on purpose: the deleted uids (bounded at 20,000) so a late event cannot bring a pool back.
     assert grown / 10_000 < 300, f"{grown / 10_000:.0f} bytes kept per pool created and deleted"

@@ -1,7 +1,6 @@
 """What kube.py makes of the API server's refusals and throttling (operator/daemonpool_operator/kube.py):
 Retry-After is honoured within bounds (before: 429 and 503 with Retry-After: 30 were retried every 2 s)."""
 
-import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -29,7 +28,7 @@ def test_retry_after_is_honoured_within_bounds(headers, delay):
 def test_a_throttled_request_waits_as_long_as_the_server_asks(status):
     exc = ApiException(status=status, reason="Too Many Requests")
     exc.headers = {"Retry-After": "30"}
-    with pytest.raises(kopf.TemporaryError) as e:
+    with pytest.raises(kube.Transient) as e:
         kube._retryable(exc, "patching pool ns/p")
     assert e.value.delay == 30.0 and "retrying in 30s" in str(e.value)
 

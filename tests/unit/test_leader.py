@@ -13,7 +13,7 @@ class Leases:
 
     def _check(self, who):
         if who in self.down:
-            raise kube.kopf.TemporaryError("API unreachable", delay=1)
+            raise kube.Transient("API unreachable", 1)
 
     def get(self, ns, name):
         return copy.deepcopy(self.obj)

@@ -1,6 +1,9 @@
-"""Watches that cannot go silently stale (kopf issues 585, 1276: an operator alive, healthy and deaf).
+"""kopf's internals, in quarantine: the one module that touches ``kopf._cogs`` (an import contract keeps
+kopf itself to the glue modules, and a test keeps ``kopf._cogs`` to this one). At import it checks that the
+names it patches exist, and fails naming the kopf version when they do not.
 
-Three layers, cheapest first:
+Watches that cannot go silently stale (kopf issues 585, 1276: an operator alive, healthy and deaf). Three
+layers, cheapest first:
 
 1. TCP keepalive on kopf's connections. A watch connection whose peer stopped answering (packets
    dropped, a NAT or load balancer that forgot it) fails within about ``KEEPALIVE_SECONDS`` instead of
@@ -8,11 +11,8 @@ Three layers, cheapest first:
    connection. Costs no request.
 2. kopf's own bounds (settings.py): the API server ends every watch after 5 minutes; the client gives
    up 30 s later if that end never arrives.
-3. A census every ``CHECK_SECONDS`` (the resync thread): one LIST of pools with ``limit=1`` (how many
-   there are, and the first one's resourceVersion), compared with what the watch delivered. The same
-   difference at two checks in a row means the watch stopped delivering while the API server answers:
-   every watch is restarted (a new request from its last resourceVersion). Still different after
-   ``UNHEALTHY_CHECKS`` checks: the health endpoint fails, and the kubelet restarts the operator.
+3. A census (census.py, run by the controller's slow loop) that restarts every watch here
+   (``restart_watches``) when the watch stopped delivering while the API server answers.
 
 The watch restart hooks kopf's ``watch_objs`` (kopf._cogs.clients.watching, kopf 1.45): the one place
 every watch request passes. Each raw input (events and bookmarks) is timed per resource for the metrics.
@@ -25,23 +25,32 @@ import contextlib
 import logging
 import socket
 
+import aiohttp
+import kopf
+from kopf._cogs.clients import fetching, watching
+
 from . import metrics
+
+# What install() patches: kopf renamed fetch_objs (list_objs, returning a tuple) after 1.45, so a kopf
+# without these names is refused here, at import, with its version, instead of failing in a watch.
+_PATCHED = ((watching, "watch_objs"), (fetching, "fetch_objs"))
+for _module, _name in _PATCHED:
+    if not callable(getattr(_module, _name, None)):
+        raise ImportError(
+            f"daemonpool needs kopf's {_module.__name__}.{_name}, which kopf {getattr(kopf, '__version__', '?')} "
+            "does not have: install the kopf version pyproject.toml pins (>=1.37,<1.46)"
+        )
 
 # A dead connection is found within KEEPIDLE + KEEPINTVL * KEEPCNT seconds (about 40 s).
 KEEPIDLE, KEEPINTVL, KEEPCNT = 20, 5, 4
 KEEPALIVE_SECONDS = KEEPIDLE + KEEPINTVL * KEEPCNT
 # Data sent and not acknowledged for this long also ends the connection (TCP_USER_TIMEOUT, ms).
 USER_TIMEOUT_MS = KEEPALIVE_SECONDS * 1000
-# Seconds between censuses of the pools: one small LIST each, whatever the number of pools.
-CHECK_SECONDS = 30.0
-# Consecutive censuses that disagree with the cache before the health endpoint fails (with restarts between).
-UNHEALTHY_CHECKS = 5
 
 log = logging.getLogger("daemonpool")
 _loop: dict = {}  # the event loop kopf's watches run in
 _restart: dict = {}  # resource plural -> asyncio.Event: set to end that resource's current watch request
 _last_input: dict = {}  # resource plural -> monotonic time of its last raw input (event or bookmark)
-_census = {"disagreements": 0, "last": None}
 
 
 def _keepalive_socket(addr_info) -> socket.socket:
@@ -60,9 +69,6 @@ def _keepalive_socket(addr_info) -> socket.socket:
 def install(on_listed=None) -> None:
     """Keepalive on kopf's connections, the restartable watch, and listings reported to ``on_listed``;
     once, from kopf's event loop."""
-    import aiohttp  # noqa: PLC0415 - kopf's HTTP client; only the operator process needs it
-    from kopf._cogs.clients import watching  # noqa: PLC0415
-
     _loop["loop"] = asyncio.get_running_loop()
     if getattr(watching.watch_objs, "_daemonpool", False):
         return
@@ -116,8 +122,6 @@ def _hook_listings(on_listed) -> None:
     sends each listed object as an event, but nothing for what is gone: the cache must drop that
     itself (cache.World.listed). A listing cut short (an error) tells nothing.
     """
-    from kopf._cogs.clients import fetching  # noqa: PLC0415
-
     original = fetching.fetch_objs
 
     async def fetch_objs(*, resource, namespace, **kwargs):
@@ -137,54 +141,3 @@ def restart_watches() -> None:
     if loop is not None:
         for event in list(_restart.values()):
             loop.call_soon_threadsafe(event.set)
-
-
-def disagreement(listed: tuple, cached: dict) -> str | None:
-    """Why the API server's census and the cache disagree, or None.
-
-    ``listed``: (count, first) from a LIST with limit=1, first = (namespace, name, resourceVersion) or None;
-    ``cached``: {(namespace, name): resourceVersion} from the watch.
-    """
-    count, first = listed
-    if count != len(cached):
-        return f"the API server has {count} pool(s), the watch delivered {len(cached)}"
-    if first is not None:
-        ns, name, rv = first
-        have = cached.get((ns, name))
-        if have is None:
-            return f"pool {ns}/{name} exists, the watch never delivered it"
-        if _rv(have) < _rv(rv):
-            return f"pool {ns}/{name} is at resourceVersion {rv}, the watch delivered {have}"
-    return None
-
-
-def _rv(v) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return -1  # opaque: an unknown version counts as older
-
-
-def census(listed: tuple, cached: dict) -> None:
-    """One check: restart the watches at the second disagreement in a row; count them for the health probe."""
-    why = disagreement(listed, cached)
-    if why is None:
-        _census.update(disagreements=0, last=None)
-        return
-    _census["disagreements"] += 1
-    metrics.WATCH_STALE_CHECKS.inc()
-    if _census["disagreements"] >= 2:
-        log.warning(
-            "the pools' watch looks stale (%s, at %d checks in a row): restarting every watch",
-            why,
-            _census["disagreements"],
-        )
-        restart_watches()
-    _census["last"] = why
-
-
-def health() -> str | None:
-    """None while the watches keep up; why not, once restarts did not help for UNHEALTHY_CHECKS checks."""
-    if _census["disagreements"] >= UNHEALTHY_CHECKS:
-        return f"watches stale for {_census['disagreements']} checks despite restarts: {_census['last']}"
-    return None
