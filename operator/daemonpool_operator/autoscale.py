@@ -18,6 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .model_autoscale import Autoscale
+
+State = dict[str, Any] | None  # a worker's checked /state (workers.valid_state), None: no answer
 
 # Floating point says 3.2 / 0.8 = 4.000000000000001; a hair off an integer is that integer.
 EPSILON = 1e-9
@@ -40,7 +46,7 @@ class Decision:
     kind: str  # up, down, bounds, window (down later), keep: the status is written when target or kind change
 
 
-def busy_of(states: list) -> Signal:
+def busy_of(states: list[State]) -> Signal:
     """A Signal from checked ``/state`` answers (None: did not answer); the backlog is the caller's."""
     busy, answered = 0.0, 0
     for s in states:
@@ -52,7 +58,7 @@ def busy_of(states: list) -> Signal:
     return Signal(busy=busy, answered=answered, backlog=None)
 
 
-def workers_backlog(states: list) -> int | None:
+def workers_backlog(states: list[State]) -> int | None:
     """The backlog the workers report (``report_backlog``): the largest, as each sees the same queue."""
     seen = [s["backlog"] for s in states if s and isinstance(s.get("backlog"), int)]
     return max(seen) if seen else None
@@ -62,7 +68,7 @@ def _ceil(x: float) -> int:
     return max(0, math.ceil(x - EPSILON))
 
 
-def wanted(a, signal: Signal) -> tuple[int, str]:
+def wanted(a: Autoscale, signal: Signal) -> tuple[int, str]:
     """clamp(max(ceil(busy / targetBusy), ceil(backlog / itemsPerWorker)), minPeers, maxPeers), and why."""
     by_busy = _ceil(signal.busy / a.target_busy)
     parts = [f"busy {signal.busy:.1f} (target {a.target_busy:g}) asks {by_busy}"]
@@ -79,7 +85,7 @@ def wanted(a, signal: Signal) -> tuple[int, str]:
     return clamped, "; ".join(parts)
 
 
-def decide(a, current: int, signal: Signal, history: list, now: float) -> Decision:
+def decide(a: Autoscale, current: int, signal: Signal, history: list[tuple[float, int]], now: float) -> Decision:
     """The target for a pool of ``current`` workers. ``history``: (time, wanted) of earlier passes, oldest first
     (the caller keeps at least ``stableSeconds`` of it); ``now`` on the same clock."""
     want, why = wanted(a, signal)
@@ -104,7 +110,7 @@ def decide(a, current: int, signal: Signal, history: list, now: float) -> Decisi
     return Decision(current, want, f"{why}: {current} kept", "keep")
 
 
-def victims(states: dict, count: int, idle_seconds: float) -> list:
+def victims(states: dict[str, State], count: int, idle_seconds: float) -> list[str]:
     """Up to ``count`` pod names whose workers may go: idle (nothing in flight, not draining) at least
     ``idle_seconds``, the longest idle first (ties by name)."""
     idle = [

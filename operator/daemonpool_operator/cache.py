@@ -73,7 +73,8 @@ class _Gone:
     """uid -> resourceVersion at which it was known gone (FOREVER once deleted): older news is refused."""
 
     def __init__(self, size: int = GONE_REMEMBERED):
-        self._size, self._at = size, OrderedDict()
+        self._size = size
+        self._at: OrderedDict = OrderedDict()
 
     def add(self, uid, rv=FOREVER) -> None:
         if uid is None:

@@ -20,9 +20,11 @@ CHECK_SECONDS = 30.0
 UNHEALTHY_CHECKS = 5
 
 log = logging.getLogger("daemonpool")
+# A LIST of pools with limit=1: (how many, (namespace, name, resourceVersion) of the first, or None).
+Listed = tuple[int, tuple[str, str, str] | None]
 
 
-def disagreement(listed: tuple, cached: dict) -> str | None:
+def disagreement(listed: Listed, cached: dict[tuple[str, str], str]) -> str | None:
     """Why the API server's census and the cache disagree, or None.
 
     ``listed``: (count, first) from a LIST with limit=1, first = (namespace, name, resourceVersion) or None;
@@ -41,9 +43,9 @@ def disagreement(listed: tuple, cached: dict) -> str | None:
     return None
 
 
-def _rv(v) -> int:
+def _rv(v: object) -> int:
     try:
-        return int(v)
+        return int(str(v))  # anything: what is not a number is -1
     except (TypeError, ValueError):
         return -1  # opaque: an unknown version counts as older
 
@@ -56,7 +58,7 @@ class Census:
         self.disagreements = 0
         self.last: str | None = None
 
-    def check(self, listed: tuple, cached: dict) -> None:
+    def check(self, listed: Listed, cached: dict[tuple[str, str], str]) -> None:
         """One census: restart the watches at the second disagreement in a row; count them for health()."""
         why = disagreement(listed, cached)
         if why is None:

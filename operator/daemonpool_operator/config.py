@@ -20,7 +20,9 @@ class Config:
     """What an operator of the operator may tune. Every field has a default and a reason (``why``), and an
     environment variable (``env``) that ``from_env`` reads; the CLI adds a flag for each (cli.py)."""
 
-    namespaces: tuple = _setting((), "DAEMONPOOL_NAMESPACES", "watched namespaces, comma-separated; empty: all")
+    namespaces: tuple[str, ...] = _setting(
+        (), "DAEMONPOOL_NAMESPACES", "watched namespaces, comma-separated; empty: all"
+    )
     resync_seconds: float = _setting(
         60.0, "DAEMONPOOL_RESYNC_SECONDS", "every pool again from the cache, a safety net for a missed event (no reads)"
     )
@@ -41,14 +43,14 @@ class Config:
     )
     metrics_port: int | None = _setting(None, "DAEMONPOOL_METRICS_PORT", "Prometheus /metrics; None: not served")
     # {namespace, name, identity} of the Lease; None: no election (one replica, or --dev). Set by the CLI.
-    leader_election: Mapping | None = None
+    leader_election: Mapping[str, str] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> Config:
         """The defaults, overridden by the environment, overridden by ``given`` (flags). A value that is not
         of its setting's kind is a ValueError naming the variable and what it takes."""
         env = os.environ if env is None else env
-        values: dict = {}
+        values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             name = f.metadata.get("env")
             raw = env.get(name) if name else None

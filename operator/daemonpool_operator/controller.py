@@ -366,7 +366,8 @@ class Controller:
         if self.config.leader_election:
             from .leader import Elector  # noqa: PLC0415 - only with leader election
 
-            self.elector = Elector(on_started=self.lead, **self.config.leader_election)
+            le = self.config.leader_election
+            self.elector = Elector(le["namespace"], le["name"], le["identity"], on_started=self.lead)
             self.elector.start()
         else:
             self.lead()

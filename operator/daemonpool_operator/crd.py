@@ -80,7 +80,7 @@ def _structural(node):
         return [_structural(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {}
+    out: dict = {}
     for k, v in node.items():
         if k not in _KEEP:
             continue

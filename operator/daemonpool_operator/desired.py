@@ -142,7 +142,7 @@ HTTP_PATHS = {"liveness": "/livez", "readiness": "/readyz", "startup": "/startup
 def _probe(kind: str, limit: int, period: int, failures: int, timeout: int, how: str = "exec") -> dict:
     if how == "http":
         # The same verdict and limit as the exec probe, from the runtime's own HTTP answer.
-        action = {"httpGet": {"path": f"{HTTP_PATHS[kind]}?timeout={limit}", "port": contract.PORT_NAME}}
+        action: dict = {"httpGet": {"path": f"{HTTP_PATHS[kind]}?timeout={limit}", "port": contract.PORT_NAME}}
     else:
         action = {"exec": {"command": [PROBE_COMMAND, kind, "--timeout", str(limit)]}}
     return {

@@ -78,7 +78,7 @@ def install(on_listed=None) -> None:
             kwargs.setdefault("socket_factory", _keepalive_socket)
             super().__init__(*args, **kwargs)
 
-    aiohttp.TCPConnector = KeepaliveConnector  # kopf makes its session's connector from this name
+    aiohttp.TCPConnector = KeepaliveConnector  # type: ignore[misc] # kopf makes its session's connector from this
     original = watching.watch_objs
 
     async def watch_objs(*, resource, **kwargs):
@@ -107,9 +107,9 @@ def install(on_listed=None) -> None:
                 yield raw
         finally:
             stopped.cancel()
-            await stream.aclose()
+            await stream.aclose()  # type: ignore[attr-defined] # an async generator
 
-    watch_objs._daemonpool = True
+    watch_objs._daemonpool = True  # type: ignore[attr-defined] # marks the patch: install() twice is once
     watching.watch_objs = watch_objs
     if on_listed is not None:
         _hook_listings(on_listed)

@@ -82,6 +82,8 @@ def retry_after(headers) -> float:
     """Seconds to wait before trying again: the server's Retry-After (429, 503 under APF) when it sends a
     number of seconds, else RETRY_DELAY; never less than RETRY_DELAY, never more than MAX_RETRY_AFTER."""
     raw = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+    if raw is None:
+        return RETRY_DELAY
     try:
         seconds = float(raw)
     except (TypeError, ValueError):
@@ -287,7 +289,7 @@ def hpas_on_pools(namespaces: list) -> dict:
     """{(namespace, pool): [HPA names]} of the autoscaling/v2 HPAs that target a DaemonPool (KEDA makes keda-hpa-*).
     A 403 (a chart without the grant) is an empty answer: the check is advice, not needed to reconcile."""
     v2 = client.AutoscalingV2Api(api())
-    calls = [((), v2.list_horizontal_pod_autoscaler_for_all_namespaces)] if not namespaces else []
+    calls: list = [((), v2.list_horizontal_pod_autoscaler_for_all_namespaces)] if not namespaces else []
     calls += [((ns,), v2.list_namespaced_horizontal_pod_autoscaler) for ns in namespaces]
     out: dict = {}
     for args, fn in calls:

@@ -99,7 +99,11 @@ _last_event: dict = {}
 def mark_now(gauge: Gauge, times: dict, resource: str) -> None:
     """Record that ``resource`` was seen now; ``gauge`` then reports the seconds since, at scrape time."""
     if resource not in times:
-        gauge.labels(resource).set_function(lambda r=resource: time.monotonic() - times[r])
+
+        def age(r: str = resource) -> float:
+            return time.monotonic() - times[r]
+
+        gauge.labels(resource).set_function(age)
     times[resource] = time.monotonic()
 
 

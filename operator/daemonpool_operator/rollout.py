@@ -20,6 +20,9 @@ Only ``RollingUpdate`` is covered: with ``Recreate``, or the first ``maxUnavaila
 from __future__ import annotations
 
 import math
+from typing import Any
+
+Obj = dict[str, Any]  # an API object (or a part of one) as JSON
 
 # The annotation that says the operator paused the Deployment (and will resume it); a user's pause has none.
 HELD = "daemonpool.dev/rollout-held"
@@ -28,15 +31,15 @@ HELD = "daemonpool.dev/rollout-held"
 HOLD_SECONDS = 600.0
 
 
-def template_hash(pod: dict) -> str | None:
+def template_hash(pod: Obj) -> str | None:
     return ((pod.get("metadata") or {}).get("labels") or {}).get("pod-template-hash")
 
 
-def old_pods(pods: list) -> list:
+def old_pods(pods: list[Obj]) -> list[Obj]:
     """The pods of the old ReplicaSets while a rollout is under way (else []). The new ReplicaSet is the one
     whose first pod is the newest: the old ones had pods before the rollout began, and a scale-up in the middle
     of a rollout adds pods to old ReplicaSets too (proportional scaling), so the newest pod alone is no guide."""
-    first: dict = {}
+    first: dict[str, str] = {}
     for p in pods:
         h = template_hash(p)
         if h is not None:
@@ -48,7 +51,7 @@ def old_pods(pods: list) -> list:
     return [p for p in pods if template_hash(p) not in (None, new)]
 
 
-def _scaled(value, total: int, round_up: bool) -> int:
+def _scaled(value: int | str, total: int, round_up: bool) -> int:
     """intstr.GetScaledValueFromIntOrPercent: "25%" of total, rounded up or down; an int as it is."""
     if isinstance(value, str) and value.endswith("%"):
         x = int(value[:-1]) * total / 100
@@ -56,7 +59,7 @@ def _scaled(value, total: int, round_up: bool) -> int:
     return int(value)
 
 
-def removable_at_once(strategy: dict | None, replicas: int) -> int:
+def removable_at_once(strategy: Obj | None, replicas: int) -> int:
     """How many old pods the Deployment controller may remove in one go: maxSurge (rounded up) plus
     maxUnavailable (rounded down; 1 if both are 0), as ``ResolveFenceposts`` reckons them."""
     ru = (strategy or {}).get("rollingUpdate") or {}
@@ -67,7 +70,7 @@ def removable_at_once(strategy: dict | None, replicas: int) -> int:
     return surge + unavailable
 
 
-def count_old(old: list, states: dict) -> tuple[int, int]:
+def count_old(old: list[Obj], states: dict[str, Obj | None]) -> tuple[int, int]:
     """(busy ready old workers, expendable old pods): expendable ones are not ready, or idle (the lowest costs),
     so the controller removes them before a busy ready one."""
     busy = expendable = 0
@@ -86,18 +89,18 @@ def hold(busy: int, expendable: int, budget: int) -> bool:
     return busy > 0 and expendable < budget
 
 
-def held(deployment: dict | None) -> bool:
+def held(deployment: Obj | None) -> bool:
     """The operator paused this Deployment for a rollout (a pause of anyone else's is not ours to undo)."""
     d = deployment or {}
     return bool((d.get("spec") or {}).get("paused")) and HELD in ((d.get("metadata") or {}).get("annotations") or {})
 
 
-def hold_patch(on: bool) -> dict:
+def hold_patch(on: bool) -> Obj:
     """The merge patch that pauses (marked) or resumes (unmarked) the Deployment."""
     return {"metadata": {"annotations": {HELD: "busy old workers" if on else None}}, "spec": {"paused": on}}
 
 
-def release_patch(patch: dict) -> dict:
+def release_patch(patch: Obj) -> Obj:
     """``patch`` (the reconcile's update) that also resumes a Deployment held for a pool that no longer
     autoscales (nobody else would)."""
     out = hold_patch(False)

@@ -9,6 +9,8 @@ rollout the old ReplicaSet's pods go first whatever their cost).
 
 from __future__ import annotations
 
+from typing import Any
+
 # int32, as the annotation's value must be; busy costs start here so any busy > any unknown > any idle.
 BUSY_BASE = 1_000_000
 CAP = 2**31 - 1
@@ -21,7 +23,7 @@ def bucket(seconds: float) -> int:
     return int(max(0.0, min(float(seconds), 1e12)) + 1).bit_length() - 1
 
 
-def cost(state: dict | None) -> int:
+def cost(state: dict[str, Any] | None) -> int:
     """The deletion cost of one worker from its ``GET /state`` answer (None: could not ask)."""
     if not state:
         return 0
@@ -33,14 +35,14 @@ def cost(state: dict | None) -> int:
     return 0  # stopping, unknown (`run` with a silent child), or a state this operator does not know
 
 
-def plan_costs(pods: list, states: dict) -> dict:
+def plan_costs(pods: list[dict[str, Any]], states: dict[str, Any]) -> dict[str, int]:
     """{pod name: new cost} for the live pods whose annotation differs from what ``states`` says now."""
-    out = {}
+    out: dict[str, int] = {}
     for pod in pods:
         meta = pod.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             continue
-        name = meta.get("name")
+        name = str(meta.get("name"))
         want = cost(states.get(name))
         have = (meta.get("annotations") or {}).get("controller.kubernetes.io/pod-deletion-cost")
         if have != str(want):

@@ -41,7 +41,7 @@ def postgres_count(dsn: str, query: str) -> int | None:
     value = row[0] if row else None
     # A count is an integer; numeric and double precision are taken when whole. True is not a number here.
     whole = isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
-    if not (whole and math.isfinite(value) and value >= 0 and value == int(value)):
+    if not whole or not (math.isfinite(value) and value >= 0 and value == int(value)):  # type: ignore[arg-type,operator]
         log.warning("backlog source postgres: the query did not return one whole number >= 0")
         return None
     return int(value)

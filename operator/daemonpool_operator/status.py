@@ -213,7 +213,7 @@ def build_status(
 
     def conds(ready, progressing, degraded):
         return [
-            _cond(t, *v, gen, now, previous)
+            _cond(t, v[0], v[1], v[2], gen, now, previous)
             for t, v in ((READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded))
         ]
 

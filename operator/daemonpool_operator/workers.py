@@ -84,6 +84,7 @@ class Asker:
                     if not done:
                         continue
                     sel.unregister(sock)
+                    assert isinstance(sock, socket.socket)
                     if answer is _AGAIN:  # a kept connection the worker had closed: once more, on a new one
                         sock.close()
                         todo.append((entry[0], entry[1], False))
@@ -95,7 +96,7 @@ class Asker:
                         sock.close()
         finally:
             for key in list(sel.get_map().values()):
-                key.fileobj.close()
+                key.fileobj.close()  # type: ignore[union-attr] # our sockets, registered above
             sel.close()
             self._prune()
         return out

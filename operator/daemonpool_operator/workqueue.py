@@ -18,7 +18,9 @@ import heapq
 import threading
 import time
 from collections import deque
-from typing import Callable, Hashable
+from typing import Any, Callable, Generic, Hashable, TypeVar
+
+K = TypeVar("K", bound=Hashable)  # the key: (namespace, name) for pools
 
 # First retry delay and its cap: a failing pool is retried promptly, then at most once a minute.
 BACKOFF_BASE_SECONDS = 0.5
@@ -36,15 +38,15 @@ class Retry(Exception):
         self.delay = delay
 
 
-class WorkQueue:
+class WorkQueue(Generic[K]):
     def __init__(
         self,
-        process: Callable[[Hashable], None],
+        process: Callable[[K], None],
         *,
         workers: int = 4,
         base: float = BACKOFF_BASE_SECONDS,
         cap: float = BACKOFF_CAP_SECONDS,
-        on_error: Callable[[Hashable, BaseException], None] | None = None,
+        on_error: Callable[[K, BaseException], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         qps: float = RETRY_QPS,
         burst: int = RETRY_BURST,
@@ -55,14 +57,14 @@ class WorkQueue:
         self._on_error = on_error
         self._clock = clock
         self._cv = threading.Condition()
-        self._queue: deque = deque()
-        self._dirty: set = set()  # queued, or to be queued again once processing ends
-        self._active: set = set()  # being processed right now
-        self._later: list = []  # heap of (when, seq, key)
-        self._scheduled: set = set()  # keys in _later
+        self._queue: deque[K] = deque()
+        self._dirty: set[K] = set()  # queued, or to be queued again once processing ends
+        self._active: set[K] = set()  # being processed right now
+        self._later: list[tuple[float, int, K]] = []  # heap of (when, seq, key)
+        self._scheduled: set[K] = set()  # keys in _later
         self._seq = 0
-        self._failures: dict = {}
-        self._threads: list = []
+        self._failures: dict[K, int] = {}
+        self._threads: list[Any] = []
         self._stopped = False
         self._qps, self._burst = qps, burst
         self._tokens, self._refilled = float(burst), clock()
@@ -70,7 +72,7 @@ class WorkQueue:
         self.last_progress = clock()
 
     # -- producers -------------------------------------------------------------------
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         with self._cv:
             if key in self._dirty:
                 return  # coalesced: one pending reconcile per key
@@ -79,7 +81,7 @@ class WorkQueue:
                 self._queue.append(key)
                 self._cv.notify()
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         """Add ``key`` in ``delay`` seconds; nothing when it is already waiting (now or later): events
         that arrive meanwhile are covered by that reconcile."""
         if delay <= 0:
@@ -116,7 +118,7 @@ class WorkQueue:
                     self._queue.append(key)
         return (self._later[0][0] - now) if self._later else None
 
-    def _get(self, timeout: float | None) -> Hashable | None:
+    def _get(self, timeout: float | None) -> K | None:
         with self._cv:
             deadline = None if timeout is None else self._clock() + timeout
             while True:
@@ -135,7 +137,7 @@ class WorkQueue:
                     wait = left if wait is None else min(wait, left)
                 self._cv.wait(wait)
 
-    def _done(self, key: Hashable) -> None:
+    def _done(self, key: K) -> None:
         with self._cv:
             self._active.discard(key)
             self.processed += 1
@@ -163,7 +165,7 @@ class WorkQueue:
             self._done(key)
         return True
 
-    def _retry(self, key: Hashable, delay: float | None) -> None:
+    def _retry(self, key: K, delay: float | None) -> None:
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
         if delay is None:
@@ -179,10 +181,10 @@ class WorkQueue:
             self._tokens -= 1.0
             return 0.0 if self._tokens >= 0 else -self._tokens / self._qps
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
         self._failures.pop(key, None)
 
-    def discard(self, key: Hashable) -> None:
+    def discard(self, key: K) -> None:
         """Drop ``key`` entirely (its pool is gone): queued, scheduled and its failures. One being
         processed finishes, and is not queued again."""
         with self._cv:
