@@ -28,6 +28,7 @@ RETRYABLE = {409, 429, 500, 502, 503, 504}
 REFUSED = {400, 403, 422}
 # Seconds before a write the API refused for a passing reason is tried again.
 RETRY_DELAY = 2
+MERGE = "application/merge-patch+json"  # the content type of a JSON merge patch
 FIELD_MANAGER = "daemonpool-operator"
 # (connect, read) seconds for every call: a hung connection must not hold a pool's lock
 # forever. 30 s read is well above a loaded API server's answer and below the resync period.
@@ -111,25 +112,26 @@ def _retryable(exc: ApiException, what: str):
     raise exc
 
 
-_VERBS = (
-    ("read_", "get"),
-    ("list_", "list"),
-    ("create_", "create"),
-    ("patch_", "patch"),
-    ("replace_", "update"),
-    ("delete_", "delete"),
-)
 WRITES = {"create", "patch", "update", "delete"}
+VERBS = WRITES | {"get", "list"}
 
 
-def _verb(fn) -> str:
-    name = getattr(fn, "__name__", "")
-    return next((v for prefix, v in _VERBS if name.startswith(prefix)), "other")
+class Fence:
+    """Whether this replica may write: the one fence every write passes (``_call``). Open until the leader
+    elector guards it with its own check (``guard(elector.fresh)``): then only a leader with a fresh lease
+    writes. ``FENCE`` is the process's; nothing rebinds it."""
+
+    def __init__(self) -> None:
+        self._check = lambda: True
+
+    def guard(self, check) -> None:
+        self._check = check
+
+    def allows(self) -> bool:
+        return bool(self._check())
 
 
-def writes_allowed() -> bool:
-    """Replaced by the leader elector: only a leader with a fresh lease writes (fencing)."""
-    return True
+FENCE = Fence()
 
 
 class NotLeader(Exception):
@@ -143,19 +145,21 @@ _in_flight_cv = threading.Condition()
 
 
 def drain_writes(timeout: float) -> bool:
-    """Wait until no fenced write is in flight (writes_allowed must already say no); False on timeout."""
+    """Wait until no fenced write is in flight (the fence must already say no); False on timeout."""
     with _in_flight_cv:
         return _in_flight_cv.wait_for(lambda: _in_flight["writes"] == 0, timeout)
 
 
-def _call(what: str, fn, *args, absent: tuple = (), fenced: bool = True, timeout=REQUEST_TIMEOUT, **kwargs):
-    """Call the API and return the parsed JSON body; None when the answer's status is in ``absent``.
-    Writes (fenced) only while this replica is the leader."""
-    verb = _verb(fn)
+def _call(verb: str, what: str, fn, *args, absent: tuple = (), fenced: bool = True, timeout=REQUEST_TIMEOUT, **kwargs):
+    """Call the API and return the parsed JSON body; None when the answer's status is in ``absent``. ``verb``
+    (get, list, create, patch, update, delete) is said at each call site: writes (fenced) go only while
+    this replica is the leader, and the metrics count by it."""
+    if verb not in VERBS:
+        raise ValueError(f"unknown verb {verb!r}: one of {sorted(VERBS)}")
     if not (fenced and verb in WRITES):
         return _send(what, verb, fn, args, absent, timeout, kwargs)
     with _in_flight_cv:  # the fence and the count together: drain_writes sees every write that passed
-        if not writes_allowed():
+        if not FENCE.allows():
             raise NotLeader(f"{what}: not the leader (or the lease may have expired); not writing")
         _in_flight["writes"] += 1
     try:
@@ -197,34 +201,20 @@ def _custom():
 
 
 def get_deployment(namespace: str, name: str) -> dict | None:
-    return _call(
-        f"reading Deployment {namespace}/{name}", _apps().read_namespaced_deployment, name, namespace, absent=(404,)
-    )
+    what, fn = f"reading Deployment {namespace}/{name}", _apps().read_namespaced_deployment
+    return _call("get", what, fn, name, namespace, absent=(404,))
 
 
 def create_deployment(namespace: str, body: dict) -> dict | None:
     """Create; None when one of that name appeared meanwhile (the caller reads it again)."""
-    return _call(
-        f"creating Deployment {namespace}/{body['metadata']['name']}",
-        _apps().create_namespaced_deployment,
-        namespace,
-        body,
-        field_manager=FIELD_MANAGER,
-        absent=(409,),
-    )
+    what, fn = f"creating Deployment {namespace}/{body['metadata']['name']}", _apps().create_namespaced_deployment
+    return _call("create", what, fn, namespace, body, field_manager=FIELD_MANAGER, absent=(409,))
 
 
 def patch_deployment(namespace: str, name: str, patch: dict) -> dict:
     """A JSON merge patch (see desired.update_patch)."""
-    return _call(
-        f"updating Deployment {namespace}/{name}",
-        _apps().patch_namespaced_deployment,
-        name,
-        namespace,
-        patch,
-        field_manager=FIELD_MANAGER,
-        _content_type="application/merge-patch+json",
-    )
+    what, fn = f"updating Deployment {namespace}/{name}", _apps().patch_namespaced_deployment
+    return _call("patch", what, fn, name, namespace, patch, field_manager=FIELD_MANAGER, _content_type=MERGE)
 
 
 # -- Pods and pools ------------------------------------------------------------------
@@ -242,6 +232,7 @@ def remove_finalizer(pool: dict) -> None:
         {"op": "remove", "path": f"/metadata/finalizers/{i}"},
     ]
     _call(
+        "patch",
         f"removing the old finalizer of DaemonPool {meta['namespace']}/{meta['name']}",
         _custom().patch_namespaced_custom_object,
         model.GROUP,
@@ -257,16 +248,9 @@ def remove_finalizer(pool: dict) -> None:
 
 def patch_pod_deletion_cost(namespace: str, name: str, cost: int) -> None:
     """Set controller.kubernetes.io/pod-deletion-cost on one worker pod (KEP-2255); a pod that is gone is fine."""
-    _call(
-        f"setting the deletion cost of pod {namespace}/{name}",
-        client.CoreV1Api(api()).patch_namespaced_pod,
-        name,
-        namespace,
-        {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": str(cost)}}},
-        field_manager=FIELD_MANAGER,
-        _content_type="application/merge-patch+json",
-        absent=(404,),
-    )
+    what, fn = f"setting the deletion cost of pod {namespace}/{name}", client.CoreV1Api(api()).patch_namespaced_pod
+    body = {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": str(cost)}}}
+    _call("patch", what, fn, name, namespace, body, field_manager=FIELD_MANAGER, _content_type=MERGE, absent=(404,))
 
 
 def list_labelled(kind: str, label: str, namespaces: list) -> list:
@@ -274,14 +258,13 @@ def list_labelled(kind: str, label: str, namespaces: list) -> list:
     fn = {"deployments": (_apps, "deployment"), "pods": (lambda: client.CoreV1Api(api()), "pod")}[kind]
     api_, singular = fn[0](), fn[1]
     if not namespaces:
-        return _call(f"listing {kind}", getattr(api_, f"list_{singular}_for_all_namespaces"), label_selector=label)[
-            "items"
-        ]
+        return _call(
+            "list", f"listing {kind}", getattr(api_, f"list_{singular}_for_all_namespaces"), label_selector=label
+        )["items"]
     out = []
     for ns in namespaces:
-        out += _call(f"listing {kind} in {ns}", getattr(api_, f"list_namespaced_{singular}"), ns, label_selector=label)[
-            "items"
-        ]
+        fn_ = getattr(api_, f"list_namespaced_{singular}")
+        out += _call("list", f"listing {kind} in {ns}", fn_, ns, label_selector=label)["items"]
     return out
 
 
@@ -293,7 +276,9 @@ def hpas_on_pools(namespaces: list) -> dict:
     calls += [((ns,), v2.list_namespaced_horizontal_pod_autoscaler) for ns in namespaces]
     out: dict = {}
     for args, fn in calls:
-        for h in (_call("listing HorizontalPodAutoscalers", fn, *args, absent=(403, 404)) or {}).get("items") or []:
+        for h in (_call("list", "listing HorizontalPodAutoscalers", fn, *args, absent=(403, 404)) or {}).get(
+            "items"
+        ) or []:
             ref = (h.get("spec") or {}).get("scaleTargetRef") or {}
             if ref.get("kind") == model.KIND and str(ref.get("apiVersion", "")).startswith(model.GROUP + "/"):
                 out.setdefault((h["metadata"]["namespace"], ref.get("name")), []).append(h["metadata"]["name"])
@@ -305,10 +290,21 @@ def pool_census(namespaces: list) -> tuple:
     one per watched namespace (one in all), read from etcd (no resourceVersion: the latest)."""
     api_ = _custom()
     pages = (
-        [_call("counting pools", api_.list_cluster_custom_object, model.GROUP, model.VERSION, model.PLURAL, limit=1)]
+        [
+            _call(
+                "list",
+                "counting pools",
+                api_.list_cluster_custom_object,
+                model.GROUP,
+                model.VERSION,
+                model.PLURAL,
+                limit=1,
+            )
+        ]
         if not namespaces
         else [
             _call(
+                "list",
                 f"counting pools in {ns}",
                 api_.list_namespaced_custom_object,
                 model.GROUP,
@@ -334,6 +330,7 @@ def patch_pool_status(namespace: str, name: str, status: dict) -> dict | None:
     """Replace the status fields we own (merge patch on the status subresource); the pool as written, or None
     when it is gone."""
     return _call(
+        "patch",
         f"updating the status of DaemonPool {namespace}/{name}",
         _custom().patch_namespaced_custom_object_status,
         model.GROUP,
@@ -377,6 +374,7 @@ def post_event(pool: dict, type_: str, reason: str, message: str) -> None:
         "reportingComponent": FIELD_MANAGER,
     }
     _call(
+        "create",
         f"posting an Event on DaemonPool {meta['namespace']}/{meta['name']}",
         client.CoreV1Api(api()).create_namespaced_event,
         meta["namespace"],
@@ -393,25 +391,25 @@ def _leases():
 
 def get_lease(namespace: str, name: str) -> dict | None:
     what, fn = f"reading Lease {namespace}/{name}", _leases().read_namespaced_lease
-    return _call(what, fn, name, namespace, absent=(404,), timeout=LEASE_REQUEST_TIMEOUT)
+    return _call("get", what, fn, name, namespace, absent=(404,), timeout=LEASE_REQUEST_TIMEOUT)
 
 
 def create_lease(namespace: str, body: dict) -> dict | None:
     """None when another replica created it first."""
     what, fn = f"creating Lease {namespace}/{body['metadata']['name']}", _leases().create_namespaced_lease
-    return _call(what, fn, namespace, body, absent=(409,), fenced=False, timeout=LEASE_REQUEST_TIMEOUT)
+    return _call("create", what, fn, namespace, body, absent=(409,), fenced=False, timeout=LEASE_REQUEST_TIMEOUT)
 
 
 def replace_lease(namespace: str, name: str, body: dict) -> dict | None:
     """Compare-and-swap on resourceVersion: None when another replica wrote it meanwhile."""
     what, fn = f"renewing Lease {namespace}/{name}", _leases().replace_namespaced_lease
-    return _call(what, fn, name, namespace, body, absent=(409,), fenced=False, timeout=LEASE_REQUEST_TIMEOUT)
+    return _call("update", what, fn, name, namespace, body, absent=(409,), fenced=False, timeout=LEASE_REQUEST_TIMEOUT)
 
 
 def secret_value(namespace: str, name: str, key: str) -> str:
     """One key of a Secret, decoded (a backlog source's DSN). Rejected(403 or 404) says why it cannot be had."""
     what = f"reading Secret {namespace}/{name}"
-    got = _call(what, client.CoreV1Api(api()).read_namespaced_secret, name, namespace, absent=(403, 404))
+    got = _call("get", what, client.CoreV1Api(api()).read_namespaced_secret, name, namespace, absent=(403, 404))
     if got is None:
         raise Rejected(403, f"cannot read Secret {namespace}/{name}: missing, or the operator may not read it")
     if key not in (got.get("data") or {}):

@@ -3,7 +3,7 @@
 Only the leader reconciles; a standby is hot (its watches fill the cache) and takes over once the
 Lease has not been renewed for ``LEASE_SECONDS`` as it observed it (its own clock, never the holder's
 timestamps: clocks may differ). A leader that cannot renew within ``RENEW_DEADLINE_SECONDS`` stops
-writing at once (kube.writes_allowed) and exits, and the kubelet restarts it as a standby.
+writing at once (kube.FENCE) and exits, and the kubelet restarts it as a standby.
 """
 
 from __future__ import annotations
@@ -162,5 +162,5 @@ class Elector:
 
     def start(self) -> None:
         metrics.LEADER.set(0)
-        kube.writes_allowed = self.fresh
+        kube.FENCE.guard(self.fresh)
         threading.Thread(target=self.run, name="daemonpool-leader-election", daemon=True).start()

@@ -105,9 +105,10 @@ def test_one_leader_a_hot_standby_and_a_takeover_after_the_lease_expires(world):
 def test_writes_are_fenced_to_a_fresh_leader(world, monkeypatch):
     store, now, current = world
     e = elector("a", now, [])
-    monkeypatch.setattr(kube, "writes_allowed", e.fresh)
+    monkeypatch.setattr(kube, "FENCE", kube.Fence())
+    kube.FENCE.guard(e.fresh)
     with pytest.raises(kube.NotLeader):
-        kube._call("creating Deployment ns/x", type("F", (), {"__name__": "create_namespaced_deployment"})())
+        kube._call("create", "creating Deployment ns/x", lambda *a, **k: None)
     step(e, current)
     assert e.fresh()
     now[0] += leader.RENEW_DEADLINE_SECONDS
@@ -128,7 +129,8 @@ def test_a_release_waits_for_the_writes_that_passed_the_fence(world, monkeypatch
     import threading
 
     store, now, current, events, a, b = two_candidates(world)
-    monkeypatch.setattr(kube, "writes_allowed", a.fresh)
+    monkeypatch.setattr(kube, "FENCE", kube.Fence())
+    kube.FENCE.guard(a.fresh)
     monkeypatch.setattr(kube, "_raw", lambda r: r)
     sent, answer, order = threading.Event(), threading.Event(), []
 
@@ -138,7 +140,9 @@ def test_a_release_waits_for_the_writes_that_passed_the_fence(world, monkeypatch
         order.append("write answered")
         return {}
 
-    writer = threading.Thread(target=kube._call, args=("creating Deployment ns/x", create_namespaced_deployment))
+    writer = threading.Thread(
+        target=kube._call, args=("create", "creating Deployment ns/x", create_namespaced_deployment)
+    )
     writer.start()
     assert sent.wait(5)
     current["who"] = "a"
@@ -147,7 +151,7 @@ def test_a_release_waits_for_the_writes_that_passed_the_fence(world, monkeypatch
     releasing.join(0.3)
     assert releasing.is_alive() and store.obj["spec"]["holderIdentity"] == "a", "the Lease is kept while it is out"
     with pytest.raises(kube.NotLeader):  # no new write passes meanwhile
-        kube._call("creating Deployment ns/y", create_namespaced_deployment)
+        kube._call("create", "creating Deployment ns/y", create_namespaced_deployment)
     answer.set()
     writer.join(5)
     releasing.join(5)
