@@ -441,7 +441,8 @@ def main(argv=None) -> int:
         "sizes": results,
         "flags": {
             "kube-controller-manager": "--kube-api-qps=200 --kube-api-burst=300",
-            "operator_workers": os.environ.get("DAEMONPOOL_WORKERS", "4"),
+            "operator_reconcile_threads": os.environ.get("DAEMONPOOL_RECONCILE_THREADS")
+            or os.environ.get("DAEMONPOOL_WORKERS", "4"),
         },
     }
     print(

@@ -15,7 +15,7 @@ Every setting is a flag and an environment variable, with a default and its reas
   --metrics-port P / DAEMONPOOL_METRICS_PORT    Prometheus /metrics; default 8081 in a pod, none with --dev
 
 The controller's own settings (config.py: each with its default and reason) are flags too:
---resync-seconds, --workers, --stuck-seconds, --status-batch-seconds, --blind-seconds,
+--resync-seconds, --reconcile-threads, --stuck-seconds, --status-batch-seconds, --blind-seconds,
 --slow-reconcile-seconds (and DAEMONPOOL_RESYNC_SECONDS, ... as before). `--help` lists them.
 """
 
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in _tunables(Config):
         p.add_argument(
             "--" + f.name.replace("_", "-"),
-            type=int if f.name == "workers" else float,
+            type=int if f.name == "reconcile_threads" else float,
             default=None,
             help=f"{f.metadata['why']} (default {f.default:g}; {f.metadata['env']})",
         )

@@ -10,6 +10,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+# Environment names users already set, kept working (the new name wins when both are set).
+OLD_NAMES = {"reconcile_threads": "DAEMONPOOL_WORKERS"}
+
 
 def _setting(default: Any, env: str, why: str) -> Any:
     return dataclasses.field(default=default, metadata={"env": env, "why": why})
@@ -26,8 +29,8 @@ class Config:
     resync_seconds: float = _setting(
         60.0, "DAEMONPOOL_RESYNC_SECONDS", "every pool again from the cache, a safety net for a missed event (no reads)"
     )
-    workers: int = _setting(
-        4, "DAEMONPOOL_WORKERS", "pools reconciled at once: keeps up with bursts, never floods the API server"
+    reconcile_threads: int = _setting(
+        4, "DAEMONPOOL_RECONCILE_THREADS", "pools reconciled at once: keeps up with bursts, never floods the API"
     )
     stuck_seconds: float = _setting(
         180.0, "DAEMONPOOL_STUCK_SECONDS", "queued work with no reconcile finished this long fails the health check"
@@ -53,18 +56,20 @@ class Config:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             name = f.metadata.get("env")
+            if name and not env.get(name) and env.get(OLD_NAMES.get(f.name, "")):
+                name = OLD_NAMES[f.name]  # the name before 0.2, still read
             raw = env.get(name) if name else None
             if raw in (None, ""):
                 continue
             try:
                 if f.name == "namespaces":
                     values[f.name] = tuple(n for n in raw.split(",") if n)
-                elif f.name in ("workers", "metrics_port"):
+                elif f.name in ("reconcile_threads", "metrics_port"):
                     values[f.name] = int(raw)
                 else:
                     values[f.name] = float(raw)
             except ValueError:
-                kind = "a whole number" if f.name in ("workers", "metrics_port") else "a number of seconds"
+                kind = "a whole number" if f.name in ("reconcile_threads", "metrics_port") else "a number of seconds"
                 raise ValueError(f"{name}={raw!r} is not {kind} ({f.metadata['why']})") from None
         values.update({k: v for k, v in given.items() if v is not None})
         config = cls(**values)
@@ -77,5 +82,5 @@ class Config:
                 raise ValueError(f"{name} must be more than 0 seconds, got {getattr(self, name)!r}")
         if self.status_batch_seconds < 0:
             raise ValueError(f"status_batch_seconds must be 0 or more, got {self.status_batch_seconds!r}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers!r}")
+        if self.reconcile_threads < 1:
+            raise ValueError(f"reconcile_threads must be at least 1, got {self.reconcile_threads!r}")

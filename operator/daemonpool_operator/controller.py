@@ -107,7 +107,7 @@ class Controller:
             clock=clock,
             blind_seconds=self.config.blind_seconds,
         )
-        self.queue = WorkQueue(self.reconcile, workers=self.config.workers, on_error=self._on_error)
+        self.queue = WorkQueue(self.reconcile, threads=self.config.reconcile_threads, on_error=self._on_error)
         ns = list(self.config.namespaces)
         self.autoscaler = autoscaler.Autoscaler(  # sizes autoscaled pools while this replica leads (its queue runs)
             self.world,

@@ -1,8 +1,9 @@
-"""A rate-limited work queue of pool keys, like client-go's: events only enqueue, workers reconcile.
+"""A work queue of pool keys, like client-go's: events only enqueue, reconcile threads take keys. Its
+retries back off per key and share one rate limit; events are coalesced, not limited.
 
 - Coalescing: a key is in the queue at most once, however many events arrive; a key that is
   being processed and is added again is processed once more afterwards (never twice at once).
-- Bounded concurrency: ``workers`` threads take keys; one pool never runs on two of them.
+- Bounded concurrency: ``threads`` threads take keys; one pool never runs on two of them.
 - Retries back off per key (``base`` doubling up to ``cap``); a success forgets the failures. Retries
   also share one token bucket (``qps``, ``burst``): the delay is the larger of the two, as client-go's
   default controller rate limiter does, so many failing pools cannot hammer a struggling API server.
@@ -43,7 +44,7 @@ class WorkQueue(Generic[K]):
         self,
         process: Callable[[K], None],
         *,
-        workers: int = 4,
+        threads: int = 4,
         base: float = BACKOFF_BASE_SECONDS,
         cap: float = BACKOFF_CAP_SECONDS,
         on_error: Callable[[K, BaseException], None] | None = None,
@@ -52,7 +53,7 @@ class WorkQueue(Generic[K]):
         burst: int = RETRY_BURST,
     ):
         self._process = process
-        self._workers = workers
+        self._threads_wanted = threads
         self._base, self._cap = base, cap
         self._on_error = on_error
         self._clock = clock
@@ -211,7 +212,7 @@ class WorkQueue(Generic[K]):
     def start(self) -> None:
         if self._threads:
             return
-        for i in range(self._workers):
+        for i in range(self._threads_wanted):
             t = threading.Thread(target=self._run, name=f"daemonpool-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)

@@ -31,7 +31,7 @@ def test_a_key_added_while_processing_runs_again_after_never_concurrently():
             gate.wait(2)
         running.discard(key)
 
-    q = WorkQueue(process, workers=3)
+    q = WorkQueue(process, threads=3)
     q.start()
     q.add("a")
     time.sleep(0.2)
