@@ -3,8 +3,8 @@ run against the local cluster's API server. Its pods become Running and Ready wi
 
 `hack/local-cluster fake-nodes N` makes N nodes named fake-0 … fake-(N-1), tainted and labelled so only
 pods that tolerate the taint (and select the label) land there. `down` stops kwok with everything else.
-Recipe and its one blocker (kube-apiserver needs --feature-gates=WatchList=false with Debian's etcd 3.4)
-are in shared/cluster-notes.md.
+Its one blocker, and the fix the harness applies: kube-apiserver needs --feature-gates=WatchList=false beside
+Debian's etcd 3.4 (hack/README.md).
 """
 
 from __future__ import annotations

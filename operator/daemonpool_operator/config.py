@@ -44,7 +44,9 @@ class Config:
     slow_reconcile_seconds: float = _setting(
         10.0, "DAEMONPOOL_SLOW_RECONCILE_SECONDS", "a reconcile slower than this is logged (the API or a lock)"
     )
-    metrics_port: int | None = _setting(None, "DAEMONPOOL_METRICS_PORT", "Prometheus /metrics; None: not served")
+    metrics_port: int | None = _setting(
+        None, "DAEMONPOOL_METRICS_PORT", "Prometheus /metrics: the CLI makes it 8081 in a pod, none with --dev"
+    )
     # {namespace, name, identity} of the Lease; None: no election (one replica, or --dev). Set by the CLI.
     leader_election: Mapping[str, str] | None = None
 
@@ -84,3 +86,21 @@ class Config:
             raise ValueError(f"status_batch_seconds must be 0 or more, got {self.status_batch_seconds!r}")
         if self.reconcile_threads < 1:
             raise ValueError(f"reconcile_threads must be at least 1, got {self.reconcile_threads!r}")
+
+
+SETTINGS_BEGIN = "<!-- settings:begin (generated from config.Config by python -m daemonpool_operator.crd) -->"
+SETTINGS_END = "<!-- settings:end -->"
+
+
+def settings_table() -> str:
+    """The operator's settings as docs/operations.md shows them: flag, environment variable, default, why."""
+    rows = ["| flag | environment | default | why |", "| --- | --- | --- | --- |"]
+    for f in dataclasses.fields(Config):
+        env = f.metadata.get("env")
+        if env:
+            flag = "--namespace (repeatable)" if f.name == "namespaces" else "--" + f.name.replace("_", "-")
+            default = (
+                "all namespaces" if f.name == "namespaces" else ("none" if f.default is None else f"{f.default:g}")
+            )
+            rows.append(f"| `{flag}` | `{env}` | {default} | {f.metadata['why']} |")
+    return "\n".join(rows)

@@ -218,7 +218,7 @@ SPEC_END = "<!-- spec:end -->"
 
 
 def spec_table() -> str:
-    """The README's table of spec fields, from the model: name, default, description."""
+    """The table of spec fields (docs/usage.md), from the model: name, default, description."""
     rows = ["| spec field | default | meaning |", "| --- | --- | --- |"]
     for name, field in model.DaemonPoolSpec.model_fields.items():
         if field.is_required():
@@ -232,8 +232,12 @@ def spec_table() -> str:
     return "\n".join(rows)
 
 
-def _readme_path() -> str:
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")
+def _doc_paths() -> list:
+    """The README and the pages under docs/: whichever holds a generated table's markers gets it."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    docs = os.path.join(root, "docs")
+    pages = sorted(os.path.join(docs, n) for n in os.listdir(docs) if n.endswith(".md")) if os.path.isdir(docs) else []
+    return [os.path.join(root, "README.md"), *pages]
 
 
 REASONS_BEGIN = "<!-- reasons:begin (checked against operator/daemonpool_operator/reasons.py by tests/unit) -->"
@@ -241,7 +245,7 @@ REASONS_END = "<!-- reasons:end -->"
 
 
 def reasons_table() -> str:
-    from . import reasons  # noqa: PLC0415 - only the README needs it
+    from . import reasons  # noqa: PLC0415 - only the docs need it
 
     rows = ["| reason | where | what it means, what to do |", "| --- | --- | --- |"]
     rows += [f"| `{k}` | {where} | {what} |" for k, (where, what) in reasons.CATALOG.items()]
@@ -249,8 +253,15 @@ def reasons_table() -> str:
 
 
 def readme_with_spec_table(text: str) -> str:
-    """The README with its generated tables (spec fields from the model, reasons from reasons.py) current."""
-    for begin, end, table in ((SPEC_BEGIN, SPEC_END, spec_table), (REASONS_BEGIN, REASONS_END, reasons_table)):
+    """A page with its generated tables (spec fields from the model, reasons from reasons.py) current."""
+    from .config import SETTINGS_BEGIN, SETTINGS_END, settings_table  # noqa: PLC0415 - only the docs need it
+
+    tables = (
+        (SPEC_BEGIN, SPEC_END, spec_table),
+        (REASONS_BEGIN, REASONS_END, reasons_table),
+        (SETTINGS_BEGIN, SETTINGS_END, settings_table),
+    )
+    for begin, end, table in tables:
         if begin in text:
             a, b = text.index(begin) + len(begin), text.index(end)
             text = text[:a] + "\n" + table() + "\n" + text[b:]
@@ -288,17 +299,18 @@ def main(argv=None) -> int:
         with open(path, "w") as f:
             f.write(text)
         print(f"wrote {path}")
-    readme = _readme_path()
-    if not paths and os.path.exists(readme):
-        with open(readme) as f:
+    for doc in [] if paths else _doc_paths():
+        if not os.path.exists(doc):
+            continue
+        with open(doc) as f:
             current = f.read()
-        if SPEC_BEGIN in current and readme_with_spec_table(current) != current:
+        if "<!-- " in current and readme_with_spec_table(current) != current:
             if check:
-                stale.append(readme)
+                stale.append(doc)
             else:
-                with open(readme, "w") as f:
+                with open(doc, "w") as f:
                     f.write(readme_with_spec_table(current))
-                print(f"wrote the spec table in {readme}")
+                print(f"wrote the generated tables in {doc}")
     if stale:
         print(
             f"out of date: {', '.join(stale)}: run `python -m daemonpool_operator.crd` to regenerate every copy",

@@ -18,7 +18,7 @@ def register() -> None:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=model.GROUP, key="last-handled-configuration"
         )
-        # One replica (the chart's Deployment uses Recreate): no peering objects, no RBAC for them.
+        # Leader election is ours (a Lease, leader.py), not kopf's peering: no peering objects, no RBAC for them.
         settings.peering.standalone = True
         # Our resources are known at start; watching CRDs for new ones would need RBAC we do not ask for.
         settings.scanning.disabled = True
