@@ -80,7 +80,7 @@ def scratch(modules: list) -> None:
     config = {
         "source_paths": ["src"],
         "only_mutate": [MODULES[m] for m in modules],
-        "also_copy": ["tests", "crds", "helm", "examples", "README.md", "hack", "kind-config.yaml", "bench"],
+        "also_copy": ["tests", "crds", "helm", "examples", "README.md", "docs", "hack", "kind-config.yaml", "bench"],
         "pytest_add_cli_args_test_selection": selection,
     }
     pyproject = (WORK / "pyproject.toml").read_text()
