@@ -306,8 +306,11 @@ def test_a_rollout_of_an_autoscaled_pool_stops_no_busy_old_worker_where_a_plain_
     rolled, plain = out["rolled"], out["plain"]
     assert (rolled["items_done"], rolled["items_cut_short"], rolled["busy_workers_sent_sigterm"]) == (2, 0, 0), out
     assert rolled["held"], f"the rollout was never held for the busy old workers: {out}"
-    # The mechanism, not only its luck (the plain pool's ReplicaSet may pick the idle ones by chance): costs set.
-    assert all(rolled["costs"].get(n, 0) < 0 for n in rolled["idle"]), rolled
+    # The mechanism, not only its luck (the plain pool's ReplicaSet may pick the idle ones by chance): the hold
+    # above, and idle-first costs on every idle old worker seen before it went (a drained idle worker can go
+    # before the test's next look: not seen is not a failure, a cost that is not idle-first is).
+    seen = {n: rolled["costs"][n] for n in rolled["idle"] if n in rolled["costs"]}
+    assert all(c < 0 for c in seen.values()), rolled
     assert rolled["idle_went_first"], f"old workers removed in the order {rolled}"
     # The baseline shows what the hold is for: a 30 s item under a 10 s grace period is cut short.
     assert plain["items_cut_short"] + plain["busy_workers_sent_sigterm"] >= 1, plain
