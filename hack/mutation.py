@@ -1,4 +1,4 @@
-"""Mutation testing of the pure modules: how many small, plausible bugs the unit tests catch.
+"""Mutation testing: how many small, plausible bugs the unit tests catch in the modules with logic.
 
     hack/mutation [--module desired] [--max-children N] [--keep]
 
@@ -37,6 +37,14 @@ MODULES = {
     "model": "src/daemonpool_operator/model.py",
     "probe": "src/worker_runtime/probe.py",
     "daemon": "src/worker_runtime/daemon.py",
+    # The third wave's (issue 22): the cache, the queue, the Lease, idle-first's choice, the census, and
+    # the runtime's HTTP endpoint (the answers; httpserver.py's sockets are the process tier's).
+    "cache": "src/daemonpool_operator/cache.py",
+    "workqueue": "src/daemonpool_operator/workqueue.py",
+    "leader": "src/daemonpool_operator/leader.py",
+    "scalein": "src/daemonpool_operator/scalein.py",
+    "census": "src/daemonpool_operator/census.py",
+    "http": "src/worker_runtime/_http.py",
 }
 TESTS = "tests/unit"
 # Unit tests that read the source files themselves (layout, imports, names used), not the code's
@@ -45,11 +53,14 @@ NOT_RUN = [
     "tests/unit/test_repo.py",
     "tests/unit/test_contract.py::test_every_reason_the_code_uses_is_in_the_catalog",
     "tests/unit/test_model.py::test_builders_import_no_io",
-    "tests/unit/test_runtime_unit.py::test_worker_runtime_imports_only_the_standard_library",
-    "tests/unit/test_runtime_unit.py::test_probe_path_imports_nothing_heavy",
-    "tests/unit/test_runtime_unit.py::test_the_sh_probe_uses_the_contracts_names_and_defaults",
+    "tests/unit/test_daemon.py::test_worker_runtime_imports_only_the_standard_library",
+    "tests/unit/test_daemon.py::test_probe_path_imports_nothing_heavy",
+    "tests/unit/test_daemon.py::test_the_sh_probe_uses_the_contracts_names_and_defaults",
 ]
-TARGET = 0.85  # the share of non-equivalent mutants the tests must kill (issue 16)
+TARGET = 0.85  # the share of non-equivalent mutants the tests must kill, over all modules (issue 16)
+# Each module on its own: the third wave's asked for 90 % (issue 22); the first modules keep 85 %.
+MODULE_TARGET = {"desired": 0.85, "status": 0.85, "model": 0.85, "probe": 0.85, "daemon": 0.85}
+MODULE_TARGET_DEFAULT = 0.90
 
 
 def say(msg: str) -> None:
@@ -192,9 +203,15 @@ def main(argv=None) -> int:
         else:
             row["survived"] += 1
             survivors.append((name, what, st))
-    for row in by_module.values():
+    # mutmut names a module by its file (``_http``); the command line by its MODULES key (``http``).
+    key_of = {pathlib.Path(path).stem: key for key, path in MODULES.items()}
+    short = []
+    for module, row in by_module.items():
         counted = row["mutants"] - row["equivalent"]
         row["score"] = round(row["killed"] / counted, 3) if counted else 1.0
+        row["target"] = MODULE_TARGET.get(key_of.get(module, module), MODULE_TARGET_DEFAULT)
+        if row["score"] < row["target"]:
+            short.append(module)
     killed = sum(r["killed"] for r in by_module.values())
     counted = sum(r["mutants"] - r["equivalent"] for r in by_module.values())
     # Listed as equivalent but no longer surviving (killed, or the line changed): the list must be fixed.
@@ -204,6 +221,7 @@ def main(argv=None) -> int:
         "modules": by_module,
         "score": round(killed / counted, 3) if counted else 1.0,
         "target": TARGET,
+        "modules_under_their_target": sorted(short),
         "survivors": [{"mutant": n, "what": w, "status": s} for n, w, s in survivors],
         "equivalent_listed_but_not_surviving": stale,
         "seconds": round(time.monotonic() - t0),
@@ -211,9 +229,12 @@ def main(argv=None) -> int:
     print(json.dumps(report, indent=1, ensure_ascii=False))
     for n, w, _ in survivors:
         say(f"survived: {w}    ({n}; `cd {WORK} && mutmut show {n}`)")
-    if not (a.keep or a.report) and report["score"] >= TARGET and not stale:
+    ok = report["score"] >= TARGET and not stale and not short
+    if not (a.keep or a.report) and ok:
         shutil.rmtree(WORK, ignore_errors=True)
-    ok = report["score"] >= TARGET and not stale
+    for module in sorted(by_module):
+        row = by_module[module]
+        say(f"{module}: {row['score']:.1%} of {row['mutants'] - row['equivalent']} (target {row['target']:.0%})")
     say(f"score {report['score']:.1%} (target {TARGET:.0%}){'' if ok else ' — FAILED'}")
     return 0 if ok else 1
 

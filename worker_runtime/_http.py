@@ -30,6 +30,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from . import _files, probe
+from ._drain import MAX_DRAIN_SECONDS
 from .contract import ENV_DRAIN_TOKEN, ENV_PORT
 from .httpserver import TEXT, BoundedServer, response
 
@@ -67,16 +68,9 @@ def answer(
             key, _, value = part.partition("=")
             if key == "timeout":
                 try:
-                    limit = float(value)
-                except ValueError:
-                    limit = -1.0
-                if not 0 < limit <= MAX_TIMEOUT:  # nan fails both comparisons
-                    return response(
-                        400,
-                        f"timeout={value[:40]!r} must be a number of seconds in (0, {MAX_TIMEOUT:g}]\n".encode(),
-                        TEXT,
-                        head_only,
-                    )
+                    limit = _seconds(value, key, MAX_TIMEOUT)
+                except ValueError as exc:
+                    return response(400, f"{exc}\n".encode(), TEXT, head_only)
         ok, reason = probe.check(KINDS[path], d.run_dir, d.name, limit)
         if termination is not None and KINDS[path] == "liveness":
             termination.verdict(ok, reason)
@@ -94,20 +88,26 @@ def answer(
     return response(404, b"not found: /livez /readyz /startupz /state /metrics\n", TEXT, head_only)
 
 
+def _seconds(value: str, name: str, most: float) -> float:
+    """``name=value`` of a query as seconds in (0, most], else a ValueError in the words the client reads."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= most:  # nan fails both comparisons (and inf the second)
+        raise ValueError(f"{name}={value[:40]!r} must be a number of seconds in (0, {most:g}]")
+    return seconds
+
+
 def _state_wait(query: str) -> tuple[float, int]:
     """``wait=S&since=V`` of ``/state``: seconds in (0, MAX_STATE_WAIT], a version (-1 or absent: any)."""
     wait, since = 0.0, -1
     for part in query.split("&"):
         key, _, value = part.partition("=")
         if key == "wait":
-            try:
-                wait = float(value)
-            except ValueError:
-                wait = math.nan
-            if not 0 < wait <= MAX_STATE_WAIT:  # nan fails both comparisons
-                raise ValueError(f"wait={value[:40]!r} must be a number of seconds in (0, {MAX_STATE_WAIT:g}]")
+            wait = _seconds(value, key, MAX_STATE_WAIT)
         elif key == "since":
-            if not value.lstrip("-").isdigit() or len(value) > 20:
+            if not value.removeprefix("-").isdigit() or len(value) > 20:
                 raise ValueError(f"since={value[:40]!r} must be the version a /state answer gave")
             since = int(value)
     return wait, since
@@ -144,19 +144,16 @@ def drain_answer(d: Daemon, method: str, target: str, headers: dict[str, str], t
     if method != "POST":
         return response(405, b"POST /drain?seconds=S or DELETE /drain\n", TEXT, False)
     seconds, finish = 60.0, False
-    for part in target.partition("?")[2].split("&"):
-        key, _, value = part.partition("=")
-        if key == "seconds":
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = math.nan
-        elif key == "finish":  # a rollout's old worker: accepted while busy (see _drain.py)
-            finish = value in ("1", "true")
     try:
-        drained = d.drain(seconds, finish=finish)
+        for part in target.partition("?")[2].split("&"):
+            key, _, value = part.partition("=")
+            if key == "seconds":
+                seconds = _seconds(value, key, MAX_DRAIN_SECONDS)
+            elif key == "finish":  # a rollout's old worker: accepted while busy (see _drain.py)
+                finish = value in ("1", "true")
     except ValueError as exc:
         return response(400, f"{exc}\n".encode(), TEXT, False)
+    drained = d.drain(seconds, finish=finish)
     body = (json.dumps(d.state_view()) + "\n").encode()
     return response(200 if drained else 409, body, "application/json", False)
 

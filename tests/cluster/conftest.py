@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from clusterkit import ROOT, C, Cluster
-from skips import unavailable
+from testkit.cluster import ROOT, C, Cluster
+from testkit.skips import unavailable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IN_CI = os.environ.get("CI", "").lower() == "true"

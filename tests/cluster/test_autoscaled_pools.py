@@ -16,8 +16,8 @@ import urllib.request
 
 import pytest
 
-from clusterkit import live_pods, record, wait, worker_spec
-from clusterkit import worker_state as state
+from testkit.cluster import live_pods, record, wait, worker_spec
+from testkit.cluster import worker_state as state
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -26,8 +26,8 @@ import pytest
 
 from localcluster.procs import ctr
 
-from clusterkit import holder, leader_pod, record, wait, worker_pool, writer_pods, writes_outside_terms
-from skips import unavailable
+from testkit.cluster import holder, leader_pod, record, wait, worker_pool, writer_pods, writes_outside_terms
+from testkit.skips import unavailable
 
 FULL = os.environ.get("DAEMONPOOL_CHAOS_FULL") == "1"
 pytestmark = pytest.mark.timeout(1800)

@@ -8,8 +8,8 @@ import time
 import pytest
 import yaml
 
-from clusterkit import ROOT, leader_pod, operator_metric, record, wait
-from conftest import helm, install_operator
+from .conftest import helm, install_operator
+from testkit.cluster import ROOT, leader_pod, operator_metric, record, wait
 
 pytestmark = pytest.mark.timeout(600)
 CHART = ROOT / "helm" / "daemonpool-operator"

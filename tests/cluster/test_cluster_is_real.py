@@ -2,7 +2,7 @@
 
 import pytest
 
-from clusterkit import wait
+from testkit.cluster import wait
 
 pytestmark = pytest.mark.timeout(300)
 

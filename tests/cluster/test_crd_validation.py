@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from cases import INVALID  # the same table the model is tested with
-from clusterkit import ROOT
+from testkit.cases import INVALID  # the same table the model is tested with
+from testkit.cluster import ROOT
 
 pytestmark = pytest.mark.timeout(300)
 CRD = ROOT / "crds" / "daemonpools.daemonpool.dev.yaml"

@@ -1,7 +1,7 @@
 """Many pools on fake nodes (kwok): 50 pools x 5 workers converge, scale and delete cleanly (issue 12).
 
 kwok's pods run no container, so this is the operator's cost at size, not the workers'. The timings are
-recorded (tests/measure.py), never asserted beyond generous timeouts: bench/scale.py compares them with
+recorded (tests/testkit/measure.py), never asserted beyond generous timeouts: bench/scale.py compares them with
 plain Deployments.
 """
 
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from clusterkit import record, wait, worker_pool
+from testkit.cluster import record, wait, worker_pool
 
 pytestmark = pytest.mark.timeout(1200)
 POOLS, PEERS = 50, 5

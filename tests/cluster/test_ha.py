@@ -9,8 +9,8 @@ import pytest
 
 from localcluster.procs import ctr
 
-from clusterkit import holder, leader_pod, record, wait, worker_pool, writer_pods
-from skips import unavailable
+from testkit.cluster import holder, leader_pod, record, wait, worker_pool, writer_pods
+from testkit.skips import unavailable
 
 pytestmark = pytest.mark.timeout(900)
 METRICS = [

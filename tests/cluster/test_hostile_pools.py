@@ -18,9 +18,9 @@ import pytest
 
 from daemonpool_operator import reasons
 
-from clusterkit import record, wait, wait_quiet, writes_by
-from hostile import CHURNING, generated, hand
-from skips import unavailable
+from testkit.cluster import record, wait, wait_quiet, writes_by
+from testkit.hostile import CHURNING, generated, hand
+from testkit.skips import unavailable
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from clusterkit import ROOT
+from testkit.cluster import ROOT
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from clusterkit import wait, worker_pool
+from testkit.cluster import wait, worker_pool
 
 pytestmark = pytest.mark.timeout(300)
 

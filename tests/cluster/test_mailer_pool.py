@@ -7,16 +7,15 @@ import time
 
 import pytest
 
-from clusterkit import ROOT, record, wait
+from testkit.cluster import ROOT, record, wait
 
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "examples" / "mailer"))
 import psycopg  # noqa: E402  (a test dependency: never skipped)
 
 from mailer import outbox  # noqa: E402
 
-import services  # noqa: E402
-from skips import unavailable  # noqa: E402
+from testkit import services  # noqa: E402
+from testkit.skips import unavailable  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -121,7 +120,7 @@ def test_the_mailer_pool_sizes_itself_on_its_outbox_from_zero(cluster, operator,
     zero once it is sent; nothing lost, nothing sent twice."""
     import yaml
 
-    from conftest import install_operator
+    from .conftest import install_operator
 
     pg, smtp = backing
     ns = cluster.namespace("mailer-auto", labels={"pod-security.kubernetes.io/enforce": "restricted"})

@@ -12,8 +12,8 @@ import pytest
 
 from daemonpool_operator import desired
 
-from clusterkit import reconciled_again, record, wait, wait_quiet, worker_pool, writes_by
-from skips import unavailable
+from testkit.cluster import reconciled_again, record, wait, wait_quiet, worker_pool, writes_by
+from testkit.skips import unavailable
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from clusterkit import record, wait, worker_pool
+from testkit.cluster import record, wait, worker_pool
 
 pytestmark = pytest.mark.timeout(400)
 HOSTILE = 5000

@@ -10,8 +10,8 @@ import pytest
 
 from daemonpool_operator import desired
 
-from clusterkit import live_pods, record, wait, worker_spec
-from clusterkit import worker_state as state
+from testkit.cluster import live_pods, record, wait, worker_spec
+from testkit.cluster import worker_state as state
 
 pytestmark = pytest.mark.timeout(900)
 JOB_SECONDS = 120

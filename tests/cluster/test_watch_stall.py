@@ -15,8 +15,8 @@ import pytest
 
 from localcluster.procs import ctr, sh
 
-from clusterkit import holder, leader_pod, operator_metric, record, wait, worker_pool
-from skips import unavailable
+from testkit.cluster import holder, leader_pod, operator_metric, record, wait, worker_pool
+from testkit.skips import unavailable
 
 pytestmark = pytest.mark.timeout(600)
 # watchdog.KEEPALIVE_SECONDS (40) finds the dead connections; the census (2 x 30 s) is the second net.

@@ -1,15 +1,10 @@
-import os
 import subprocess
-import sys
 
 import pytest
 
-from proc import HERE, ROOT, Worker
-
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-import services  # noqa: E402
-from skips import unavailable  # noqa: E402
+from testkit import services  # noqa: E402
+from testkit.proc import HERE, Worker
+from testkit.skips import unavailable  # noqa: E402
 
 
 def pytest_collection_modifyitems(items):

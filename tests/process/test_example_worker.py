@@ -11,9 +11,8 @@ import sys
 import time
 
 import pytest
-from test_http import free_port, get, wait_answer
 
-from proc import ROOT, child_env, until
+from testkit.proc import ROOT, child_env, free_port, get, until, wait_answer
 
 pytestmark = pytest.mark.timeout(120)
 WORKER = os.path.join(ROOT, "examples", "worker", "worker.py")

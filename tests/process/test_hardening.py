@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from proc import PROBE_SH, PROG, child_env, cli, cli_cmd, probe_cmds, until, wr
-from skips import need_root, unavailable
+from testkit.proc import PROBE_SH, PROG, child_env, cli, cli_cmd, probe_cmds, until, wr
+from testkit.skips import need_root, unavailable
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -7,28 +7,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from proc import PROG, child_env, cli_cmd
+from testkit.proc import PROG, child_env, cli_cmd, free_port, get, wait_answer
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def probe(kind, run_dir, timeout):
@@ -66,16 +50,6 @@ def started_worker(run_dir, *args):
     assert w.stdout.readline().startswith("START True")
     wait_answer(port)
     return port, w
-
-
-def wait_answer(port, path="/livez", timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return get(port, path)
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing answers on {port}")
 
 
 def test_verdicts_match_the_probes_through_a_hang_and_a_stop(run_dir):

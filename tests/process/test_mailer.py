@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from proc import ROOT
+from testkit.proc import ROOT
 
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "examples", "mailer"))
 
 import psycopg  # noqa: E402  (a test dependency: never skipped)
@@ -21,8 +20,8 @@ import psycopg  # noqa: E402  (a test dependency: never skipped)
 from mailer import outbox  # noqa: E402
 from mailer.config import ConfigError, parse_dsn, parse_rate  # noqa: E402
 
-import services  # noqa: E402
-from measure import record  # noqa: E402
+from testkit import services  # noqa: E402
+from testkit.measure import record  # noqa: E402
 
 pytestmark = pytest.mark.timeout(400)
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from proc import PROBE_SH, child_env, cli_cmd, probe_cmds, wr
-from skips import need_root
+from testkit.proc import PROBE_SH, child_env, cli_cmd, probe_cmds, wr
+from testkit.skips import need_root
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,9 +9,8 @@ import sys
 import time
 
 import pytest
-from test_http import free_port, get, wait_answer
 
-from proc import child_env, cli_cmd, until
+from testkit.proc import child_env, cli_cmd, free_port, get, until, wait_answer
 
 pytestmark = pytest.mark.timeout(120)
 

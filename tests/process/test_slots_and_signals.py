@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from proc import PROG, child_env
+from testkit.proc import PROG, child_env
 
 pytestmark = pytest.mark.timeout(120)
 

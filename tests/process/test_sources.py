@@ -3,17 +3,10 @@ read-only, bounded in time, and None (never an exception) for anything else."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
-import pytest
-
-from proc import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
 import psycopg  # noqa: E402
+import pytest
 
 from daemonpool_operator import sources  # noqa: E402
 

@@ -54,10 +54,60 @@ def test_crd_command_checks_every_copy(tmp_path):
     assert crd.main(["--check"]) == 0, "crds/ and the chart's copy are current"
 
 
-def test_test_modules_have_unique_names_across_tiers():
-    """The tiers share one rootdir and no packages: two test_x.py in two tiers stop the whole run at collection
-    ("import file mismatch"), as tests/cluster/test_autoscale.py beside tests/unit/test_autoscale.py did."""
-    names: dict = {}
-    for p in (ROOT / "tests").rglob("test_*.py"):
-        names.setdefault(p.name, []).append(str(p.relative_to(ROOT)))
-    assert {n: ps for n, ps in names.items() if len(ps) > 1} == {}
+def test_each_tier_and_the_helpers_are_packages():
+    """Two test_x.py in two tiers stopped the whole run at collection ("import file mismatch"), as
+    tests/cluster/test_autoscale.py beside tests/unit/test_autoscale.py did: as packages (unit.test_x,
+    process.test_x) they cannot, and the shared helpers are one package (testkit), not loose modules."""
+    for folder in ("unit", "process", "cluster", "testkit"):
+        assert (ROOT / "tests" / folder / "__init__.py").is_file(), f"tests/{folder} is not a package"
+    loose = sorted(p.name for p in (ROOT / "tests").glob("*.py") if p.name != "conftest.py")
+    assert loose == [], f"helpers belong in tests/testkit/: {loose}"
+    for tier in ("unit", "process", "cluster"):
+        helpers = [
+            p.name for p in (ROOT / "tests" / tier).glob("*.py") if not p.name.startswith(("test_", "conftest", "__"))
+        ]
+        assert helpers in ([], ["worker_prog.py"]), f"helpers belong in tests/testkit/: {tier}/{helpers}"
+
+
+# Source modules with logic that have no test module of their own name, and where they are tested instead.
+TESTED_ELSEWHERE = {
+    "daemonpool_operator/cli.py": "unit/test_config.py (flags over the environment over defaults)",
+    "daemonpool_operator/handlers.py": "unit/test_controller.py (the kopf glue calls the controller)",
+    "daemonpool_operator/idlefirst.py": "unit/test_controller.py (idle-first scale-in through a reconcile)",
+    "daemonpool_operator/metrics.py": "unit/test_controller.py, unit/test_leader.py (the series they move)",
+    "daemonpool_operator/model_autoscale.py": "unit/test_autoscale.py (spec.autoscale with its decisions)",
+    "daemonpool_operator/reasons.py": "unit/test_contract.py (the catalog against the code)",
+    "worker_runtime/_core.py": "unit/test_daemon.py (Daemon's own steps)",
+    "worker_runtime/_files.py": "unit/test_daemon.py, unit/test_probe.py (the files the probes read)",
+    "worker_runtime/_notify.py": "unit/test_http.py (sd_notify over a real AF_UNIX socket)",
+    "worker_runtime/_run.py": "process/test_run_modes.py (worker-runtime run, real processes)",
+    "worker_runtime/_signals.py": "unit/test_items.py, process/test_slots_and_signals.py",
+    "worker_runtime/_slots.py": "process/test_slots_and_signals.py (50 processes racing for 3 slots)",
+    "worker_runtime/_waits.py": "unit/test_items.py (waits a stop ends at once)",
+    "worker_runtime/cli.py": "process/test_probes_and_cli.py",
+    "worker_runtime/httpserver.py": "unit/test_http.py, unit/test_workers.py (hostile clients)",
+}
+NO_LOGIC = {"__init__.py", "__main__.py", "settings.py"}  # re-exports, an entry point, constants
+
+
+def test_each_source_module_with_logic_has_its_test_module():
+    """One test module per source module with logic, named for it (test_cache.py for cache.py), or a line
+    above saying where it is tested; a listed place must exist, and a module that gains its own test module
+    leaves the list."""
+    tests = {p.name: p for p in (ROOT / "tests").rglob("test_*.py")}
+    missing, stale = [], []
+    for src in sorted([*(ROOT / "operator").glob("daemonpool_operator/*.py"), *ROOT.glob("worker_runtime/*.py")]):
+        rel = str(src.relative_to(ROOT)).removeprefix("operator/")
+        if src.name in NO_LOGIC:
+            continue
+        own = f"test_{src.stem.lstrip('_')}.py"
+        if own in tests:
+            if rel in TESTED_ELSEWHERE:
+                stale.append(rel)
+        elif rel not in TESTED_ELSEWHERE:
+            missing.append(rel)
+    assert missing == [], f"no tests/*/test_<module>.py and no line in TESTED_ELSEWHERE: {missing}"
+    assert stale == [], f"these have their own test module now; drop their TESTED_ELSEWHERE line: {stale}"
+    for rel, where in TESTED_ELSEWHERE.items():
+        for place in where.split(" (")[0].split(", "):
+            assert (ROOT / "tests" / place).is_file(), f"{rel}: {place} does not exist"

@@ -11,12 +11,12 @@ import sys
 import time
 import uuid
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # tests/testkit/cluster.py
 sys.path.insert(0, str(ROOT / "hack"))
 
 from localcluster import config as C  # noqa: E402
 
-from measure import record  # noqa: E402,F401  (re-exported for the cluster tests)
+from testkit.measure import record  # noqa: E402,F401  (re-exported for the cluster tests)
 
 
 class Cluster:

@@ -3,7 +3,7 @@
 import json
 import pathlib
 
-MEASURE = pathlib.Path(__file__).resolve().parents[1] / "_out" / "measurements.json"
+MEASURE = pathlib.Path(__file__).resolve().parents[2] / "_out" / "measurements.json"
 
 
 def record(key, value):

@@ -2,12 +2,15 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.join(ROOT, "tests", "process")  # the process tier (its worker program lives there)
 PROG = os.path.join(HERE, "worker_prog.py")
 PROBE_SH = os.path.join(ROOT, "worker_runtime", "worker-runtime-probe")
 
@@ -94,3 +97,28 @@ def until(what, predicate, timeout=15.0):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+# HTTP to a worker's runtime on 127.0.0.1 (the process tier's HTTP tests and the run modes').
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_answer(port, path="/livez", timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return get(port, path)
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing answers on {port}")
