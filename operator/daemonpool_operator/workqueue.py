@@ -213,7 +213,7 @@ class WorkQueue(Generic[K]):
         if self._threads:
             return
         for i in range(self._threads_wanted):
-            t = threading.Thread(target=self._run, name=f"daemonpool-worker-{i}", daemon=True)
+            t = threading.Thread(target=self._run, name=f"daemonpool-reconcile-{i}", daemon=True)
             t.start()
             self._threads.append(t)
 
