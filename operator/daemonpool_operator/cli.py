@@ -33,15 +33,6 @@ DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 DEFAULT_METRICS_PORT = 8081
 # The Lease the replicas elect a leader over, in the operator's own namespace (POD_NAMESPACE).
 LEASE_NAME = "daemonpool-operator"
-# The controller's settings with a flag of their own here (config.Config's fields).
-TUNABLES = (
-    "resync_seconds",
-    "workers",
-    "stuck_seconds",
-    "status_batch_seconds",
-    "blind_seconds",
-    "slow_reconcile_seconds",
-)
 
 
 def _version() -> str:

@@ -365,3 +365,38 @@ def test_gone_uids_are_remembered_within_a_bound_oldest_first():
     assert g.refuses({"metadata": {"uid": "c", "resourceVersion": "x"}}), "an opaque version: refused"
     assert not g.refuses({"metadata": {"uid": "c", "resourceVersion": "8"}})
     assert not g.refuses({}) and cache._Gone()._size == 20000
+
+
+def test_dropping_a_pod_of_a_pool_never_seen_and_the_stamps_of_pod_changes():
+    w = cache.World()
+    assert w.drop_pod(pod()) == KEY and w._pods == {}, "a DELETED for a pod never kept: nothing to do"
+    w.set_pod(pod())
+    assert w.pods(KEY) == [], "but remembered gone: its late news is refused"
+    w.set_pool(pool())
+    w.set_pod(pod(name="p-abc-2"))
+    before = w.stamp(KEY)
+    w.drop_pod(pod(name="p-abc-2"))
+    assert w.stamp(KEY) != before, "a dropped pod moves its pool's stamp"
+    w.set_pod(pod(name="p-abc-3"))
+    before = w.stamp(KEY)
+    copycat = pod(name="p-abc-3")
+    copycat["metadata"]["ownerReferences"] = []
+    w.set_pod(copycat)
+    assert w.stamp(KEY) != before and w.stamp(None) == 0, "a worker turned copycat moves the stamp"
+
+
+def test_a_listing_looks_at_every_kept_object_past_one_still_listed():
+    w = cache.World()
+    first, second = pool(rv="5"), pool(rv="6")
+    second["metadata"].update(name="q", uid="u2")
+    w.set_pool(first)
+    w.set_pool(second)
+    assert w.listed("daemonpools", "ns", {"u1"}, "10") == {("ns", "q")}
+    assert w.pool(KEY) is not None and w.pool(("ns", "q")) is None
+
+
+def test_a_kept_summary_is_compact_json():
+    w = cache.World()
+    w.set_pod(full_pod())
+    data = w._pods[KEY]["p-abc-1"].data
+    assert b", " not in data and b": " not in data and json.loads(data) == cache.summarize_pod(full_pod())

@@ -553,7 +553,9 @@ def test_an_undrain_says_the_operator_asked(lit, caplog):
     _http.drain_answer(lit, "POST", "/drain?seconds=9", ok, "k")
     with caplog.at_level(logging.DEBUG):
         _http.drain_answer(lit, "DELETE", "/drain", ok, "k")
-    assert "the operator asked" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "lit slot 0: drain ended (the operator asked); taking items again"
+    ]
 
 
 def test_the_termination_note_is_written_once_per_failing_streak(tmp_path, capsys):
@@ -646,3 +648,50 @@ def test_the_state_server_answers_with_its_note_and_token(tmp_path):
     finally:
         server.stop()
         d.stop()
+
+
+def test_a_drain_query_is_split_at_its_first_question_mark_and_each_part_at_its_first_equals(lit):
+    ok = {"authorization": "Bearer k"}
+    for target, words in (
+        ("/drain?seconds=1=2", "seconds='1=2' must be a number of seconds in (0, 600]\n"),
+        ("/drain?seconds=3?x", "seconds='3?x' must be a number of seconds in (0, 600]\n"),
+    ):
+        assert split(_http.drain_answer(lit, "POST", target, ok, "k"))[1] == words.encode()
+    assert not lit.draining
+
+
+def test_metrics_while_draining(lit):
+    assert _http.drain_answer(lit, "POST", "/drain?seconds=5", {"authorization": "Bearer k"}, "k").startswith(
+        b"HTTP/1.1 200 "
+    )
+    assert _http.metrics(lit) == metrics_text(0, 7.5, 0, 0, 1, 0, 0.0, 0, 1, 0)
+
+
+def test_a_termination_note_survives_a_stderr_that_fails(tmp_path, monkeypatch):
+    class Broken:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def write(self, _):
+            raise self.exc
+
+        def flush(self):
+            raise self.exc
+
+    for exc in (OSError("EPIPE"), ValueError("closed")):
+        path = tmp_path / f"{type(exc).__name__}.log"
+        path.write_text("")
+        monkeypatch.setattr(_http.sys, "stderr", Broken(exc))
+        _http.TerminationNote(str(path)).verdict(False, "why")
+        assert path.read_text() == "liveness failing: why\n", "the file is written all the same"
+
+
+def test_serve_takes_the_port_from_the_environment_when_the_daemon_has_none(tmp_path, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("DAEMONPOOL_PORT", str(port))
+    d = Daemon("e", timeout=10, run_dir=str(tmp_path / "run"), signal_map={}, host="127.0.0.1")
+    server = _http.serve(d)
+    try:
+        assert server.port == port and server.sock.getsockname()[0] == "127.0.0.1", "the daemon's host is kept"
+    finally:
+        server.stop()

@@ -342,6 +342,7 @@ def test_the_holders_own_lease_duration_is_waited_out_not_ours(world, stamps):
 
 def test_the_renew_deadline_is_seven_seconds_to_the_tick(world, stamps):
     store, now, current = world
+    now[0] = 100.0  # not 0: a sum of the two times would pass for their difference
     events = []
     a = named("a", now, events)
     step(a, current)
@@ -351,7 +352,7 @@ def test_the_renew_deadline_is_seven_seconds_to_the_tick(world, stamps):
     assert a.fresh(), "6.99 s after the renewal: still fresh"
     step(a, current)
     assert events == [("started", "a")] and a.leader
-    now[0] = 7.0
+    now[0] = 107.0
     assert not a.fresh(), "7 s after: no longer"
     step(a, current)
     assert events == [("started", "a"), ("lost", "a")] and not a.leader and gauge(metrics.LEADER) == 0
@@ -517,3 +518,36 @@ def test_the_lease_times_are_utc_microseconds(monkeypatch):
     then = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
     assert abs((datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()) < 5
     assert os.environ.get("TZ") is None
+
+
+def test_every_lease_call_names_the_lease(world, stamps, monkeypatch):
+    store, now, current = world
+    calls = []
+    for verb in ("get_lease", "create_lease", "replace_lease"):
+        real = getattr(kube, verb)
+        monkeypatch.setattr(kube, verb, lambda *a, _real=real, _verb=verb: calls.append((_verb, a[:2])) or _real(*a))
+    monkeypatch.setattr(kube, "drain_writes", lambda t: True)
+    a = named("a", now, [])
+    step(a, current)
+    now[0] += 2
+    step(a, current)
+    a.release()
+    assert {c[1] if c[0] != "create_lease" else c[1][:1] for c in calls} == {("ns", "lease-name"), ("ns",)}
+    assert [c[0] for c in calls] == [
+        "get_lease",
+        "create_lease",
+        "get_lease",
+        "replace_lease",
+        "get_lease",
+        "replace_lease",
+    ]
+
+
+def test_a_renewal_of_a_lease_without_an_acquire_time_stamps_it_now(world, stamps):
+    store, now, current = world
+    a = named("a", now, [])
+    step(a, current)
+    del store.obj["spec"]["acquireTime"]
+    now[0] += 2
+    step(a, current)
+    assert stored(store) == lease("a", "T2", "T2", 0)

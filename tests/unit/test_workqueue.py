@@ -293,3 +293,33 @@ def test_start_runs_the_reconcile_threads_and_stop_ends_them():
         t.join(5)
         assert not t.is_alive()
     assert seen == ["a"] and q.process_one() is False, "a stopped queue hands out nothing"
+
+
+def test_a_get_with_under_a_second_left_still_waits_for_a_key_due_sooner():
+    clock = Clock()
+    q = WorkQueue(lambda k: None, clock=clock)
+    waits = []
+    q._cv.wait = lambda t=None: waits.append(t) or setattr(clock, "t", clock.t + t)
+    q.add_after("x", 0.25)
+    assert q._get(timeout=0.5) == "x" and waits == [0.25]
+    waits.clear()
+    assert q._get(timeout=0.5) is None and waits == [0.5], "nothing scheduled: the whole timeout"
+
+
+def test_a_key_that_came_due_is_queued_once_however_often_it_is_added():
+    clock, seen = Clock(), []
+    q = WorkQueue(seen.append, clock=clock)
+    q.add_after("a", 1)
+    clock.t += 1
+    q._promote_due()
+    q.add("a")
+    q.add("a")
+    assert list(q._queue) == ["a"] and q.drain() == 1 and seen == ["a"]
+
+
+def test_process_one_by_default_does_not_wait():
+    clock = Clock()
+    q = WorkQueue(lambda k: None, clock=clock)
+    waits = []
+    q._cv.wait = lambda t=None: waits.append(t) or setattr(clock, "t", clock.t + (t or 0))
+    assert q.process_one() is False and waits == []
