@@ -3,6 +3,7 @@
 ``tests/conftest.py`` puts ``tests/`` on ``sys.path``, so every tier (and bench/, hack/mutation's copy)
 imports the same modules by the same names:
 
+- ``clock``: the injected clock tests move by hand (``Clock``; the unit tier's ``clock`` fixture)
 - ``cases``: pool specs and the table of invalid ones (the model's tests and the CRD's share it)
 - ``measure``: ``record()``, figures a test measured, kept for the closing notes
 - ``services``: real PostgreSQL and SMTP (aiosmtpd) processes the process and cluster tiers start

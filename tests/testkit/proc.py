@@ -2,12 +2,13 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+
+from testkit.services import free_port  # noqa: F401  (one home; re-exported for the process tier)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(ROOT, "tests", "process")  # the process tier (its worker program lives there)
@@ -100,12 +101,6 @@ def until(what, predicate, timeout=15.0):
 
 
 # HTTP to a worker's runtime on 127.0.0.1 (the process tier's HTTP tests and the run modes').
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get(port, path):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:

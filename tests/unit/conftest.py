@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from testkit.clock import Clock
+
 HARD_TIMEOUT = 30  # unit tests are fast; a hang is a bug, not a slow machine
 # pytest-timeout's SIGALRM raises inside the test, which a loop that swallows BaseException, a wait in C
 # or a test spinning in another thread survives: a hand-made mutant that stopped a leader from stepping
@@ -91,16 +93,6 @@ def pytest_runtest_protocol(item, nextitem):
         yield
     finally:
         _BACKSTOP.disarm()
-
-
-class Clock:
-    """An injected clock (wall and monotonic alike): tests move it by hand."""
-
-    def __init__(self, t=1000.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ bound, ends the run at its timeout instead of running on. Each case runs pytest 
 copy of this tier's conftest (its grace and memory bound made small) and a test that swallows the timeout's
 failure, as a loop catching BaseException does. Before the backstop, both ran until killed from outside."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -59,6 +60,7 @@ def run(tmp_path, body, rss_bytes):
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, "PYTHONPATH": str(CONFTEST.parents[1])},  # tests/: the conftest imports testkit
         )
     except subprocess.TimeoutExpired:
         pytest.fail("the spinning test ran on for 60 s: nothing ended it")

@@ -3,6 +3,10 @@ a pool may have changed (the pool, its Deployment, a pod: set, dropped or listed
 and is forgotten with the last thing kept for the pool. The autoscaler loads and parses a pool again only
 when it moves."""
 
+import json
+
+import pytest
+
 from daemonpool_operator import cache
 
 KEY = ("ns", "p")
@@ -72,10 +76,6 @@ def test_the_stamp_goes_with_the_last_thing_kept():
 # Literal oracles from the cache's docstrings (a pod as status.py sees it, nothing else), written against the
 # mutants hack/mutation found surviving: the pod summary's fields that status relies on, and the events of an
 # object deleted and created again under the same name.
-
-import json  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 def full_pod():

@@ -13,6 +13,8 @@ import pytest
 
 from worker_runtime import Daemon, DaemonError, probe
 
+from testkit.clock import Clock
+
 
 def make(tmp_path, clock, **kw):
     return Daemon("u", timeout=10, run_dir=str(tmp_path), clock=clock, monotonic=clock, **kw)
@@ -299,17 +301,9 @@ def test_a_name_given_needs_no_environment(monkeypatch, tmp_path):
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-class FakeTime:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
-
-
 @pytest.fixture
 def daemon(tmp_path):
-    clock = FakeTime()
+    clock = Clock()
     d = Daemon("u", timeout=30, run_dir=str(tmp_path), clock=clock, monotonic=clock, signal_map={})
     assert d.start()
     yield d, clock, tmp_path

@@ -13,13 +13,7 @@ import pytest
 
 from worker_runtime import Daemon
 
-
-class Clock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
+from testkit.clock import Clock
 
 
 def make(tmp_path, **kw):

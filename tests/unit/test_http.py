@@ -11,11 +11,8 @@ import pytest
 
 from worker_runtime import Daemon, _http, _notify, httpserver, probe
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from testkit.clock import Clock
+from testkit.proc import free_port
 
 
 def raw(port, data, host="127.0.0.1", timeout=5.0):
@@ -292,14 +289,6 @@ def test_a_state_long_poll_ends_when_a_drain_runs_out_and_bad_waits_are_refused(
 WALL = 2_000_000_000.0  # the injected wall clock: heartbeat ages are WALL - the file's mtime
 
 
-class Mono:
-    def __init__(self, t=500.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
-
 def head(status, ctype, body):
     return (
         f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
@@ -314,7 +303,7 @@ def split(resp):
 
 @pytest.fixture
 def lit(tmp_path):
-    mono = Mono()
+    mono = Clock(500.0)
     d = Daemon("lit", timeout=10, run_dir=str(tmp_path / "run"), signal_map={}, clock=lambda: WALL, monotonic=mono)
     assert d.start() and d.slot == 0
     os.utime(d.heartbeat_file, (WALL - 7.5, WALL - 7.5))

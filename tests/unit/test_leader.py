@@ -1,10 +1,15 @@
 """Leader election over a Lease, against a fake Lease store with compare-and-swap, on a fake clock."""
 
 import copy
+import datetime
+import logging
+import os
+import re
+import time
 
 import pytest
 
-from daemonpool_operator import kube, leader
+from daemonpool_operator import kube, leader, metrics
 
 
 class Leases:
@@ -239,14 +244,6 @@ def test_a_start_that_fails_does_not_end_the_election(world):
 # -- word for word: the Lease bodies, the log lines, the gauge, the loop ---------------------------------------
 # Literal oracles from client-go's leaderelection and the Lease API (coordination.k8s.io/v1), written against
 # the mutants hack/mutation found surviving.
-
-import datetime  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import time  # noqa: E402
-
-from daemonpool_operator import metrics  # noqa: E402
 
 
 def gauge(g):

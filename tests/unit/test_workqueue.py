@@ -7,6 +7,8 @@ import pytest
 
 from daemonpool_operator.workqueue import Retry, WorkQueue
 
+from testkit.clock import Clock
+
 
 def test_a_key_added_many_times_is_processed_once():
     seen = []
@@ -121,14 +123,6 @@ def test_retries_of_all_keys_share_one_token_bucket_beside_the_per_key_backoff()
 # bucket), written against the mutants hack/mutation found surviving.
 
 
-class Clock:
-    def __init__(self, t=100.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
-
 def scheduled(q):
     """(seconds from now, key) of every scheduled retry, soonest first."""
     return sorted((round(when - q._clock(), 6), key) for when, _, key in q._later)
@@ -142,7 +136,7 @@ def test_the_defaults():
 
 
 def test_backoff_doubles_from_half_a_second_to_the_cap_and_a_success_forgets():
-    clock, outcomes = Clock(), []
+    clock, outcomes = Clock(100.0), []
 
     def process(key):
         if outcomes.pop(0):
@@ -166,18 +160,18 @@ def test_errors_go_to_on_error_with_their_key():
     def process(key):
         raise boom
 
-    q = WorkQueue(process, on_error=lambda k, e: errors.append((k, e)), clock=Clock())
+    q = WorkQueue(process, on_error=lambda k, e: errors.append((k, e)), clock=Clock(100.0))
     q.add("k")
     q.process_one()
     assert errors == [("k", boom)]
-    q2 = WorkQueue(lambda k: (_ for _ in ()).throw(Retry("later", 7.5)), on_error=errors.append, clock=Clock())
+    q2 = WorkQueue(lambda k: (_ for _ in ()).throw(Retry("later", 7.5)), on_error=errors.append, clock=Clock(100.0))
     q2.add("r")
     q2.process_one()
     assert errors == [("k", boom)] and scheduled(q2) == [(7.5, "r")], "a Retry is not an error"
 
 
 def test_the_retry_bucket_refills_at_qps_up_to_its_burst():
-    clock = Clock()
+    clock = Clock(100.0)
     q = WorkQueue(lambda k: None, clock=clock, qps=2.0, burst=3)
     assert [q._bucket_delay() for _ in range(5)] == [0.0, 0.0, 0.0, 0.5, 1.0]
     clock.t += 1.0  # two tokens back: the debt of 2 is paid, none left over
@@ -187,7 +181,7 @@ def test_the_retry_bucket_refills_at_qps_up_to_its_burst():
 
 
 def test_a_retry_waits_for_the_larger_of_its_backoff_and_the_bucket():
-    clock = Clock()
+    clock = Clock(100.0)
 
     def process(key):
         raise Retry("again", 0.25)
@@ -200,7 +194,7 @@ def test_a_retry_waits_for_the_larger_of_its_backoff_and_the_bucket():
 
 
 def test_scheduled_keys_come_due_in_order_and_the_get_waits_no_longer_than_needed():
-    clock, seen = Clock(), []
+    clock, seen = Clock(100.0), []
     q = WorkQueue(seen.append, clock=clock)
     q.add_after("late", 5)
     q.add_after("soon", 2)
@@ -223,7 +217,7 @@ def test_scheduled_keys_come_due_in_order_and_the_get_waits_no_longer_than_neede
 
 
 def test_a_key_waiting_now_is_not_scheduled_too_but_one_being_processed_is():
-    clock = Clock()
+    clock = Clock(100.0)
     q = WorkQueue(lambda k: q.add_after("a", 3), clock=clock)
     q.add("a")
     q.add_after("a", 3)
@@ -233,7 +227,7 @@ def test_a_key_waiting_now_is_not_scheduled_too_but_one_being_processed_is():
 
 
 def test_discard_forgets_a_key_everywhere_and_only_that_key():
-    clock = Clock()
+    clock = Clock(100.0)
     fails = {"a": 1}
 
     def process(key):
@@ -257,7 +251,7 @@ def test_discard_forgets_a_key_everywhere_and_only_that_key():
 
 
 def test_forget_drops_only_the_failures():
-    q = WorkQueue(lambda k: (_ for _ in ()).throw(RuntimeError("x")), clock=Clock())
+    q = WorkQueue(lambda k: (_ for _ in ()).throw(RuntimeError("x")), clock=Clock(100.0))
     q.add("a")
     q.process_one()
     assert q._failures == {"a": 1}
@@ -266,7 +260,7 @@ def test_forget_drops_only_the_failures():
 
 
 def test_drain_stops_at_its_limit_and_counts_progress():
-    clock, seen = Clock(), []
+    clock, seen = Clock(100.0), []
     q = WorkQueue(seen.append, clock=clock)
     for k in "abcde":
         q.add(k)
@@ -296,7 +290,7 @@ def test_start_runs_the_reconcile_threads_and_stop_ends_them():
 
 
 def test_a_get_with_under_a_second_left_still_waits_for_a_key_due_sooner():
-    clock = Clock()
+    clock = Clock(100.0)
     q = WorkQueue(lambda k: None, clock=clock)
     waits = []
     q._cv.wait = lambda t=None: waits.append(t) or setattr(clock, "t", clock.t + t)
@@ -307,7 +301,7 @@ def test_a_get_with_under_a_second_left_still_waits_for_a_key_due_sooner():
 
 
 def test_a_key_that_came_due_is_queued_once_however_often_it_is_added():
-    clock, seen = Clock(), []
+    clock, seen = Clock(100.0), []
     q = WorkQueue(seen.append, clock=clock)
     q.add_after("a", 1)
     clock.t += 1
@@ -318,7 +312,7 @@ def test_a_key_that_came_due_is_queued_once_however_often_it_is_added():
 
 
 def test_process_one_by_default_does_not_wait():
-    clock = Clock()
+    clock = Clock(100.0)
     q = WorkQueue(lambda k: None, clock=clock)
     waits = []
     q._cv.wait = lambda t=None: waits.append(t) or setattr(clock, "t", clock.t + (t or 0))
