@@ -1,8 +1,17 @@
-"""Autoscaling: a pool that sizes itself (spec.autoscale) against the same pool sized by hand, on the same work in
-one run on one cluster; then what asking every worker once a second costs the operator at size.
+"""Autoscaling: daemonpool against KEDA and an HPA on the same work (peers); a pool that sizes itself against the
+same pool sized by hand (workload); what asking every worker once a second costs the operator at size (signal).
 
-    python bench/autoscale.py [--phases workload,signal] [--workers 100,1000] [--operator in-cluster|dev]
-                              [--bursts 4] [--manual-steps 25,35,50]
+    python bench/autoscale.py [--phases peers,workload,signal] [--systems daemonpool,keda-tuned,...]
+                              [--window 420] [--burst 300] [--png docs/autoscale-compared.png]
+                              [--workers 100,1000] [--operator in-cluster|dev] [--bursts 4] [--manual-steps 25,35,50]
+
+peers (the default phase; bench/_peers.py says what each system is): timed jobs in PostgreSQL, the same ones
+    for each system in turn (daemonpool, KEDA with its defaults and tuned on a Deployment, KEDA on a DaemonPool,
+    an HPA on CPU), brings up metrics-server and KEDA (hack/local-cluster addons) and a PostgreSQL on the host.
+    Per system: seconds from the burst to the first scaling decision, to the first new worker Ready and to the
+    burst drained; worker-seconds over the window; p50/p95 queue wait; busy workers sent SIGTERM; jobs started
+    twice; replica changes and flaps; the controllers' CPU. A table, JSON, and one PNG (matplotlib: the bench
+    extra, pip install -e '.[bench]').
 
 workload: two queue servers (examples/worker/queue_server.py) and two pools of the example worker on the real
     node, each draining its own queue of the same items (heavy-tailed: 80 % of 0.5-1.5 s, 20 % of 5-12 s) put in
@@ -38,12 +47,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "operator"), os.path.join(ROOT, "hack"), os.path.join(ROOT, "bench")]
 
 import _fakeworkers  # noqa: E402
+import _peers  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from scale import Operator, Sampler, audit_lines, example_spec, pause_other_operators, requests_by_verb  # noqa: E402
 
+from localcluster import addons, fakenodes, images  # noqa: E402
 from localcluster import cluster as local  # noqa: E402
 from localcluster import config as C  # noqa: E402
-from localcluster import fakenodes, images  # noqa: E402
 
 IMAGE = "daemonpool/example-worker:dev"
 BURST_EVERY = 60  # seconds between bursts of 40 items; then a trickle of one item every 2 s for 40 s
@@ -307,7 +317,13 @@ def _wait_pools(custom, ns, n, peers, autoscaled=False, timeout=600):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench/autoscale.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phases", default="workload,signal", help="workload, signal or both (default)")
+    p.add_argument("--phases", default="peers", help="peers (default), workload, signal, comma-separated")
+    p.add_argument("--systems", default=",".join(_peers.SYSTEMS), help="peers: which systems, in this order")
+    p.add_argument("--window", type=int, default=420, help="peers: seconds each system runs (default 420)")
+    p.add_argument(
+        "--burst", type=int, default=300, help="peers: jobs in the burst (default 300; then a trickle of 30)"
+    )
+    p.add_argument("--png", default=os.path.join(ROOT, "_out", "autoscale-compared.png"), help="peers: the picture")
     p.add_argument("--workers", default="100,1000", help="signal phase sizes, in workers (default 100,1000)")
     p.add_argument("--operator", choices=("in-cluster", "dev"), default="in-cluster")
     p.add_argument("--bursts", type=int, default=4, help="bursts of 40 items, a minute apart (default 4)")
@@ -318,19 +334,45 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     phases = set(args.phases.split(","))
+    systems = [x for x in args.systems.split(",") if x]
+    unknown = set(systems) - set(_peers.SYSTEMS)
+    if unknown:
+        p.error(f"--systems: unknown {', '.join(sorted(unknown))}; known: {', '.join(_peers.SYSTEMS)}")
     local.up()
     images.build_image("images/worker-base/Dockerfile", "daemonpool/worker-base:dev")
     images.build_image("examples/worker/Dockerfile", IMAGE)
+    if "peers" in phases:
+        images.build_image("examples/mailer/Dockerfile", _peers.IMAGE)
+        addons.install(["metrics-server", "keda"])
     config.load_kube_config(str(C.KUBECONFIG))
     api = client.ApiClient()
     restore = pause_other_operators(client.AppsV1Api(api))
-    op = Operator(args.operator)
+    peers_ns = f"bench-peers-{uuid.uuid4().hex[:4]}"
+    op = Operator(args.operator, sets=(f"autoscale.secretNamespaces={{{peers_ns}}}",))
     result: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine_cores": os.cpu_count()}
+    pg = None
     try:
+        kubectl("create", "namespace", peers_ns)
         op.start()
         images.docker_down()
         sampler = Sampler(op)
         sampler.start()
+        if "peers" in phases:
+            from testkit import services  # noqa: PLC0415 - the tests' real PostgreSQL, on the bridge for pods
+
+            pg = services.Postgres(addresses=("127.0.0.1", C.GATEWAY)).start()
+            say(f"peers: {', '.join(systems)}; {args.burst} jobs in a burst, {args.window} s each")
+            result["peers"] = _peers.peers_phase(
+                api, kubectl, peers_ns, pg, C.GATEWAY, systems, args.window, args.burst, 25, args.png
+            )
+            result["peers_config"] = {
+                "window_s": args.window,
+                "burst": args.burst,
+                "trickle": "30 jobs, one every 2 s, from 180 s after the burst",
+                "jobs": "80 % of 0.2-1 s, 20 % of 5-30 s (seed 25); 10 % of each computes, the rest sleeps",
+                "max_workers": _peers.MAX,
+                "jobs_per_worker": _peers.PER_WORKER,
+            }
         if "workload" in phases:
             steps = tuple(int(x) for x in args.manual_steps.split(","))
             say(f"workload: {args.bursts} bursts of 40 items and a trickle; by hand: 4, 2, 1 at {steps} s after each")
@@ -345,6 +387,11 @@ def main(argv=None) -> int:
     finally:
         op.stop()
         restore()
+        kubectl("delete", "namespace", peers_ns, "--wait=false", check=False)
+        if pg is not None:
+            pg.stop()
+    if result.get("peers"):
+        print(_peers.table(result["peers"]), file=sys.stderr)
     for row in result.get("workload", []):
         print(
             f"{row['system']:24} decision {row['first_decision_s']} s, new Ready {row['first_new_ready_s']} s, "

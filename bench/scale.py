@@ -90,8 +90,9 @@ def deployment_body(ns, name, peers):
 class Operator:
     """The operator as users run it: installed by the chart (in-cluster), or `daemonpool-operator --dev`."""
 
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, sets: tuple = ()):
         self.mode = mode
+        self.sets = sets  # extra chart values, --set KEY=VALUE each
         self.release = f"daemonpool-operator-bench-{uuid.uuid4().hex[:4]}"
         self.namespace = f"daemonpool-bench-{uuid.uuid4().hex[:4]}"
         self.proc = None
@@ -129,6 +130,7 @@ class Operator:
                 "--create-namespace",
                 "--set",
                 "image.tag=dev",
+                *[a for kv in self.sets for a in ("--set", kv)],
                 "--wait",
                 "--timeout",
                 "180s",

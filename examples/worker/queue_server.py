@@ -1,7 +1,8 @@
 """A tiny work queue over HTTP, for the autoscaling example and tests: items are durations in seconds.
 
-  POST /put?items=1.5,3,20      queue items; answers the backlog
-  POST /take?worker=NAME        200 "ID SECONDS" (header X-Backlog: items still queued), or 204 when empty
+  POST /put?items=1.5,3,cpu:20  queue items; answers the backlog. An item is SECONDS (the worker sleeps) or
+                                cpu:SECONDS (it computes: what an HPA on CPU sees)
+  POST /take?worker=NAME        200 "ID ITEM" (header X-Backlog: items still queued), or 204 when empty
   POST /done?id=ID&worker=NAME&stopped_busy=0|1
                                 an item finished; stopped_busy=1: a stop (SIGTERM) reached the worker mid-item
   GET  /backlog                 the number of items queued (a backlog source: spec.autoscale.backlog.url)
@@ -19,12 +20,26 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-QUEUED: list = []  # (id, seconds, put_at)
+QUEUED: list = []  # (id, seconds, put_at, kind)
 TAKEN: dict = {}  # id -> (worker, seconds, put_at, taken_at)
 DONE: dict = {}  # id -> record
 TWICE: list = []
 STOPPED_BUSY: list = []
 NEXT = [0]
+
+
+def _item(text: str) -> tuple:
+    """'2.5' -> (2.5, ''); 'cpu:2.5' -> (2.5, 'cpu')."""
+    kind, _, seconds = text.strip().rpartition(":")
+    if kind not in ("", "cpu"):
+        raise ValueError(f"item {text!r}: the kind before ':' must be cpu (or none, to sleep)")
+    try:
+        value = float(seconds)
+    except ValueError:
+        raise ValueError(f"item {text!r}: seconds must be a number, e.g. 2.5 or cpu:2.5") from None
+    if not 0 <= value < 86400:
+        raise ValueError(f"item {text!r}: seconds must be from 0 to 86400")
+    return value, kind
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -49,6 +64,7 @@ class Handler(BaseHTTPRequestHandler):
                     "queued": len(QUEUED),
                     "inflight": len(TAKEN),
                     "inflight_by": sorted(w for w, _, _, _ in TAKEN.values()),
+                    "inflight_items": sorted([w, sec] for w, sec, _, _ in TAKEN.values()),
                     "done": len(DONE),
                     "done_twice": TWICE,
                     "stopped_busy": STOPPED_BUSY,
@@ -63,17 +79,21 @@ class Handler(BaseHTTPRequestHandler):
         now = time.time()
         with LOCK:
             if path == "/put":
-                for x in q.get("items", "").split(","):
-                    if x.strip():
-                        NEXT[0] += 1
-                        QUEUED.append((NEXT[0], float(x), now))
+                try:
+                    items = [_item(x) for x in q.get("items", "").split(",") if x.strip()]
+                except ValueError as exc:
+                    return self._send(400, f"{exc}\n".encode())
+                for seconds, kind in items:
+                    NEXT[0] += 1
+                    QUEUED.append((NEXT[0], seconds, now, kind))
                 return self._send(200, f"{len(QUEUED)}\n".encode())
             if path == "/take":
                 if not QUEUED:
                     return self._send(204, headers={"X-Backlog": 0})
-                item_id, seconds, put_at = QUEUED.pop(0)
+                item_id, seconds, put_at, kind = QUEUED.pop(0)
                 TAKEN[item_id] = (q.get("worker", "?"), seconds, put_at, now)
-                return self._send(200, f"{item_id} {seconds:g}\n".encode(), {"X-Backlog": len(QUEUED)})
+                item = f"{kind}:{seconds:g}" if kind else f"{seconds:g}"
+                return self._send(200, f"{item_id} {item}\n".encode(), {"X-Backlog": len(QUEUED)})
             if path == "/done":
                 item_id = int(q.get("id", "0"))
                 worker, seconds, put_at, taken_at = TAKEN.pop(item_id, (q.get("worker"), 0.0, now, now))

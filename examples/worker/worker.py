@@ -77,10 +77,11 @@ class Jobs:
             with open(self.job_file, "a") as f:
                 f.write("," + ",".join(f"{x:g}" for x in items))
 
-    def run_item(self, d: Daemon, seconds: float, beat: bool, quiet: bool = False) -> None:
+    def run_item(self, d: Daemon, seconds: float, beat: bool, quiet: bool = False, cpu: bool = False) -> None:
         """One item, start to end (the caller holds d.busy()): never cut short by a stop. On the main thread
         it beats while it works (``beat``); in a thread of its own the main thread beats. ``quiet``: the
-        loop's own units of work log one line each, not two (hundreds of pods log through one node)."""
+        loop's own units of work log one line each, not two (hundreds of pods log through one node).
+        ``cpu``: compute for those seconds instead of sleeping (load an HPA on CPU can see)."""
         self.n += 1
         n = self.n
         if not quiet:
@@ -89,7 +90,12 @@ class Jobs:
             LEAKED.append(bytearray(self.leak * 2**20))
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, 0.5))
+            if cpu:
+                until = time.monotonic() + min(left, 0.5)
+                while time.monotonic() < until:
+                    sum(i * i for i in range(1000))
+            else:
+                time.sleep(min(left, 0.5))
             if beat:
                 d.heartbeat()  # False once a stop was asked for: the item goes on all the same
         self.mark_done(d, n, seconds)
@@ -133,10 +139,11 @@ def queue_mode(d: Daemon, jobs: Jobs, url: str) -> None:
         if status != 200:
             d.sleep(0.2)
             continue
-        item_id, seconds = body.split()
+        item_id, item = body.split()
+        kind, _, seconds = item.rpartition(":")  # "2.5" sleeps, "cpu:2.5" computes (queue_server.py)
         with d.busy():
             running_at_start = d.running
-            jobs.run_item(d, float(seconds), beat=True, quiet=True)
+            jobs.run_item(d, float(seconds), beat=True, quiet=True, cpu=kind == "cpu")
             stopped_busy = running_at_start and not d.running and d.stop_signal is not None
         for _ in range(10):  # the item is done: say so, even while stopping
             try:

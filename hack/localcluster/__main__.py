@@ -1,9 +1,9 @@
-"""hack/local-cluster up|down|status|env|load-image ARCHIVE|build-image DOCKERFILE TAG|install"""
+"""hack/local-cluster up|down|status|env|load-image ARCHIVE|build-image DOCKERFILE TAG|install|addons NAME..."""
 
 import argparse
 import sys
 
-from . import cluster, config, fakenodes, images, install
+from . import addons, cluster, config, fakenodes, images, install
 
 
 def main(argv=None) -> int:
@@ -24,6 +24,9 @@ def main(argv=None) -> int:
     sub.add_parser("images", help="print the project's images, one 'DOCKERFILE TAG' per line")
     fn = sub.add_parser("fake-nodes", help="add N fake nodes (kwok) next to the real one")
     fn.add_argument("n", type=int)
+    ad = sub.add_parser("addons", help="build (once) and install optional components: metrics-server, keda")
+    ad.add_argument("names", nargs="+", choices=sorted(addons.ADDONS))
+    ad.add_argument("--build-only", action="store_true", help="only build the binaries (no cluster needed)")
     a = p.parse_args(argv)
     try:
         if a.cmd == "up":
@@ -39,6 +42,13 @@ def main(argv=None) -> int:
             install.ensure_all()
         elif a.cmd == "load-image":
             print(images.load_image(a.archive))
+        elif a.cmd == "addons":
+            if a.build_only:
+                addons.build_only(a.names)
+            else:
+                if not cluster.is_up():
+                    raise SystemExit("addons: the local cluster is not up (hack/local-cluster up)")
+                addons.install(a.names)
         elif a.cmd == "fake-nodes":
             fakenodes.add(a.n)
         elif a.cmd == "images":
@@ -47,7 +57,7 @@ def main(argv=None) -> int:
         elif a.cmd == "build-image":
             images.build_image(a.dockerfile, a.tag)
     except cluster.ClusterError as exc:
-        print(f"[local-cluster] up failed: {exc}", file=sys.stderr)
+        print(f"[local-cluster] {a.cmd} failed: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -137,6 +137,23 @@ def _apiserver():
         "--feature-gates=WatchList=false",
         # As on most clusters: PodSecurity admission, not this flag, decides who may run privileged.
         "--allow-privileged=true",
+        # The aggregation layer, for the optional metrics-server and KEDA (addons.py). Aggregator routing
+        # sends to the endpoint's address, which the host reaches directly (no kube-proxy hop).
+        "--requestheader-client-ca-file",
+        P / "front-proxy-ca.crt",
+        "--requestheader-allowed-names",
+        "front-proxy-client",
+        "--requestheader-username-headers",
+        "X-Remote-User",
+        "--requestheader-group-headers",
+        "X-Remote-Group",
+        "--requestheader-extra-headers-prefix",
+        "X-Remote-Extra-",
+        "--proxy-client-cert-file",
+        P / "front-proxy-client.crt",
+        "--proxy-client-key-file",
+        P / "front-proxy-client.key",
+        "--enable-aggregator-routing=true",
     ]
 
 

@@ -9,7 +9,7 @@ def _run(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _cert(name, cn, org=None, sans=(), server=False, client=True):
+def _cert(name, cn, org=None, sans=(), server=False, client=True, ca="ca"):
     d = C.PKI
     subj = f"/CN={cn}" + (f"/O={org}" if org else "")
     _run("genrsa", "-out", f"{name}.key", "2048", cwd=d)
@@ -29,9 +29,9 @@ def _cert(name, cn, org=None, sans=(), server=False, client=True):
         "-in",
         f"{name}.csr",
         "-CA",
-        "ca.crt",
+        f"{ca}.crt",
         "-CAkey",
-        "ca.key",
+        f"{ca}.key",
         "-CAcreateserial",
         "-days",
         "30",
@@ -44,25 +44,33 @@ def _cert(name, cn, org=None, sans=(), server=False, client=True):
     )
 
 
-def make():
-    d = C.PKI
-    d.mkdir(parents=True, exist_ok=True)
-    _run("genrsa", "-out", "ca.key", "2048", cwd=d)
+def _ca(name, cn):
+    _run("genrsa", "-out", f"{name}.key", "2048", cwd=C.PKI)
     _run(
         "req",
         "-x509",
         "-new",
         "-nodes",
         "-key",
-        "ca.key",
+        f"{name}.key",
         "-subj",
-        "/CN=daemonpool-local-ca",
+        f"/CN={cn}",
         "-days",
         "30",
         "-out",
-        "ca.crt",
-        cwd=d,
+        f"{name}.crt",
+        cwd=C.PKI,
     )
+
+
+def make():
+    d = C.PKI
+    d.mkdir(parents=True, exist_ok=True)
+    _ca("ca", "daemonpool-local-ca")
+    # The aggregation layer (metrics-server, KEDA's metrics API): the API server proxies to them with a
+    # client certificate of a CA of its own, so no other client certificate can assert a user in headers.
+    _ca("front-proxy-ca", "daemonpool-front-proxy-ca")
+    _cert("front-proxy-client", "front-proxy-client", ca="front-proxy-ca")
     sans = [
         "IP:127.0.0.1",
         f"IP:{C.GATEWAY}",
@@ -82,6 +90,8 @@ def make():
     _cert("kube-proxy", "system:kube-proxy")
     _cert("kubelet", f"system:node:{C.NODE_NAME}", org="system:nodes")
     _cert("kubelet-serving", C.NODE_NAME, sans=["IP:127.0.0.1", "DNS:localhost"], server=True, client=False)
+    # metrics-server's serving certificate: the API server checks it against the Service's name.
+    _cert("metrics-server", "metrics-server", sans=["DNS:metrics-server.kube-system.svc"], server=True, client=False)
     _run("genrsa", "-out", "sa.key", "2048", cwd=d)
     _run("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 

@@ -454,3 +454,213 @@ def contract_default_timeout():
     from worker_runtime import _files
 
     return _files.DEFAULT_TIMEOUT
+
+
+# -- literal tests: what the Daemon's own steps say and do, word for word (hack/mutation's survivors) ----------
+
+
+def _messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "worker_runtime"]
+
+
+def test_start_and_stop_log_lines_word_for_word(tmp_path, clock, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="worker_runtime")
+    pid = os.getpid()
+    d = make(tmp_path, clock, capacity=2)
+    assert d.start()
+    assert _messages(caplog)[-1] == f"u slot 0 (pid {pid}): started; timeout 10s, capacity 2"
+
+    def failing():
+        raise RuntimeError("boom")
+
+    d.on_stop(failing)
+    d.stop()
+    said = _messages(caplog)
+    assert f"u: on_stop callback {failing!r} failed" in said
+    assert said[-1] == f"u slot 0 (pid {pid}): stopped (stop()); 0 item(s) done"
+
+
+def test_start_says_its_port_and_a_full_run_dir_says_whose_slots(tmp_path, clock, caplog):
+    import logging
+
+    from testkit.services import free_port
+
+    caplog.set_level(logging.INFO, logger="worker_runtime")
+    port = free_port()
+    d = make(tmp_path, clock, max_peers=1, port=port, host="127.0.0.1")
+    try:
+        assert d.start()
+        assert (
+            _messages(caplog)[-1]
+            == f"u slot 0 (pid {os.getpid()}): started; timeout 10s, capacity 1, answering on port {port}"
+        )
+        other = make(tmp_path, clock, max_peers=1)
+        assert not other.start()
+        assert _messages(caplog)[-1] == f"u: all 1 slot(s) in {tmp_path} are held by live processes"
+    finally:
+        d.stop()
+
+
+def test_a_lost_pid_file_stops_the_daemon_saying_which_file_and_drops_readiness(tmp_path, clock, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="worker_runtime")
+    d = make(tmp_path, clock)
+    assert d.start()
+    assert (tmp_path / "u.0.ready").exists()
+    os.unlink(tmp_path / "u.0.pid")
+    clock.t += 5
+    assert not d.heartbeat()
+    why = f"lost its PID file {tmp_path}/u.0.pid (removed or taken over by another process)"
+    assert d.stop_reason == why
+    assert _messages(caplog)[-1] == f"u slot 0 (pid {os.getpid()}): {why}; stopping"
+    assert not (tmp_path / "u.0.ready").exists(), "a worker that lost its slot is not ready"
+    assert not d.beat(), "beat() says the slot is gone"
+    d.stop()
+
+
+def test_beat_writes_now_even_while_stopping_and_is_false_without_a_slot(tmp_path, clock):
+    d = make(tmp_path, clock)
+    assert not d.beat(), "not started: no slot to beat for"
+    assert d.start()
+    d.request_stop()
+    before = (tmp_path / "u.0.heartbeat").read_text()
+    clock.t += 0.001  # less than the beat interval: heartbeat() would not write, beat() does
+    assert d.beat()
+    assert (tmp_path / "u.0.heartbeat").read_text() != before
+    d.stop()
+    assert not d.beat()
+
+
+def test_capacity_is_refused_by_its_name(tmp_path):
+    with pytest.raises(ValueError) as e:
+        Daemon("u", run_dir=str(tmp_path), capacity=0)
+    assert str(e.value) == "capacity must be > 0, got 0"
+
+
+def test_a_recycled_worker_says_why_in_the_termination_log_and_a_plain_stop_does_not(tmp_path, clock, monkeypatch):
+    log_file = tmp_path / "termination-log"
+    log_file.write_text("")
+    monkeypatch.setenv("DAEMONPOOL_TERMINATION_LOG", str(log_file))
+    plain = make(tmp_path / "a", clock)
+    assert plain.start()
+    plain.stop()
+    assert log_file.read_text() == ""
+    d = make(tmp_path / "b", clock, max_items=1, recycle_jitter=0)
+    assert d.start()
+    with d.busy():
+        pass
+    assert d.stop_reason == "recycled after 1 items (max_items 1)"
+    d.stop()
+    assert log_file.read_text().strip() == "recycled after 1 items (max_items 1)"
+
+
+def test_a_passing_shortage_of_descriptors_is_tried_three_times_other_errors_once(tmp_path, clock, monkeypatch):
+    import errno
+
+    from worker_runtime import _files
+
+    d = make(tmp_path, clock)
+    assert d.start()
+    real = _files.atomic_write
+    calls, naps = [], []
+    monkeypatch.setattr("time.sleep", naps.append)
+
+    def failing(errs):
+        def write(path, data):
+            calls.append(path)
+            if errs:
+                raise OSError(errs.pop(0), os.strerror(errno.EMFILE))
+            return real(path, data)
+
+        return write
+
+    try:
+        monkeypatch.setattr(_files, "atomic_write", failing([errno.EMFILE, errno.ENFILE]))
+        d._write("state", "idle\n")
+        assert len(calls) == 3 and naps == [0.01, 0.01]
+        calls.clear(), naps.clear()
+        monkeypatch.setattr(_files, "atomic_write", failing([errno.EMFILE] * 3))
+        with pytest.raises(DaemonError):
+            d._write("state", "idle\n")
+        assert len(calls) == 3 and naps == [0.01, 0.01]
+        calls.clear(), naps.clear()
+        monkeypatch.setattr(_files, "atomic_write", failing([errno.ENOSPC]))
+        with pytest.raises(DaemonError) as e:
+            d._write("state", "idle\n")
+        assert len(calls) == 1 and naps == []
+        assert str(e.value).startswith(f"cannot write {str(tmp_path / 'u.0.state')!r}: ")
+    finally:
+        monkeypatch.setattr(_files, "atomic_write", real)
+        d.stop()
+
+
+def test_the_notify_socket_given_beats_the_environment_and_ready_says_status(tmp_path, clock, monkeypatch):
+    import socket
+
+    ours = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.bind(str(tmp_path / "ours.sock"))
+    ours.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "elsewhere.sock"))
+    d = make(tmp_path / "run", clock, notify_socket=str(tmp_path / "ours.sock"))
+    try:
+        assert d.start()
+        got = []
+        while not any(m.startswith("READY=") for m in got):
+            got.append(ours.recv(4096).decode())
+        ready = next(m for m in got if m.startswith("READY="))
+        assert ready == f"READY=1\nMAINPID={os.getpid()}\nSTATUS={d._status_line()}"
+        assert d._status_line(), "a status to show"
+    finally:
+        d.stop()
+        ours.close()
+
+
+def _in_a_forked_child(fn) -> str:
+    """Run ``fn()`` in a forked child; returns what it printed (its repr), or the error it raised."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            out = repr(fn())
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            out = f"raised {type(exc).__name__}: {exc}"
+        os.write(w, out.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_a_forked_child_holds_no_slot_and_its_stop_leaves_the_parents_callbacks_and_files(tmp_path, clock):
+    from testkit.services import free_port
+
+    d = make(tmp_path, clock, port=free_port(), host="127.0.0.1")
+    ran = []
+    d.on_stop(lambda: ran.append("callback"))
+    assert d.start()
+    try:
+
+        def child():
+            alive = (d.running, d.heartbeat())
+            d.stop()
+            return alive, ran
+
+        assert _in_a_forked_child(child) == "((False, False), [])"
+        assert (tmp_path / "u.0.pid").exists() and d.running, "the parent's slot and files are untouched"
+    finally:
+        d.stop()
+    assert ran == ["callback"]
+
+
+def test_stop_before_start_runs_the_callbacks_and_is_safe_twice(tmp_path, clock):
+    d = make(tmp_path, clock)
+    ran = []
+    d.on_stop(lambda: ran.append(1))
+    d.stop()
+    d.stop()
+    assert ran == [1]

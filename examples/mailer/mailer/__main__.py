@@ -1,4 +1,4 @@
-"""python -m mailer worker | enqueue | migrate | stats"""
+"""python -m mailer worker | enqueue | migrate | stats | jobs"""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mailer", description="The daemonpool example mailer.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("worker", help="drain the outbox (one per DaemonPool peer)")
+    sub.add_parser(
+        "jobs", help="run timed jobs from a PostgreSQL table (bench/autoscale.py's workload; mailer/jobs.py)"
+    )
     sub.add_parser("migrate", help="create or upgrade the outbox tables (workers do this on start too)")
     st = sub.add_parser("stats", help="messages per state")
     st.add_argument("--json", action="store_true")
@@ -27,6 +30,17 @@ def main(argv=None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stdout,
     )
+
+    if a.cmd == "jobs":
+        from worker_runtime import Daemon, DaemonError  # noqa: PLC0415
+
+        from . import jobs  # noqa: PLC0415
+
+        try:
+            return jobs.run(Daemon.from_env(name=os.environ.get("DAEMONPOOL_NAME") or "jobs"))
+        except (DaemonError, ValueError) as exc:
+            print(f"mailer jobs: {exc}", file=sys.stderr)
+            return 2
 
     from .config import Config, ConfigError, parse_dsn  # noqa: PLC0415 - after logging is configured
 
