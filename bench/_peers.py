@@ -164,6 +164,7 @@ def objects(system: str, ns: str, dsn: str, table: str) -> tuple[list, str, str]
                 "secretRef": {"name": "jobs", "key": "dsn"},
                 "query": q,
                 "itemsPerWorker": PER_WORKER,
+                "periodSeconds": 2,  # one indexed count; the default (5) is tuned KEDA's polling interval
             },
         }
         return [pool(ns, name, dsn, table, auto)], f"daemonpool.dev/pool={name}", name
@@ -271,7 +272,10 @@ def summarize(system, samples, rows, burst_at, n_burst, cpu):
     ]
     steps = [b - a for (_, a), (_, b) in zip([(0, base_r)] + changes, changes)]
     out["replica_changes"] = len(changes)
-    out["flaps"] = sum(1 for x, y in zip(steps, steps[1:]) if x < 0 < y)  # down, then up again
+    # A flap: a scale-up within 30 s of a scale-in (a new burst a minute later is demand, not a flap).
+    out["flaps"] = sum(
+        1 for (t1, _), (t2, _), x, y in zip(changes, changes[1:], steps, steps[1:]) if x < 0 < y and t2 - t1 <= 30
+    )
     out["max_replicas"] = max((s[1] for s in samples), default=0)
     out["controller_cpu_s"] = cpu
     out["timeline"] = changes
@@ -343,10 +347,10 @@ def plot(path, results, burst_at):
     fig, axes = plt.subplots(len(results), 1, figsize=(10, 2.1 * len(results)), sharex=True, squeeze=False)
     for ax, (summary, samples, rows) in zip(axes[:, 0], results):
         t = [s[0] - burst_at for s in samples]
-        ax.plot(t, [s[4] for s in samples], color="#999999", label="queue depth (right)", lw=1)
-        ax2 = ax.twinx()
-        ax2.fill_between(t, [s[4] for s in samples], color="#dddddd", step="post")
+        ax2 = ax.twinx()  # the queue on its own scale, behind the workers
+        ax2.fill_between(t, [s[4] for s in samples], color="#dddddd", step="post", label="queue depth (right)")
         ax2.set_ylabel("queued", fontsize=8)
+        ax2.set_ylim(bottom=0)
         ax2.set_zorder(ax.get_zorder() - 1)
         ax.patch.set_visible(False)
         ax.step(t, [s[2] for s in samples], where="post", color="#1f77b4", label="workers running", lw=1.5)
@@ -362,7 +366,12 @@ def plot(path, results, burst_at):
             fontsize=9,
             loc="left",
         )
-    axes[0, 0].legend(loc="upper right", fontsize=7)
+    from matplotlib.patches import Patch  # noqa: PLC0415
+
+    handles = [*axes[0, 0].get_legend_handles_labels()[0], Patch(color="#dddddd", label="queue depth (right)")]
+    if any(r[6] is not None for _, _, rows in results for r in rows):
+        handles.append(plt.Line2D([], [], color="#d62728", lw=0.8, label="SIGTERM to a busy worker"))
+    axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7)
     axes[-1, 0].set_xlabel("seconds since the burst")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -398,6 +407,10 @@ def peers_phase(api, kubectl, ns, pg, gateway, systems, window, n_burst, seed, p
             run_system(s, (core, apps, kubectl), ns, pg.dsn(), dsn_pods, window, burst_at, n_burst, trickle, seed)
         )
         say(f"peers: {s}: {json.dumps({k: v for k, v in results[-1][0].items() if k != 'timeline'})}")
+    raw = os.path.join(ROOT, "_out", "autoscale-peers-raw.json")
+    os.makedirs(os.path.dirname(raw), exist_ok=True)
+    with open(raw, "w") as f:  # the samples and rows behind the picture: plot() can be run again on them
+        json.dump({"burst_at": burst_at, "results": results}, f)
     if png:
         try:
             plot(png, results, burst_at)

@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import random
+import signal as _signal
 import subprocess
 import sys
 import threading
@@ -333,6 +334,8 @@ def main(argv=None) -> int:
         help="seconds after each burst when the hand-sized pool goes to 4, 2, 1 (default 25,35,50)",
     )
     args = p.parse_args(argv)
+    # A SIGTERM (timeout, a stopped job) still removes the operator, the namespaces and the PostgreSQL.
+    _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(143))
     phases = set(args.phases.split(","))
     systems = [x for x in args.systems.split(",") if x]
     unknown = set(systems) - set(_peers.SYSTEMS)
