@@ -16,6 +16,7 @@ import uuid
 
 import pytest
 
+from testkit import services
 from testkit.cluster import ROOT, C, Cluster
 from testkit.skips import unavailable
 
@@ -236,3 +237,15 @@ def fake_nodes(cluster):
     finally:
         if not had:
             fakenodes.remove()
+
+
+@pytest.fixture
+def backing(cluster):
+    """A real PostgreSQL and SMTP server on an address of this machine the pods reach (the mailer's, KEDA's)."""
+    if not cluster.host_ip:
+        unavailable("set DAEMONPOOL_HOST_IP to an address of this machine that pods can reach")
+    pg = services.Postgres(addresses=("127.0.0.1", cluster.host_ip)).start()
+    smtp = services.MailSink(host=cluster.host_ip).start()
+    yield pg, smtp
+    smtp.stop()
+    pg.stop()

@@ -14,21 +14,7 @@ import psycopg  # noqa: E402  (a test dependency: never skipped)
 
 from mailer import outbox  # noqa: E402
 
-from testkit import services  # noqa: E402
-from testkit.skips import unavailable  # noqa: E402
-
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-def backing(cluster):
-    if not cluster.host_ip:
-        unavailable("set DAEMONPOOL_HOST_IP to an address of this machine that pods can reach")
-    pg = services.Postgres(addresses=("127.0.0.1", cluster.host_ip)).start()
-    smtp = services.MailSink(host=cluster.host_ip).start()
-    yield pg, smtp
-    smtp.stop()
-    pg.stop()
 
 
 def test_mailer_pool_drains_500_through_scale_and_pod_deletion(cluster, operator, images, backing):

@@ -26,7 +26,6 @@ import psycopg  # noqa: E402  (a test dependency: never skipped)
 from mailer import outbox  # noqa: E402
 
 from .test_autoscaled_pools import RESTRICTED, q, start_queue  # noqa: E402
-from testkit import services  # noqa: E402
 from testkit.skips import unavailable  # noqa: E402
 
 # The first test on a fresh machine builds KEDA and metrics-server (about 10 minutes on 2 cores, once).
@@ -193,17 +192,6 @@ def test_an_hpa_on_cpu_scales_a_pool_up_under_load_and_down_removing_idle_worker
 def _inflight(stats) -> list:
     """(worker, seconds) of the items in flight, from the queue's /stats (workers' names in order)."""
     return [(w, s) for w, s in stats.get("inflight_items", [])]
-
-
-@pytest.fixture
-def backing(cluster):
-    if not cluster.host_ip:
-        unavailable("set DAEMONPOOL_HOST_IP to an address of this machine that pods can reach")
-    pg = services.Postgres(addresses=("127.0.0.1", cluster.host_ip)).start()
-    smtp = services.MailSink(host=cluster.host_ip).start()
-    yield pg, smtp
-    smtp.stop()
-    pg.stop()
 
 
 def test_a_keda_scaled_object_scales_a_pool_from_zero_on_a_postgres_backlog_and_back_idle_first(

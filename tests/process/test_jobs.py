@@ -13,7 +13,7 @@ import time
 import psycopg
 import pytest
 
-from testkit.proc import ROOT
+from testkit.proc import ROOT, until
 
 sys.path.insert(0, os.path.join(ROOT, "examples", "mailer"))
 from mailer import jobs  # noqa: E402
@@ -47,15 +47,6 @@ def worker(tmp_path, pg, name, **env):
     )
 
 
-def wait(check, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if v := check():
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def rows(db):
     return db.execute(
         "SELECT id, worker, runs, done_at IS NOT NULL, sigterm_at IS NOT NULL FROM jobs_t ORDER BY id"
@@ -67,7 +58,7 @@ def test_two_workers_do_every_job_once_and_the_backlog_counts_what_waits(tmp_pat
     assert db.execute(jobs.backlog_sql("jobs_t")).fetchone()[0] == 10
     ws = [worker(tmp_path, pg, f"w{i}") for i in range(2)]
     try:
-        wait(lambda: all(r[3] for r in rows(db)), 60, "10 jobs done")
+        until("10 jobs done", lambda: all(r[3] for r in rows(db)), 60)
     finally:
         for w in ws:
             w.send_signal(signal.SIGTERM)
@@ -84,7 +75,7 @@ def test_two_workers_do_every_job_once_and_the_backlog_counts_what_waits(tmp_pat
 def test_a_sigterm_mid_job_finishes_the_job_and_is_recorded(tmp_path, pg, db):
     jobs.put(db, "jobs_t", [3])
     w = worker(tmp_path, pg, "w0")
-    wait(lambda: db.execute(jobs.busy_sql("jobs_t")).fetchone()[0] == 1, 30, "the job taken")
+    until("the job taken", lambda: db.execute(jobs.busy_sql("jobs_t")).fetchone()[0] == 1, 30)
     t0 = time.monotonic()
     w.send_signal(signal.SIGTERM)
     assert w.wait(20) == 0
@@ -96,14 +87,14 @@ def test_a_sigterm_mid_job_finishes_the_job_and_is_recorded(tmp_path, pg, db):
 def test_a_sigkill_mid_job_leaves_it_to_be_taken_again_after_its_lease(tmp_path, pg, db):
     jobs.put(db, "jobs_t", [30])
     w = worker(tmp_path, pg, "w0")
-    wait(lambda: db.execute(jobs.busy_sql("jobs_t")).fetchone()[0] == 1, 30, "the job taken")
+    until("the job taken", lambda: db.execute(jobs.busy_sql("jobs_t")).fetchone()[0] == 1, 30)
     w.kill()
     w.wait(10)
     assert db.execute(jobs.backlog_sql("jobs_t")).fetchone()[0] == 0, "held by its lease"
     db.execute("UPDATE jobs_t SET lease_until = now() - interval '1 second', seconds = 0.2")  # the lease ran out
     w2 = worker(tmp_path, pg, "w1")
     try:
-        wait(lambda: rows(db)[0][3], 30, "the job done by another worker")
+        until("the job done by another worker", lambda: rows(db)[0][3], 30)
     finally:
         w2.send_signal(signal.SIGTERM)
         w2.wait(20)
