@@ -40,6 +40,21 @@ KEDA_OPERATOR_IP = "10.98.0.66"
 METRICS_SERVER_PORT = 10251
 
 
+# What each addon builds: its Go module, version, and binary name -> package under the module.
+BUILDS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "metrics-server": (
+        "sigs.k8s.io/metrics-server",
+        C.METRICS_SERVER_VERSION,
+        {"metrics-server": "./cmd/metrics-server"},
+    ),
+    "keda": (
+        "github.com/kedacore/keda/v2",
+        C.KEDA_VERSION,
+        {"keda": "./cmd/operator", "keda-adapter": "./cmd/adapter"},
+    ),
+}
+
+
 def _modcache() -> pathlib.Path:
     out = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
     return pathlib.Path(out)
@@ -52,9 +67,10 @@ def _module_dir(module: str, version: str) -> pathlib.Path:
     return d
 
 
-def _go_build(name: str, module: str, version: str, cmds: dict[str, str]) -> pathlib.Path:
-    """``cmds``: binary name -> package under the module. Built in a writable copy of the module (KEDA's go.mod
-    has replace directives, so `go install pkg@version` refuses it); cached per version."""
+def _go_build(name: str) -> pathlib.Path:
+    """BUILDS[name], built in a writable copy of the module (KEDA's go.mod has replace directives, so
+    `go install pkg@version` refuses it); cached per version."""
+    module, version, cmds = BUILDS[name]
     out = C.CACHE / f"{name}-{version}"
     if all((out / b).exists() for b in cmds):
         return out
@@ -157,9 +173,8 @@ def _patch(target: str, body: str) -> str:
 
 
 def metrics_server() -> None:
-    v = C.METRICS_SERVER_VERSION
-    module = "sigs.k8s.io/metrics-server"
-    bins = _go_build("metrics-server", module, v, {"metrics-server": "./cmd/metrics-server"})
+    module, v, _ = BUILDS["metrics-server"]
+    bins = _go_build("metrics-server")
     image = f"daemonpool.local/metrics-server:v{v}"
     _image(image, bins, ["metrics-server"], "/metrics-server")
     ca = (C.PKI / "ca.crt").read_bytes()
@@ -266,9 +281,8 @@ patches:
 
 
 def keda() -> None:
-    v = C.KEDA_VERSION
-    module = "github.com/kedacore/keda/v2"
-    bins = _go_build("keda", module, v, {"keda": "./cmd/operator", "keda-adapter": "./cmd/adapter"})
+    module, v, _ = BUILDS["keda"]
+    bins = _go_build("keda")
     _image(f"daemonpool.local/keda:v{v}", bins, ["keda"], "/keda")
     _image(f"daemonpool.local/keda-metrics-apiserver:v{v}", bins, ["keda-adapter"], "/keda-adapter")
     cfg = _rel(_module_dir(module, v) / "config", "keda")
@@ -355,20 +369,8 @@ ADDONS: dict[str, Callable[[], None]] = {"metrics-server": metrics_server, "keda
 
 def build_only(names: list[str]) -> None:
     """Build the binaries without a cluster (CI warms the cache before it starts one)."""
-    if "metrics-server" in names:
-        _go_build(
-            "metrics-server",
-            "sigs.k8s.io/metrics-server",
-            C.METRICS_SERVER_VERSION,
-            {"metrics-server": "./cmd/metrics-server"},
-        )
-    if "keda" in names:
-        _go_build(
-            "keda",
-            "github.com/kedacore/keda/v2",
-            C.KEDA_VERSION,
-            {"keda": "./cmd/operator", "keda-adapter": "./cmd/adapter"},
-        )
+    for n in names:
+        _go_build(n)
 
 
 def install(names: list[str]) -> None:

@@ -165,7 +165,7 @@ def test_an_hpa_on_cpu_scales_a_pool_up_under_load_and_down_removing_idle_worker
             last = r
         stats = q(url, "/stats")
         if long_worker is None:
-            taken = [w for w, item in _inflight(stats) if item == 240.0]
+            taken = [w for w, seconds in stats["inflight_items"] if seconds == 240.0]
             long_worker = taken[0] if taken else None
         if (
             seen
@@ -187,11 +187,6 @@ def test_an_hpa_on_cpu_scales_a_pool_up_under_load_and_down_removing_idle_worker
     assert stats["stopped_busy"] == [], f"workers got SIGTERM in the middle of an item: {stats['stopped_busy']}"
     events = [e["message"] for e in cluster.events(ns, name) if e["reason"] == "IdleFirst"]
     assert any("idle worker(s) go first" in m for m in events), events
-
-
-def _inflight(stats) -> list:
-    """(worker, seconds) of the items in flight, from the queue's /stats (workers' names in order)."""
-    return [(w, s) for w, s in stats.get("inflight_items", [])]
 
 
 def test_a_keda_scaled_object_scales_a_pool_from_zero_on_a_postgres_backlog_and_back_idle_first(
