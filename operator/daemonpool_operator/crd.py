@@ -201,6 +201,26 @@ def build_crd() -> dict:
                             "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
                             "description": "Reason of the Ready condition",
                         },
+                        {
+                            "name": "Problem",
+                            "type": "string",
+                            "jsonPath": ".status.problem",
+                            "description": "Degraded's reason while Degraded is True: the cause to fix first",
+                        },
+                        {
+                            "name": "Up-to-date",
+                            "type": "integer",
+                            "jsonPath": ".status.updatedPeers",
+                            "description": "Workers running the current template",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Restarts",
+                            "type": "integer",
+                            "jsonPath": ".status.restarts",
+                            "description": "Container restarts of the current workers",
+                            "priority": 1,
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                 }

@@ -347,6 +347,10 @@ class DaemonPoolStatus(_Model):
         0,
         description="Workers whose last exit was a recycling (spec.recycle): restarts on purpose, not problems.",
     )
+    problem: str = Field(
+        "",
+        description="Degraded's reason while Degraded is True, else empty: the `kubectl get dp` Problem column.",
+    )
     selector: str = Field("", description="Label selector of the workers, for the scale subresource and HPA.")
     observed_generation: Optional[int] = Field(None, description="The pool's metadata.generation last acted on.")
     deployment: Optional[str] = Field(None, description="Name of the Deployment that runs the workers.")

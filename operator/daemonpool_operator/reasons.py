@@ -57,29 +57,29 @@ CATALOG: dict[str, tuple[str, str]] = {
         "a Deployment of the pool's name is not the pool's; delete or rename it, or rename the pool",
     ),
     DEPLOYMENT_REJECTED: (
-        "Degraded=True",
+        "Degraded=True, Progressing=False",
         "the API server refused the Deployment built from the template; the "
         "message is the server's; fix the template (not retried until it changes)",
     ),
     PODS_REFUSED: (
-        "Degraded=True",
+        "Degraded=True, Progressing=False",
         "the ReplicaSet cannot create pods (ResourceQuota, LimitRange, PodSecurity); the message is the controller's",
     ),
     ROLLOUT_STUCK: (
-        "Degraded=True",
+        "Degraded=True, Progressing=False",
         "the Deployment exceeded its progress deadline; see the other reasons and `kubectl describe deploy`",
     ),
     UNSCHEDULABLE: (
-        "Degraded=True",
+        "Degraded=True, Progressing=False",
         "no node fits the workers (resources, nodeSelector, taints); the message is the scheduler's",
     ),
     IMAGE_PULL_FAILED: (
-        "Degraded=True",
+        "Degraded=True, Progressing=False",
         "a worker image cannot be pulled (name, tag, registry credentials, "
         "imagePullPolicy: Never without the image on the node)",
     ),
     CONTAINER_CONFIG_ERROR: (
-        "Degraded=True",
+        "Degraded=True, Progressing=False",
         "a container cannot be created (a missing Secret or ConfigMap, a bad command); the message is the kubelet's",
     ),
     OOM_KILLED: ("Degraded=True", "workers are killed for memory; raise the memory limit or use less"),

@@ -28,6 +28,9 @@ _FIXES = {
     R.UNSCHEDULABLE: "Lower the requests, or fix nodeSelector, affinity and tolerations so a node fits",
     R.OOM_KILLED: "Raise the memory limit, or make the worker use less",
 }
+# Causes that stop a rollout or scale-up from ever finishing on its own (Progressing=False while they hold).
+# OOMKilled and restarts are not among them: those workers start, and may yet become ready.
+_BLOCKING = {R.PODS_REFUSED, R.UNSCHEDULABLE, R.IMAGE_PULL_FAILED, R.CONTAINER_CONFIG_ERROR, R.ROLLOUT_STUCK}
 # The order in which causes are reported when several hold: the one to fix first.
 _PRIORITY = [R.PODS_REFUSED, R.UNSCHEDULABLE, R.IMAGE_PULL_FAILED, R.CONTAINER_CONFIG_ERROR, R.OOM_KILLED]
 
@@ -226,6 +229,7 @@ def build_status(
                 (False, R.INVALID_SPEC, "fix the spec; nothing is rolled out meanwhile"),
                 (True, R.INVALID_SPEC, msg),
             ),
+            problem=R.INVALID_SPEC,
         )
     dname = desired.deployment_name(name)
     if rejected is not None and deployment is None:
@@ -237,6 +241,7 @@ def build_status(
                 (False, R.DEPLOYMENT_REJECTED, "fix the template; nothing is rolled out meanwhile"),
                 (True, R.DEPLOYMENT_REJECTED, rejected),
             ),
+            problem=R.DEPLOYMENT_REJECTED,
         )
     if deployment is None:
         return DaemonPoolStatus(
@@ -258,6 +263,7 @@ def build_status(
                 (False, R.DEPLOYMENT_CONFLICT, msg),
                 (True, R.DEPLOYMENT_CONFLICT, msg),
             ),
+            problem=R.DEPLOYMENT_CONFLICT,
         )
 
     ds = deployment.get("status") or {}
@@ -284,12 +290,19 @@ def build_status(
         elif peers > want:
             reason, msg = R.SCALING_DOWN, f"{peers} workers exist, {want} wanted"
         else:
-            reason, msg = R.WORKERS_NOT_READY, f"{ready}/{want} workers ready"
-        ready_c = (False, reason, f"{ready}/{want} workers ready; {msg}")
-        prog_c = (True, reason, msg)
+            reason, msg = R.WORKERS_NOT_READY, ""
+        counted = f"{ready}/{want} workers ready"
+        ready_c = (False, reason, f"{counted}; {msg}" if msg else counted)
+        prog_c = (True, reason, msg or counted)
     bad = _restarting(statuses)
     problems = deployment_problems(deployment) + pod_problems(pods)
     problems.sort(key=lambda p: (_PRIORITY + [R.ROLLOUT_STUCK]).index(p[0]))
+    blocked = [p for p in problems if p[0] in _BLOCKING]
+    if not converged and (blocked or rejected is not None):
+        # Nothing can progress until the cause is fixed: saying Progressing=True would tell tools
+        # (kstatus, Argo CD, `kubectl wait`) to keep waiting for a rollout that cannot finish.
+        cause = R.DEPLOYMENT_REJECTED if rejected is not None else blocked[0][0]
+        prog_c = (False, cause, f"{prog_c[2]}; blocked until the {cause} cause is fixed (Degraded says how)")
     if rejected is not None:
         degr_c = (True, R.DEPLOYMENT_REJECTED, rejected)
     elif problems:
@@ -307,6 +320,7 @@ def build_status(
     return DaemonPoolStatus(
         **base,
         deployment=dname,
+        problem=degr_c[1] if degr_c[0] else "",
         peers=peers,
         ready_peers=ready,
         updated_peers=updated,

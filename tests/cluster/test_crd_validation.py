@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from testkit.cases import INVALID  # the same table the model is tested with
-from testkit.cluster import ROOT
+from testkit.cluster import ROOT, wait
 
 pytestmark = pytest.mark.timeout(300)
 CRD = ROOT / "crds" / "daemonpools.daemonpool.dev.yaml"
@@ -82,4 +82,55 @@ def test_printer_columns(cluster, crd_ns, images):
     }
     cluster.apply(obj)
     header = cluster.kubectl("get", "dp", "-n", crd_ns).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PEERS", "DESIRED", "READY", "TIMEOUT", "STATUS", "AGE"]
+    assert header == ["NAME", "PEERS", "DESIRED", "READY", "TIMEOUT", "STATUS", "PROBLEM", "AGE"]
+    wide = cluster.kubectl("get", "dp", "-n", crd_ns, "-o", "wide").stdout.splitlines()[0].split()
+    assert wide == [
+        "NAME",
+        "PEERS",
+        "DESIRED",
+        "READY",
+        "TIMEOUT",
+        "STATUS",
+        "PROBLEM",
+        "UP-TO-DATE",
+        "RESTARTS",
+        "AGE",
+    ]
+
+
+def _table(text: str) -> dict:
+    """`kubectl get` output -> {name: {COLUMN: cell}}, cut at the header's column starts (cells may be blank)."""
+    lines = text.splitlines()
+    head = lines[0]
+    starts = [i for i, ch in enumerate(head) if ch != " " and (i == 0 or head[i - 1] == " ")]
+    names = head.split()
+    rows = {}
+    for line in lines[1:]:
+        cells = [line[a:b].strip() for a, b in zip(starts, starts[1:] + [len(line) + 1])]
+        rows[cells[0]] = dict(zip(names, cells))
+    return rows
+
+
+def test_get_dp_shows_the_cause(cluster, crd_ns):
+    """Before: a pool whose image cannot be pulled showed STATUS WorkersNotReady and nothing else."""
+    obj = {
+        "apiVersion": "daemonpool.dev/v1alpha1",
+        "kind": "DaemonPool",
+        "metadata": {"name": "no-image", "namespace": crd_ns},
+        "spec": {
+            "peers": 1,
+            "template": {"spec": {"containers": [{"name": "w", "image": "daemonpool.local/never-built:1"}]}},
+        },
+    }
+    cluster.apply(obj)
+    got: dict = {}
+
+    def shows():
+        got.update(_table(cluster.kubectl("get", "dp", "-n", crd_ns, "-o", "wide").stdout).get("no-image", {}))
+        return got.get("PROBLEM") == "ImagePullFailed"
+
+    wait(shows, 120, "kubectl get dp shows PROBLEM ImagePullFailed")
+    assert got["STATUS"] == "WorkersNotReady" and got["UP-TO-DATE"] == "1" and got["RESTARTS"] == "0", got
+    conds = {c["type"]: c for c in cluster.get("dp", "no-image", ns=crd_ns)["status"]["conditions"]}
+    assert (conds["Progressing"]["status"], conds["Progressing"]["reason"]) == ("False", "ImagePullFailed")
+    assert conds["Ready"]["message"] == "0/1 workers ready"  # once, not "0/1 workers ready; 0/1 workers ready"

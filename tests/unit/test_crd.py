@@ -48,14 +48,22 @@ def test_crd_schema_is_structural_and_described():
         "statusReplicasPath": ".status.peers",
         "labelSelectorPath": ".status.selector",
     }
-    assert [c["name"] for c in v["additionalPrinterColumns"]] == [
+    cols = v["additionalPrinterColumns"]
+    assert [c["name"] for c in cols if not c.get("priority")] == [
         "Peers",
         "Desired",
         "Ready",
         "Timeout",
         "Status",
+        "Problem",
         "Age",
     ]
+    assert [c["name"] for c in cols if c.get("priority") == 1] == ["Up-to-date", "Restarts"]  # -o wide
+    status_fields = v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    for c in cols:
+        if c["jsonPath"].startswith(".status.") and "[" not in c["jsonPath"]:
+            first = c["jsonPath"].split(".")[2]
+            assert first in status_fields, f"column {c['name']} points at a field the schema lacks"
     assert all("_py" not in r for r in spec["x-kubernetes-validations"])
 
 

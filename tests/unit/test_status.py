@@ -438,8 +438,50 @@ def test_a_deployment_with_no_status_yet_counts_zeros():
 def test_not_converged_words(deployment, reason, msg):
     ready = deployment["status"]["readyReplicas"]
     c = conds(build_words(deployment))
-    assert c["Ready"] == ("False", reason, f"{ready}/1 workers ready; {msg}")
+    # Said once: before, WorkersNotReady read "0/1 workers ready; 0/1 workers ready".
+    said = f"{ready}/1 workers ready" if msg == f"{ready}/1 workers ready" else f"{ready}/1 workers ready; {msg}"
+    assert c["Ready"] == ("False", reason, said)
     assert c["Progressing"] == ("True", reason, msg)
+    assert build_words(deployment).dump()["problem"] == ""
+
+
+def test_the_problem_column_is_degradeds_reason_and_nothing_can_progress_past_it():
+    """`kubectl get dp` showed Ready's WorkersNotReady while Degraded said ImagePullFailed; Progressing stayed True."""
+    pull = pod("mail-a", statuses=[cs(waiting="ErrImagePull", ready=False)])
+    s = build_words(dep(replicas=1, ready=0, updated=1), [pull])
+    c = conds(s)
+    assert c["Ready"] == ("False", "WorkersNotReady", "0/1 workers ready")
+    assert c["Degraded"][:2] == ("True", "ImagePullFailed")
+    assert c["Progressing"] == (
+        "False",
+        "ImagePullFailed",
+        "0/1 workers ready; blocked until the ImagePullFailed cause is fixed (Degraded says how)",
+    )
+    assert s.dump()["problem"] == "ImagePullFailed"
+    refused = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "q"}
+    s = build_words(dep(replicas=0, ready=0, updated=0, conditions=[refused]))
+    assert conds(s)["Progressing"][:2] == ("False", "PodsRefused") and s.dump()["problem"] == "PodsRefused"
+    s = build_words(dep(replicas=1, ready=0, updated=1), rejected="no")
+    assert conds(s)["Progressing"][:2] == ("False", "DeploymentRejected")
+
+
+def test_restarts_are_a_problem_that_may_yet_progress():
+    crash = pod("mail-a", statuses=[cs(restarts=2, ready=False, waiting="CrashLoopBackOff")])
+    s = build_words(dep(replicas=1, ready=0, updated=1), [crash])
+    assert conds(s)["Progressing"][:2] == ("True", "WorkersNotReady")
+    assert s.dump()["problem"] == "WorkersRestarting"
+    # A converged pool with an image problem elsewhere (an old pod) is not "blocked": nothing is left to do.
+    old = pod("mail-z", statuses=[cs(waiting="ErrImagePull")])
+    s = build_words(dep(), [pod(statuses=[cs()]), old])
+    assert conds(s)["Progressing"] == ("False", "Stable", "1 workers running the current template")
+    assert s.dump()["problem"] == "ImagePullFailed"
+
+
+def test_early_verdicts_fill_the_problem_column():
+    assert build_words(dep(), invalid="spec.peers: bad").dump()["problem"] == "InvalidSpec"
+    assert build_words(None, rejected="no").dump()["problem"] == "DeploymentRejected"
+    assert build_words(dep(uid="someone-else"), conflict="x").dump()["problem"] == "DeploymentConflict"
+    assert build_words(None).dump()["problem"] == ""
 
 
 def test_a_rollout_held_for_busy_old_workers_says_so():

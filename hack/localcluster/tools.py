@@ -1,0 +1,80 @@
+"""Command-line tools built from their Go modules: pinned in versions.env, cached per version in the cache.
+
+    python3 -m hack.localcluster tools [NAME ...]     build what is missing (all when no NAME), print the paths
+
+No root and no cluster needed: `hack/demo` on someone else's cluster uses helm from here when the PATH has none.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import config as C
+from .procs import say
+
+# name -> (Go package, versions.env key)
+TOOLS: dict[str, tuple[str, str]] = {
+    "helm": ("helm.sh/helm/v4/cmd/helm", "HELM_VERSION"),
+    "registry": ("github.com/distribution/distribution/v3/cmd/registry", "REGISTRY_VERSION"),
+    "promtool": ("github.com/prometheus/prometheus/cmd/promtool", "PROMETHEUS_MODULE_VERSION"),
+    "kubeconform": ("github.com/yannh/kubeconform/cmd/kubeconform", "KUBECONFORM_VERSION"),
+    "kube-score": ("github.com/zegl/kube-score/cmd/kube-score", "KUBE_SCORE_VERSION"),
+}
+
+
+def version(name: str) -> str:
+    return C.VERSIONS[TOOLS[name][1]]
+
+
+def path(name: str) -> pathlib.Path:
+    return C.TOOLS / f"{name}-{version(name)}" / name
+
+
+def ensure(name: str) -> str:
+    """The tool's path, built with `go install PKG@vVERSION` the first time (a minute or two each).
+
+    Also linked as TOOLS/bin/NAME, the folder `hack/local-cluster env` puts on the PATH.
+    """
+    target = path(name)
+    if not target.exists():
+        _build(name, target)
+    link = C.TOOLS / "bin" / name
+    if not (link.is_symlink() and os.readlink(link) == str(target)):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp_link = link.with_name(name + ".new")
+        tmp_link.unlink(missing_ok=True)
+        tmp_link.symlink_to(target)
+        os.replace(tmp_link, link)
+    return str(target)
+
+
+def _build(name: str, target: pathlib.Path) -> None:
+    if shutil.which("go") is None:
+        raise SystemExit(f"{name} v{version(name)} is not built yet and there is no `go` on the PATH to build it")
+    pkg = TOOLS[name][0]
+    say(f"building {name} v{version(name)} from the Go module proxy ({pkg}; once, a minute or two)")
+    t0 = time.monotonic()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        env = dict(os.environ, GOBIN=tmp, CGO_ENABLED="0")
+        subprocess.run(
+            ["go", "install", "-trimpath", "-ldflags", "-s -w", f"{pkg}@v{version(name)}"],
+            check=True,
+            env=env,
+            stdout=sys.stderr,
+        )
+        os.replace(os.path.join(tmp, os.path.basename(pkg)), target)
+    say(f"{name} built in {time.monotonic() - t0:.0f}s")
+
+
+def main(names: list[str]) -> None:
+    for name in names or list(TOOLS):
+        if name not in TOOLS:
+            raise SystemExit(f"unknown tool {name!r}; one of: {', '.join(TOOLS)}")
+        print(ensure(name))
