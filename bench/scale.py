@@ -130,6 +130,7 @@ class Operator:
                 "--create-namespace",
                 "--set",
                 "image.tag=dev",
+                "--take-ownership",  # the chart's CRD may belong to another release (hack/demo, the tests)
                 *[a for kv in self.sets for a in ("--set", kv)],
                 "--wait",
                 "--timeout",

@@ -13,7 +13,7 @@ Names are loaded on first use so that ``worker-runtime probe`` stays fast; type 
 """
 
 __all__ = ["Daemon", "DaemonError", "SignalAction"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the probe path
 if TYPE_CHECKING:

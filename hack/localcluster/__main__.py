@@ -1,9 +1,9 @@
-"""hack/local-cluster up|down|status|env|load-image ARCHIVE|build-image DOCKERFILE TAG|install|tools|addons NAME..."""
+"""hack/local-cluster up|down|status|env|load-image ARCHIVE|build-image DOCKERFILE TAG|install|tools|registry|addons NAME..."""
 
 import argparse
 import sys
 
-from . import addons, cluster, config, fakenodes, images, install, tools
+from . import addons, cluster, config, fakenodes, images, install, registry, tools
 
 
 def main(argv=None) -> int:
@@ -26,6 +26,9 @@ def main(argv=None) -> int:
     fn.add_argument("n", type=int)
     tl = sub.add_parser("tools", help="build (once) the Go tools: helm, registry, promtool, kubeconform, kube-score")
     tl.add_argument("names", nargs="*", help="which (default: all)")
+    rg = sub.add_parser("registry", help="a local OCI registry on 127.0.0.1 the cluster pulls from: up, down, status")
+    rg.add_argument("action", choices=["up", "down", "status"])
+    rg.add_argument("--wipe", action="store_true", help="with down: also delete what was pushed")
     ad = sub.add_parser("addons", help="build (once) and install optional components: metrics-server, keda")
     ad.add_argument("names", nargs="+", choices=sorted(addons.ADDONS))
     ad.add_argument("--build-only", action="store_true", help="only build the binaries (no cluster needed)")
@@ -51,6 +54,13 @@ def main(argv=None) -> int:
                 if not cluster.is_up():
                     raise SystemExit("addons: the local cluster is not up (hack/local-cluster up)")
                 addons.install(a.names)
+        elif a.cmd == "registry":
+            if a.action == "up":
+                print(registry.up())
+            elif a.action == "down":
+                registry.down(wipe=a.wipe)
+            else:
+                return registry.status()
         elif a.cmd == "tools":
             tools.main(a.names)
         elif a.cmd == "fake-nodes":

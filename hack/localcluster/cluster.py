@@ -325,6 +325,7 @@ def down() -> None:
     images.docker_down()
     # Reverse order; the containers go once their kubelet is gone and before their containerd.
     stop("kwok")  # fake nodes, when `fake-nodes` started it
+    stop("registry")  # the local registry, when `registry up` started it (its storage stays in the cache)
     fakenodes.unroute_fake_pods()
     for comp in reversed(COMPONENTS):
         if comp.name == "containerd":

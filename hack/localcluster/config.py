@@ -22,6 +22,8 @@ KWOK_VERSION = _versions()["KWOK_VERSION"]
 METRICS_SERVER_VERSION = _versions()["METRICS_SERVER_VERSION"]
 KEDA_VERSION = _versions()["KEDA_VERSION"]
 VERSIONS = _versions()
+# The local OCI registry (hack/local-cluster registry up): the release is pushed there and the node pulls from it.
+REGISTRY_ADDR = os.environ.get("DAEMONPOOL_LOCAL_REGISTRY", "127.0.0.1:5000")
 # Cached outside the repo, keyed by version; survives `down` so `up` is fast.
 CACHE = pathlib.Path(os.environ.get("DAEMONPOOL_CACHE", pathlib.Path.home() / ".cache" / "daemonpool"))
 BIN = CACHE / f"k8s-{K8S_VERSION}" / "bin"

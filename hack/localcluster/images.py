@@ -275,8 +275,8 @@ def image_requirements() -> list:
     return list(extras["operator"]) + [r for r in extras["test"] if r.startswith("psycopg")]
 
 
-def build_image(dockerfile: str, tag: str, build_args: dict | None = None) -> str:
-    """docker build a project Dockerfile on the local base, import it into the cluster; returns the tag."""
+def build(dockerfile: str, tag: str, build_args: dict | None = None) -> str:
+    """docker build a project Dockerfile on the local base (offline: the wheelhouse); returns the tag."""
     docker_up()
     ensure_base_in_docker()
     wheelhouse()
@@ -284,11 +284,17 @@ def build_image(dockerfile: str, tag: str, build_args: dict | None = None) -> st
     cmd = ["build", "--network", "none", "-f", str(C.ROOT / dockerfile), "-t", tag]
     for k, v in args.items():
         cmd += ["--build-arg", f"{k}={v}"]
-    t0 = time.monotonic()
     say(f"docker build {dockerfile} -> {tag}")
     r = docker(*cmd, str(C.ROOT), check=False, env=dict(os.environ, DOCKER_BUILDKIT="0"))
     if r.returncode:
         raise RuntimeError(f"docker build of {dockerfile} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return tag
+
+
+def build_image(dockerfile: str, tag: str, build_args: dict | None = None) -> str:
+    """build(), then import the image into the cluster's containerd; returns the tag."""
+    t0 = time.monotonic()
+    build(dockerfile, tag, build_args)
     C.IMAGES.mkdir(parents=True, exist_ok=True)
     archive = C.IMAGES / (tag.replace("/", "_").replace(":", "_") + ".tar")
     docker("save", "-o", archive, tag)
@@ -296,6 +302,65 @@ def build_image(dockerfile: str, tag: str, build_args: dict | None = None) -> st
     size = docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip()
     say(f"built and loaded {tag} in {time.monotonic() - t0:.0f}s ({int(size) >> 20} MiB)")
     return tag
+
+
+def oci_layout_from_docker_save(saved: pathlib.Path, out: pathlib.Path, name: str) -> str:
+    """A `docker save` archive -> an OCI image layout tar (gzip layers), named ``name``; returns the manifest digest.
+
+    Docker 20.10 (Debian's) saves its own format; the release ships OCI layouts, which `ctr images import`
+    (tests/cluster/test_release.py), `skopeo copy oci-archive:` and `kind load image-archive` read.
+    """
+    with tarfile.open(saved) as t:
+        (entry,) = json.load(t.extractfile("manifest.json"))  # type: ignore[arg-type]
+        config = t.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
+        blobs: dict[str, bytes] = {}
+        layers = []
+        for layer in entry["Layers"]:
+            data = gzip.compress(t.extractfile(layer).read(), compresslevel=3, mtime=0)  # type: ignore[union-attr]
+            digest = _sha(data)
+            blobs[digest] = data
+            layers.append(
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": len(data)}
+            )
+    cfg_digest = _sha(config)
+    blobs[cfg_digest] = config
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": cfg_digest,
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    ).encode()
+    man_digest = _sha(manifest)
+    blobs[man_digest] = manifest
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": man_digest,
+                    "size": len(manifest),
+                    "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name},
+                }
+            ],
+        }
+    ).encode()
+    tmp = out.with_name(out.name + ".tmp")
+    with tarfile.open(tmp, "w") as t:
+        files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index}
+        files.update({f"blobs/sha256/{d.split(':', 1)[1]}": b for d, b in blobs.items()})
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    os.replace(tmp, out)
+    return man_digest
 
 
 def image_size(tag: str) -> int:

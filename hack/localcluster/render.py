@@ -35,6 +35,12 @@ def write_configs() -> None:
     }
     (d / "etc" / "audit-policy.yaml").write_text(template("audit-policy.yaml"))
     (d / "containerd" / "config.toml").write_text(template("containerd.toml", **values))
+    hosts = d / "containerd" / "certs.d" / C.REGISTRY_ADDR / "hosts.toml"
+    hosts.parent.mkdir(parents=True, exist_ok=True)
+    # The local registry (registry.py) speaks plain HTTP on the loopback only; containerd would try HTTPS first.
+    hosts.write_text(
+        f'server = "http://{C.REGISTRY_ADDR}"\n[host."http://{C.REGISTRY_ADDR}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
     (d / "etc" / "kubelet.yaml").write_text(template("kubelet.yaml", **values))
     (d / "etc" / "kube-proxy.yaml").write_text(template("kube-proxy.yaml", **values))
     (d / "cni/net.d/10-daemonpool.conflist").write_text(

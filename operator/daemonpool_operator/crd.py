@@ -289,9 +289,9 @@ def readme_with_spec_table(text: str) -> str:
 
 
 def default_paths() -> list:
-    """Both copies: crds/ (kubectl apply) and the chart's crds/ (helm install)."""
+    """Both copies: crds/ (kubectl apply) and the chart's files/ (templates/crd.yaml renders it when crds.install)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return [os.path.join(root, "crds", FILENAME), os.path.join(root, "helm", "daemonpool-operator", "crds", FILENAME)]
+    return [os.path.join(root, "crds", FILENAME), os.path.join(root, "helm", "daemonpool-operator", "files", FILENAME)]
 
 
 def main(argv=None) -> int:

@@ -158,6 +158,9 @@ def install_operator(cluster, images, *extra):
         f"image.tag={tag}",
         "--set",
         "logLevel=debug",
+        # The CRD is a template of the chart, owned by one release: the tests' release takes it over from a
+        # user's (hack/demo) or an earlier session's; both keep it on uninstall (crds.keep).
+        "--take-ownership",
         *extra,
         "--wait",
         "--timeout",

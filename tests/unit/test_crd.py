@@ -19,8 +19,12 @@ def test_generated_crd_equals_the_committed_file():
 
 
 def test_chart_crd_is_a_byte_copy():
-    chart = ROOT / "helm" / "daemonpool-operator" / "crds" / crd.FILENAME
-    assert chart.read_bytes() == (ROOT / "crds" / crd.FILENAME).read_bytes()
+    """files/, not crds/: templates/crd.yaml renders it (crds.install, crds.keep); a crds/ folder would make Helm
+    create the CRD a second time, outside the release."""
+    chart = ROOT / "helm" / "daemonpool-operator"
+    assert (chart / "files" / crd.FILENAME).read_bytes() == (ROOT / "crds" / crd.FILENAME).read_bytes()
+    assert not (chart / "crds").exists()
+    assert '.Files.Get "files/' + crd.FILENAME + '"' in (chart / "templates" / "crd.yaml").read_text()
 
 
 def _walk(node, path="$"):

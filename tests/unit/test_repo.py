@@ -45,6 +45,31 @@ def test_chart_values_table_and_schema_follow_values_yaml():
     assert chart_docs.problems() == []
 
 
+def test_one_version_for_the_package_the_images_and_the_chart():
+    """worker_runtime.__version__ is the version (pyproject.toml reads it); the chart says the same."""
+    import worker_runtime
+
+    chart = yaml.safe_load((ROOT / "helm" / "daemonpool-operator" / "Chart.yaml").read_text())
+    assert chart["version"] == chart["appVersion"] == worker_runtime.__version__
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and 'attr = "worker_runtime.__version__"' in pyproject
+    assert not re.search(r'^version = "', pyproject, re.M), "a second version in pyproject.toml"
+
+
+def test_the_previous_release_chart_is_the_one_before_this_version():
+    """tests/cluster/test_release.py upgrades from it; a new release moves it along (hack/README.md says how)."""
+    import tarfile
+
+    import worker_runtime
+
+    (old,) = (ROOT / "tests" / "cluster" / "data").glob("daemonpool-operator-*.tgz")
+    with tarfile.open(old) as t:
+        chart = yaml.safe_load(t.extractfile("daemonpool-operator/Chart.yaml"))
+    as_tuple = lambda v: tuple(int(x) for x in v.split("."))  # noqa: E731
+    assert as_tuple(chart["version"]) < as_tuple(worker_runtime.__version__)
+    assert old.name == f"daemonpool-operator-{chart['version']}.tgz"
+
+
 def test_crd_command_checks_every_copy(tmp_path):
     from daemonpool_operator import crd
 
