@@ -182,6 +182,10 @@ class TerminationNote:
             _files.write_message(self.path, line[len("worker_runtime: ") :])
 
 
+# The workers' series have their own prefix: the operator's are daemonpool_*, and one name meant two things.
+WORKER_PREFIX = "daemonpool_worker_"
+
+
 def metrics(d: Daemon) -> str:
     s = d.state_view()
     labels = f'pool="{d.name}",slot="{s["slot"]}"'
@@ -203,7 +207,11 @@ def metrics(d: Daemon) -> str:
     ]
     out = []
     for name, kind, help_, value in rows:
-        out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name}{{{labels}}} {value}"]
+        new = WORKER_PREFIX + name[len("daemonpool_") :]
+        out += [f"# HELP {new} {help_}", f"# TYPE {new} {kind}", f"{new}{{{labels}}} {value}"]
+    for name, kind, _, value in rows:  # the 0.1 names, kept for one release so dashboards can move
+        out += [f"# HELP {name} Deprecated: {WORKER_PREFIX}{name[len('daemonpool_') :]}; removed in 0.3.",
+                f"# TYPE {name} {kind}", f"{name}{{{labels}}} {value}"]  # fmt: skip
     return "\n".join(out) + "\n"
 
 

@@ -28,6 +28,7 @@ import time
 from typing import Callable
 
 from . import config as C
+from . import tools
 from .images import oci_archive
 from .procs import ClusterError, ctr, kubectl, say, wait_for
 
@@ -55,18 +56,6 @@ BUILDS: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 
 
-def _modcache() -> pathlib.Path:
-    out = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
-    return pathlib.Path(out)
-
-
-def _module_dir(module: str, version: str) -> pathlib.Path:
-    d = _modcache() / f"{module}@v{version}"
-    if not d.is_dir():
-        subprocess.run(["go", "mod", "download", f"{module}@v{version}"], check=True, stdout=sys.stderr)
-    return d
-
-
 def _go_build(name: str) -> pathlib.Path:
     """BUILDS[name], built in a writable copy of the module (KEDA's go.mod has replace directives, so
     `go install pkg@version` refuses it); cached per version."""
@@ -74,7 +63,7 @@ def _go_build(name: str) -> pathlib.Path:
     out = C.CACHE / f"{name}-{version}"
     if all((out / b).exists() for b in cmds):
         return out
-    src = _module_dir(module, version)
+    src = tools.module_dir(module, version)
     say(f"building {name} v{version} from the Go module proxy ({', '.join(cmds.values())}; minutes, once)")
     t0 = time.monotonic()
     work = C.CACHE / "build" / f"{name}-{version}"
@@ -189,7 +178,7 @@ def metrics_server() -> None:
             "ca.crt": base64.b64encode(ca).decode(),
         },
     }
-    base = _rel(_module_dir(module, v) / "manifests" / "overlays" / "release", "metrics-server")
+    base = _rel(tools.module_dir(module, v) / "manifests" / "overlays" / "release", "metrics-server")
     # Patches, each with why:
     # - the host's network: the kubelet listens on 127.0.0.1 only (templates/kubelet.yaml), reached as the
     #   node's name, which resolves to it; a port that is not the kubelet's own 10250;
@@ -285,7 +274,7 @@ def keda() -> None:
     bins = _go_build("keda")
     _image(f"daemonpool.local/keda:v{v}", bins, ["keda"], "/keda")
     _image(f"daemonpool.local/keda-metrics-apiserver:v{v}", bins, ["keda-adapter"], "/keda-adapter")
-    cfg = _rel(_module_dir(module, v) / "config", "keda")
+    cfg = _rel(tools.module_dir(module, v) / "config", "keda")
     # Upstream's config/default minus the admission webhooks (a third image, not needed to scale), plus:
     # - the images built here, never pulled (upstream says Always);
     # - the operator's Service at a fixed address, which the metrics API server dials by IP and checks by

@@ -16,6 +16,7 @@ import sys
 import time
 
 from . import config as C
+from . import tools
 from .procs import ClusterError, kubectl, pid_of, say, sh, spawn, stop, wait_for
 
 # The stages kwok needs to make nodes Ready and pods Running/Ready/Completed/deleted (kustomize/stage).
@@ -29,8 +30,7 @@ STAGES = [
 
 
 def _module_dir() -> str:
-    modcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
-    return os.path.join(modcache, f"sigs.k8s.io/kwok@v{C.KWOK_VERSION}")
+    return str(tools.module_cache() / f"sigs.k8s.io/kwok@v{C.KWOK_VERSION}")
 
 
 def ensure_kwok() -> str:

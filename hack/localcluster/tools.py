@@ -28,6 +28,28 @@ TOOLS: dict[str, tuple[str, str]] = {
 }
 
 
+def module_cache() -> pathlib.Path:
+    """The Go module cache (`go env GOMODCACHE`), where `go mod download` puts a module's files."""
+    out = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+    return pathlib.Path(out)
+
+
+def module_dir(module: str, version: str) -> pathlib.Path:
+    """A module's files at a version (read-only), downloaded from the module proxy the first time."""
+    d = module_cache() / f"{module}@v{version}"
+    if not d.is_dir():
+        subprocess.run(["go", "mod", "download", f"{module}@v{version}"], check=True, stdout=sys.stderr)
+    return d
+
+
+def prometheus_operator_crds() -> list[pathlib.Path]:
+    """The CRDs of prometheus-operator (ServiceMonitor, PodMonitor, PrometheusRule) from its module: the chart's
+    monitoring objects are checked against them by the API server (tests/cluster/test_chart.py)."""
+    d = module_dir("github.com/prometheus-operator/prometheus-operator", C.VERSIONS["PROMETHEUS_OPERATOR_VERSION"])
+    names = ("servicemonitors", "podmonitors", "prometheusrules")
+    return [d / "example" / "prometheus-operator-crd" / f"monitoring.coreos.com_{n}.yaml" for n in names]
+
+
 def version(name: str) -> str:
     return C.VERSIONS[TOOLS[name][1]]
 

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         return 2
     import kopf  # noqa: PLC0415 - --help and usage errors answer without loading kopf
 
-    from . import handlers, kopfhooks, settings  # noqa: PLC0415 - kopf is loaded only to run
+    from . import handlers, kopfhooks, reasons, settings  # noqa: PLC0415 - kopf is loaded only to run
     from .config import Config  # noqa: PLC0415
     from .controller import Controller  # noqa: PLC0415
 
@@ -125,6 +125,9 @@ def main(argv=None) -> int:
     logging.getLogger("daemonpool").setLevel(
         logging.DEBUG if debug else logging.WARNING if args.log_level == "warning" else logging.INFO
     )
+    # namespace and pool as fields of every line about a pool: on the handlers, where children's records pass too.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(reasons.PoolFields())
     if not debug:
         logging.getLogger("kopf").setLevel(logging.WARNING)
     for noisy in ("kubernetes", "urllib3", "aiohttp.access"):

@@ -15,13 +15,17 @@ net) and runs the watch census. Time is injected (``clock``, ``sleep``); so is t
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
+import platform
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+import worker_runtime
 
 from . import autoscaler, cache, desired, kube, metrics, model, rollout
 from . import reasons as R
@@ -68,7 +72,12 @@ def transition_events(pool: dict, new: dict) -> list:
         return []
     meta = pool["metadata"]
     log.warning(
-        "pool %s/%s is degraded: %s: %s", meta.get("namespace"), meta.get("name"), deg["reason"], deg["message"]
+        "pool %s/%s is degraded: %s: %s",
+        meta.get("namespace"),
+        meta.get("name"),
+        deg["reason"],
+        deg["message"],
+        extra=R.fields(meta.get("namespace"), meta.get("name"), deg["reason"]),
     )
     return [("Warning", deg["reason"], deg["message"])]
 
@@ -359,7 +368,14 @@ class Controller:
         """At the operator's start: metrics, the cache filled, the slow loop and the autoscaler, then lead
         (or stand by for the Lease)."""
         if self.config.metrics_port:
-            metrics.serve(self.config.metrics_port, lambda: [self.world.pool(k) or {} for k in self.world.pool_keys()])
+            metrics.build_info(
+                worker_runtime.__version__, importlib.metadata.version("kopf"), platform.python_version()
+            )
+            metrics.serve(
+                self.config.metrics_port,
+                lambda: [self.world.pool(k) or {} for k in self.world.pool_keys()],
+                leading=lambda: self.queue.started,
+            )
         self.prefill()
         threading.Thread(target=self.resync_loop, name="daemonpool-resync", daemon=True).start()
         threading.Thread(target=self.autoscaler.run, name="daemonpool-autoscale", daemon=True).start()

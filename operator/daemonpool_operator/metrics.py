@@ -113,23 +113,70 @@ def watch_event(resource: str) -> None:
 
 
 class PoolConditions:
-    """daemonpool_pools{condition, status, reason}: how many pools show each condition, from the cache."""
+    """The pools, from the cache, exported by the leader only (a standby's cache is as full, and two replicas
+    each exporting them counted every pool twice):
 
-    def __init__(self, pools):
+    - daemonpool_pools{condition, status, reason}: how many pools show each condition;
+    - daemonpool_pool_condition{namespace, name, condition, reason}: 1 while that condition is True, else 0;
+    - daemonpool_pool_workers{namespace, name, state}: desired (spec.peers or the autoscaler's count), existing,
+      ready and updated workers;
+    - daemonpool_pool_restarts{namespace, name}: container restarts of the current workers (status.restarts).
+    """
+
+    def __init__(self, pools, leading=lambda: True):
         self._pools = pools
+        self._leading = leading
 
     def collect(self):
         g = GaugeMetricFamily(
             "daemonpool_pools", "Pools by condition, status and reason.", labels=["condition", "status", "reason"]
         )
+        per = GaugeMetricFamily(
+            "daemonpool_pool_condition",
+            "1 while the pool's condition is True, else 0; reason is the condition's.",
+            labels=["namespace", "name", "condition", "reason"],
+        )
+        workers = GaugeMetricFamily(
+            "daemonpool_pool_workers", "Workers of the pool by state.", labels=["namespace", "name", "state"]
+        )
+        restarts = GaugeMetricFamily(
+            "daemonpool_pool_restarts",
+            "Container restarts of the pool's current workers.",
+            labels=["namespace", "name"],
+        )
+        if not self._leading():
+            return
         counts: dict = {}
         for pool in self._pools():
-            for c in (pool.get("status") or {}).get("conditions") or []:
+            meta, st = pool.get("metadata") or {}, pool.get("status") or {}
+            ns, name = meta.get("namespace", ""), meta.get("name", "")
+            if not name:
+                continue
+            for c in st.get("conditions") or []:
                 key = (c.get("type", ""), c.get("status", ""), c.get("reason", ""))
                 counts[key] = counts.get(key, 0) + 1
+                per.add_metric([ns, name, key[0], key[2]], 1 if key[1] == "True" else 0)
+            spec = pool.get("spec") or {}
+            want = (st.get("autoscale") or {}).get("desired", spec.get("peers", 1))
+            for state, n in (
+                ("desired", want),
+                ("existing", st.get("peers", 0)),
+                ("ready", st.get("readyPeers", 0)),
+                ("updated", st.get("updatedPeers", 0)),
+            ):
+                workers.add_metric([ns, name, state], n)
+            restarts.add_metric([ns, name], st.get("restarts", 0))
         for key, n in sorted(counts.items()):
             g.add_metric(list(key), n)
-        yield g
+        yield from (g, per, workers, restarts)
+
+
+def build_info(version: str, kopf_version: str, python: str) -> None:
+    """daemonpool_build_info{version, kopf, python} 1: which build runs, for dashboards and upgrade checks."""
+    BUILD_INFO.labels(version, kopf_version, python).set(1)
+
+
+BUILD_INFO = Gauge("daemonpool_build_info", "1, labelled with the running build.", ["version", "kopf", "python"])
 
 
 def _respond(method: str, target: str) -> bytes:
@@ -141,8 +188,8 @@ def _respond(method: str, target: str) -> bytes:
     return response(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST, head_only)
 
 
-def serve(port: int, pools) -> BoundedServer:
+def serve(port: int, pools, leading=lambda: True) -> BoundedServer:
     """Start the /metrics endpoint on the runtime's bounded server (prometheus-client's own server starts a
     thread per connection: 1,242 idle connections made 1,244 threads)."""
-    REGISTRY.register(PoolConditions(pools))
+    REGISTRY.register(PoolConditions(pools, leading))
     return BoundedServer(_respond, port, name="metrics")

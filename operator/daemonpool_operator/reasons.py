@@ -156,3 +156,23 @@ def autoscale_conflict_message(namespace: str, hpas: list) -> str:
         f"HorizontalPodAutoscaler {names} also targets this pool, which spec.autoscale sizes; the spec.peers it "
         "writes is not used. Delete it (a KEDA ScaledObject: delete the ScaledObject), or remove spec.autoscale"
     )
+
+
+def fields(namespace: str | None, name: str | None, reason: str = "") -> dict:
+    """The structured fields of a log line about one pool (JSON logs carry them as top-level keys)."""
+    out = {"namespace": namespace or "", "pool": name or ""}
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+class PoolFields:
+    """A logging filter: a line that starts "pool NAMESPACE/NAME" (how every line about one pool starts)
+    gets the fields ``namespace`` and ``pool`` unless it set them itself; JSON logs show them as keys."""
+
+    def filter(self, record) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("pool %s/%s") and len(record.args or ()) >= 2:
+            for k, v in fields(*record.args[:2]).items():
+                if not hasattr(record, k):
+                    setattr(record, k, v)
+        return True

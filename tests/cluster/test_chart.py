@@ -176,3 +176,143 @@ def _upgrade_and_uninstall(cluster, operator, images, ns):
         "helm_seconds", {"install_to_ready": round(time.monotonic() - t0, 1), "upgrade_to_ready": round(upgrade_s, 1)}
     )
     wait(pool_ready, 120, "the pool Ready under the reinstalled operator")
+
+
+def _render(cluster, *args) -> list:
+    out = helm(cluster, "template", "t", CHART, "-n", "ns", *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _one(docs, kind):
+    (doc,) = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+def test_the_values_users_expect_do_what_they_say(cluster):
+    """Before: nameOverride, image.digest, extraArgs, extraEnv, rbac.create, crds.* and the PDB and spread knobs
+    were refused by the schema, and a user's affinity dropped the default anti-affinity."""
+    docs = _render(cluster)
+    crd = _one(docs, "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert crd["spec"] == yaml.safe_load((ROOT / "crds" / "daemonpools.daemonpool.dev.yaml").read_text())["spec"]
+    assert _one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    digest = "sha256:" + "0" * 64
+    node_affinity = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}  # fmt: skip
+    docs = _render(
+        cluster,
+        "--set", "nameOverride=dpo", "--set", f"image.digest={digest}", "--set", "rbac.create=false",
+        "--set", "crds.install=false", "--set", "podDisruptionBudget.minAvailable=50%",
+        "--set-json", 'extraArgs=["--reconcile-threads=8"]',
+        "--set-json", 'extraEnv=[{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]',
+        "--set-json", f"affinity={json.dumps({'nodeAffinity': node_affinity})}",
+        "--set-json", 'topologySpreadConstraints=[{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", '
+        '"whenUnsatisfiable": "ScheduleAnyway"}]',
+    )  # fmt: skip
+    kinds = {d["kind"] for d in docs}
+    assert not kinds & {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    dep = _one(docs, "Deployment")
+    assert dep["metadata"]["name"] == "t-dpo"
+    spec = dep["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert c["image"] == f"daemonpool/operator@{digest}"
+    assert c["args"][-1] == "--reconcile-threads=8"
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in c["env"]
+    selector = {"app.kubernetes.io/name": "dpo", "app.kubernetes.io/instance": "t"}
+    assert dep["spec"]["selector"]["matchLabels"] == selector
+    assert spec["affinity"]["nodeAffinity"] == node_affinity
+    term = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector  # the default, kept
+    assert spec["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"] == selector
+    assert _one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == "50%"
+    # An affinity that says something about pods replaces the default one.
+    own = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"x": "y"}}}]}}  # fmt: skip
+    dep = _one(_render(cluster, "--set-json", f"affinity={json.dumps(own)}"), "Deployment")
+    assert dep["spec"]["template"]["spec"]["affinity"] == own
+    names = {
+        d["metadata"]["name"]
+        for d in _render(cluster, "--set", "fullnameOverride=ops")
+        if d["kind"] != "CustomResourceDefinition"
+    }
+    assert all(n.startswith("ops") for n in names), names
+
+
+def test_works_as_a_subchart_of_an_umbrella_chart(cluster, operator, tmp_path):
+    """Before: Helm passes `global` to every subchart and the strict schema refused it."""
+    umbrella = tmp_path / "platform"
+    umbrella.mkdir()
+    (umbrella / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "name": "platform",
+                "version": "1.0.0",
+                "dependencies": [
+                    {
+                        "name": "daemonpool-operator",
+                        "version": yaml.safe_load((CHART / "Chart.yaml").read_text())["version"],
+                        "repository": f"file://{CHART}",
+                        "condition": "daemonpool-operator.enabled",
+                    }
+                ],
+            }
+        )
+    )
+    (umbrella / "values.yaml").write_text(
+        yaml.safe_dump(
+            {"global": {"imageRegistry": "registry.example.com"}, "daemonpool-operator": {"replicaCount": 1}}
+        )
+    )
+    (umbrella / "templates").mkdir()
+    (umbrella / "templates" / "configmap.yaml").write_text(  # the umbrella's own object, as real ones have
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-platform\ndata:\n"
+        "  registry: {{ .Values.global.imageRegistry | quote }}\n"
+    )
+    helm(cluster, "dependency", "update", umbrella)
+    helm(cluster, "lint", "--strict", umbrella)
+    docs = [
+        d for d in yaml.safe_load_all(helm(cluster, "template", "plat", umbrella, "-n", operator.namespace).stdout) if d
+    ]
+    dep = _one(docs, "Deployment")
+    assert dep["metadata"]["name"] == "plat-daemonpool-operator" and dep["spec"]["replicas"] == 1
+    # What it renders, the API server accepts.
+    text = "\n---\n".join(json.dumps(d) for d in docs if d["kind"] != "CustomResourceDefinition")
+    assert cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=text).returncode == 0
+    off = helm(cluster, "template", "plat", umbrella, "--set", "daemonpool-operator.enabled=false").stdout
+    assert "kind: Deployment" not in off
+
+
+def test_monitoring_objects_pass_prometheus_operators_own_crds(cluster, operator):
+    """The ServiceMonitor, PodMonitor and PrometheusRule the chart renders, dry-run strictly against the CRDs
+    from prometheus-operator's module (the CRDs are installed for this test and removed after)."""
+    from localcluster import tools
+
+    crds = tools.prometheus_operator_crds()
+    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in crds]
+    had = {n for n in names if cluster.get("crd", n, check=False) is not None}
+    try:
+        for p in crds:
+            cluster.kubectl("apply", "--server-side", "-f", p)
+        for n in names:
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{n}", "--timeout=60s")
+        docs = _render(
+            cluster, "--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true",
+            "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.labels.release=prom",
+        )  # fmt: skip
+        mon = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+        assert sorted(d["kind"] for d in mon) == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+        for d in mon:
+            d["metadata"]["namespace"] = operator.namespace
+        text = "\n---\n".join(json.dumps(d) for d in mon)
+        r = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=text, check=False)
+        assert r.returncode == 0, r.stderr
+        rule = _one(mon, "PrometheusRule")
+        assert rule["metadata"]["labels"]["release"] == "prom"
+        shipped = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+        assert rule["spec"] == shipped, "the PrometheusRule is the promtool-tested file, unchanged"
+        assert _one(mon, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is True
+    finally:
+        for n in names:
+            if n not in had:
+                cluster.kubectl("delete", "crd", n, "--wait=false", check=False)

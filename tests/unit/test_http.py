@@ -379,8 +379,13 @@ def metrics_text(slot, hb, busy, inflight, capacity, done, busy_s, ready, draini
         ("daemonpool_stop_requested", "gauge", "1 once a stop was asked for.", stopping),
     ]
     lines = []
-    for name, kind, help_, value in rows:
-        lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f'{name}{{pool="lit",slot="{slot}"}} {value}']
+    for name, kind, help_, value in rows:  # daemonpool_worker_*: the workers' own prefix (0.2)
+        new = name.replace("daemonpool_", "daemonpool_worker_", 1)
+        lines += [f"# HELP {new} {help_}", f"# TYPE {new} {kind}", f'{new}{{pool="lit",slot="{slot}"}} {value}']
+    for name, kind, _, value in rows:  # the 0.1 names, still there for one release
+        new = name.replace("daemonpool_", "daemonpool_worker_", 1)
+        lines += [f"# HELP {name} Deprecated: {new}; removed in 0.3.", f"# TYPE {name} {kind}"]
+        lines += [f'{name}{{pool="lit",slot="{slot}"}} {value}']
     return "\n".join(lines) + "\n"
 
 
