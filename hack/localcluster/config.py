@@ -78,6 +78,9 @@ APT_PACKAGES = [
     "util-linux",
     # Services the tests start (the mailer example).
     "postgresql",
+    # A Python any user can run: tests/cluster/test_demo.py runs hack/demo as an unprivileged user (setpriv
+    # is util-linux's), and the toolchain Python may live under /root.
+    "python3",
 ]
 
 # The project's images: (Dockerfile, tag). The one list; hack/demo and the tests read it from here.

@@ -25,6 +25,10 @@ METRICS = [
     "daemonpool_watch_restarts_total",
     "daemonpool_watch_stale_checks_total",
     "daemonpool_pools",
+    "daemonpool_pool_condition",
+    "daemonpool_pool_workers",
+    "daemonpool_pool_restarts",
+    "daemonpool_build_info",
     "daemonpool_leader",
     "daemonpool_leader_transitions_total",
     "daemonpool_loop_errors_total",
@@ -61,6 +65,14 @@ def test_one_leader_failover_metrics_and_no_writes_by_a_standby(cluster, operato
     missing = [m for m in METRICS if f"# HELP {m} " not in text]
     assert missing == [], missing
     assert "daemonpool_leader 1.0" in text
+    # The pools come from the leader only: a standby's copy counted every pool twice in sum().
+    (standby,) = [p for p in operator.pods() if p["metadata"]["name"] != first["metadata"]["name"]]
+    text = cluster.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{operator.namespace}/pods/{standby['metadata']['name']}:8081/proxy/metrics"
+    ).stdout
+    assert (
+        "daemonpool_leader 0.0" in text and "daemonpool_pools{" not in text and "daemonpool_pool_condition{" not in text
+    )
 
     ns = cluster.namespace("ha")
     start = len(cluster.audit_log.read_text().splitlines())
