@@ -8,9 +8,11 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(900)  # the first run on a machine builds promtool (about 5 minutes)
 RULES = ROOT / "helm" / "daemonpool-operator" / "files" / "alerts.yaml"
 TESTS = pathlib.Path(__file__).with_name("alerts-test.yaml")
 

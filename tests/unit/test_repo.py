@@ -54,6 +54,9 @@ def test_one_version_for_the_package_the_images_and_the_chart():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'dynamic = ["version"]' in pyproject and 'attr = "worker_runtime.__version__"' in pyproject
     assert not re.search(r'^version = "', pyproject, re.M), "a second version in pyproject.toml"
+    for page in ("README.md", "docs/operations.md"):
+        shown = set(re.findall(r"--version (\S+)", (ROOT / page).read_text()))
+        assert shown == {worker_runtime.__version__}, f"{page} installs {shown}"
 
 
 def test_the_previous_release_chart_is_the_one_before_this_version():
