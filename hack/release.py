@@ -1,6 +1,6 @@
 """hack/release: every release artifact, built from this checkout into dist/, and optionally pushed.
 
-    hack/release [--registry REG] [--push] [--plain-http] [--out DIR] [--namespace NS]
+    hack/release [--registry REG] [--push] [--plain-http] [--out DIR] [--namespace NS] [--name NAME]
 
 REG is where the images and the chart are to live, HOST[:PORT]/PATH (default: the DAEMONPOOL_REGISTRY
 environment variable, else ``daemonpool``, a name only a registry of your own can serve). What dist/ holds:
@@ -152,9 +152,9 @@ def chart_package(helm: str, registry: str, v: str, out: pathlib.Path) -> pathli
     return tgz
 
 
-def install_yaml(helm: str, tgz: pathlib.Path, out: pathlib.Path, namespace: str) -> pathlib.Path:
+def install_yaml(helm: str, tgz: pathlib.Path, out: pathlib.Path, namespace: str, name: str) -> pathlib.Path:
     """The chart rendered for `kubectl apply -f`: a Namespace enforcing the restricted profile, then the chart."""
-    rendered = _run([helm, "template", "daemonpool-operator", tgz, "-n", namespace]).stdout
+    rendered = _run([helm, "template", name, tgz, "-n", namespace]).stdout
     rendered = rendered.replace("app.kubernetes.io/managed-by: Helm", "app.kubernetes.io/managed-by: kubectl")
     ns = (
         "# The daemonpool operator for `kubectl apply --server-side -f install.yaml`, rendered from its chart by\n"
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plain-http", action="store_true", help="the registry speaks HTTP (implied on the loopback)")
     p.add_argument("--out", default=str(ROOT / "dist"), help="where the artifacts go (default: dist/)")
     p.add_argument("--namespace", default=NAMESPACE, help=f"install.yaml's namespace (default: {NAMESPACE})")
+    p.add_argument("--name", default="daemonpool-operator", help="install.yaml's release name: the objects' names")
     a = p.parse_args(argv)
     registry = a.registry.rstrip("/")
     t0 = time.monotonic()
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     docker = Docker()
     refs = release_images(docker, registry, v, out / "images")
     tgz = chart_package(helm, registry, v, out)
-    manifest = install_yaml(helm, tgz, out, a.namespace)
+    manifest = install_yaml(helm, tgz, out, a.namespace, a.name)
     files = [*made, *sorted((out / "images").glob(f"*-{v}.oci.tar")), tgz, manifest]
     sums = "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.relative_to(out)}\n" for f in files)
     (out / "SHA256SUMS").write_text(sums)

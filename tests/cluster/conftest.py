@@ -159,8 +159,10 @@ def install_operator(cluster, images, *extra):
         "--set",
         "logLevel=debug",
         # The CRD is a template of the chart, owned by one release: the tests' release takes it over from a
-        # user's (hack/demo) or an earlier session's; both keep it on uninstall (crds.keep).
+        # user's (hack/demo), an earlier session's or a kubectl-applied install.yaml (the release test's), whose
+        # labels another field manager holds; all keep it on uninstall (crds.keep).
         "--take-ownership",
+        "--force-conflicts",
         *extra,
         "--wait",
         "--timeout",

@@ -41,17 +41,27 @@ def released(cluster, tmp_path_factory):
     addr = registry.up()
     reg = f"{addr}/release-test-{_SESSION}"
     out = tmp_path_factory.mktemp("dist")
+    # A namespace and release name of the test's own: the cluster-scoped objects (ClusterRole, admission policy)
+    # are named after the release, and a user's install (hack/demo's daemonpool-operator) may hold those names.
     ns = f"daemonpool-reltest-{_SESSION}"
+    name = f"daemonpool-operator-reltest-{_SESSION}"
     t0 = time.monotonic()
     r = subprocess.run(
-        [ROOT / "hack" / "release", "--registry", reg, "--namespace", ns, "--push", "--out", out],
+        [ROOT / "hack" / "release", "--registry", reg, "--namespace", ns, "--name", name, "--push", "--out", out],
         capture_output=True,
         text=True,
         timeout=1800,
     )
     assert r.returncode == 0, r.stderr[-4000:]
     record("release_seconds", {"release_and_push": round(time.monotonic() - t0, 1)})
-    return {"registry": reg, "out": out, "version": worker_runtime.__version__, "namespace": ns, "log": r.stderr}
+    return {
+        "registry": reg,
+        "out": out,
+        "version": worker_runtime.__version__,
+        "namespace": ns,
+        "name": name,
+        "log": r.stderr,
+    }
 
 
 def test_release_artifacts(cluster, released, tmp_path):
@@ -153,6 +163,7 @@ def _saved_pools(cluster) -> list:
 
 def test_the_readme_install_paths(cluster, operator, images, released):
     reg, out, v, ns = released["registry"], released["out"], released["version"], released["namespace"]
+    name = released["name"]
     pool_ns = cluster.namespace("reluser")
     saved = [p for p in _saved_pools(cluster) if not p["metadata"]["namespace"].startswith(("crd-", "reluser"))]
     worker = f"{reg}/worker-base:{v}"
@@ -168,7 +179,7 @@ def test_the_readme_install_paths(cluster, operator, images, released):
         # 1. kubectl users: the rendered install.yaml, server-side.
         manifest = out / "install.yaml"
         cluster.kubectl("apply", "--server-side", "-f", manifest)
-        cluster.kubectl("rollout", "status", "deploy/daemonpool-operator", "-n", ns, "--timeout=180s", timeout=200)
+        cluster.kubectl("rollout", "status", f"deploy/{name}", "-n", ns, "--timeout=180s", timeout=200)
         cluster.apply(_pool(worker), ns=pool_ns)
         _ready(cluster, pool_ns, 2)
         pods = cluster.get("pods", "-l", "daemonpool.dev/pool=rel", ns=pool_ns)["items"]
@@ -198,7 +209,7 @@ def test_the_readme_install_paths(cluster, operator, images, released):
         helm(
             cluster,
             "install",
-            "daemonpool-operator",
+            name,
             OLD_CHART,
             "-n",
             ns,
@@ -220,10 +231,10 @@ def test_the_readme_install_paths(cluster, operator, images, released):
         _ready(cluster, pool_ns, 2)
         deployment_uid = cluster.get("deploy", "rel", ns=pool_ns)["metadata"]["uid"]
         # Without the documented step Helm refuses: 0.1.0 left the CRD to crds/, so no release owns it.
-        refused = helm(cluster, "upgrade", "daemonpool-operator", chart, "--version", v, "-n", ns, "--plain-http",
+        refused = helm(cluster, "upgrade", name, chart, "--version", v, "-n", ns, "--plain-http",
                        check=False)  # fmt: skip
         assert refused.returncode != 0 and "cannot be imported into the current release" in refused.stderr
-        helm(cluster, "upgrade", "daemonpool-operator", chart, "--version", v, "-n", ns, "--plain-http",
+        helm(cluster, "upgrade", name, chart, "--version", v, "-n", ns, "--plain-http",
              "--take-ownership", "--wait", "--timeout", "180s")  # fmt: skip
         new_crd = cluster.get("crd", CRD)
         assert (
@@ -242,13 +253,13 @@ def test_the_readme_install_paths(cluster, operator, images, released):
         steps["upgrade_from_0_1_0"] = round(time.monotonic() - t, 1)
 
         # 4. helm uninstall: the CRD (crds.keep), the pools and their workers stay.
-        helm(cluster, "uninstall", "daemonpool-operator", "-n", ns, "--wait")
+        helm(cluster, "uninstall", name, "-n", ns, "--wait")
         assert cluster.get("crd", CRD, check=False) is not None
         assert cluster.get("deploy", "rel", ns=pool_ns)["metadata"]["uid"] == deployment_uid
 
         # 5. The README's helm install from the registry; it adopts the kept CRD and the running pool.
         t = time.monotonic()
-        helm(cluster, "install", "daemonpool-operator", chart, "--version", v, "-n", ns, "--plain-http",
+        helm(cluster, "install", name, chart, "--version", v, "-n", ns, "--plain-http",
              "--wait", "--timeout", "180s")  # fmt: skip
         cluster.kubectl("scale", "dp", "rel", "-n", pool_ns, "--replicas=3")
         _ready(cluster, pool_ns, 3)
@@ -256,13 +267,13 @@ def test_the_readme_install_paths(cluster, operator, images, released):
         steps["helm_install_to_scaled"] = round(time.monotonic() - t, 1)
 
         # 6. Remove everything, the Helm way.
-        helm(cluster, "uninstall", "daemonpool-operator", "-n", ns, "--wait")
+        helm(cluster, "uninstall", name, "-n", ns, "--wait")
         cluster.kubectl("delete", "crd", CRD, "--wait=true")
         _crd_gone(cluster)
         wait(lambda: cluster.get("deploy", "rel", ns=pool_ns, check=False) is None, 120, "workers gone with the CRD")
         record("release_install_paths", steps)
     finally:
-        helm(cluster, "uninstall", "daemonpool-operator", "-n", ns, "--wait", check=False)
+        helm(cluster, "uninstall", name, "-n", ns, "--wait", check=False)
         cluster.kubectl("delete", "-f", out / "install.yaml", "-l", "app.kubernetes.io/component!=crd",
                         "--ignore-not-found", "--wait=false", check=False)  # fmt: skip
         cluster.kubectl("delete", "namespace", ns, pool_ns, "--wait=false", "--ignore-not-found", check=False)
