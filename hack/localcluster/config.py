@@ -17,11 +17,11 @@ def _versions() -> dict:
     return out
 
 
-K8S_VERSION = _versions()["K8S_VERSION"]
-KWOK_VERSION = _versions()["KWOK_VERSION"]
-METRICS_SERVER_VERSION = _versions()["METRICS_SERVER_VERSION"]
-KEDA_VERSION = _versions()["KEDA_VERSION"]
-VERSIONS = _versions()
+VERSIONS = _versions()  # every pin of versions.env; the ones the harness names often, below
+K8S_VERSION = VERSIONS["K8S_VERSION"]
+KWOK_VERSION = VERSIONS["KWOK_VERSION"]
+METRICS_SERVER_VERSION = VERSIONS["METRICS_SERVER_VERSION"]
+KEDA_VERSION = VERSIONS["KEDA_VERSION"]
 # The local OCI registry (hack/local-cluster registry up): the release is pushed there and the node pulls from it.
 REGISTRY_ADDR = os.environ.get("DAEMONPOOL_LOCAL_REGISTRY", "127.0.0.1:5000")
 # Cached outside the repo, keyed by version; survives `down` so `up` is fast.

@@ -1,6 +1,6 @@
 """Command-line tools built from their Go modules: pinned in versions.env, cached per version in the cache.
 
-    python3 -m hack.localcluster tools [NAME ...]     build what is missing (all when no NAME), print the paths
+    hack/local-cluster tools [NAME ...]     build what is missing (all when no NAME), print the paths
 
 No root and no cluster needed: `hack/demo` on someone else's cluster uses helm from here when the PATH has none.
 """

@@ -128,6 +128,8 @@ class PoolConditions:
         self._leading = leading
 
     def collect(self):
+        if not self._leading():
+            return
         g = GaugeMetricFamily(
             "daemonpool_pools", "Pools by condition, status and reason.", labels=["condition", "status", "reason"]
         )
@@ -144,8 +146,6 @@ class PoolConditions:
             "Container restarts of the pool's current workers.",
             labels=["namespace", "name"],
         )
-        if not self._leading():
-            return
         counts: dict = {}
         for pool in self._pools():
             meta, st = pool.get("metadata") or {}, pool.get("status") or {}
