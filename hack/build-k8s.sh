@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${DAEMONPOOL_CACHE:-$HOME/.cache/daemonpool}
 out="$cache/k8s-$K8S_VERSION/bin"
 mod="$cache/k8s-$K8S_VERSION/mod"
-cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm)
 # Bump when the build recipe changes: cached binaries of an older recipe are rebuilt.
 recipe="v2-version-ldflags"
 if [ "$(cat "$out/.recipe" 2>/dev/null)" != "$recipe" ]; then rm -f "$out"/kube* ; fi

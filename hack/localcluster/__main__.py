@@ -1,9 +1,9 @@
-"""hack/local-cluster up|down|status|env|load-image ARCHIVE|build-image DOCKERFILE TAG|install|tools|registry|addons NAME..."""
+"""hack/local-cluster up|down|status|env|load-image ARCHIVE|build-image DOCKERFILE TAG|install|tools|registry|addons NAME...|kind ..."""
 
 import argparse
 import sys
 
-from . import addons, cluster, config, fakenodes, images, install, registry, tools
+from . import addons, cluster, config, fakenodes, images, install, kind, registry, tools
 
 
 def main(argv=None) -> int:
@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     ad = sub.add_parser("addons", help="build (once) and install optional components: metrics-server, keda")
     ad.add_argument("names", nargs="+", choices=sorted(addons.ADDONS))
     ad.add_argument("--build-only", action="store_true", help="only build the binaries (no cluster needed)")
+    kd = sub.add_parser("kind", help="a kind cluster on a node image built here: node-image, up, down, env")
+    kd.add_argument("action", choices=["node-image", "up", "down", "env"])
+    kd.add_argument("name", nargs="?", help="the cluster's name (default: daemonpool)")
     a = p.parse_args(argv)
     try:
         if a.cmd == "up":
@@ -68,6 +71,8 @@ def main(argv=None) -> int:
         elif a.cmd == "images":
             for dockerfile, tag in config.PROJECT_IMAGES.values():
                 print(dockerfile, tag)
+        elif a.cmd == "kind":
+            kind.main([a.action, *([a.name] if a.name else [])])
         elif a.cmd == "build-image":
             images.build_image(a.dockerfile, a.tag)
     except cluster.ClusterError as exc:

@@ -25,6 +25,10 @@ TOOLS: dict[str, tuple[str, str]] = {
     "promtool": ("github.com/prometheus/prometheus/cmd/promtool", "PROMETHEUS_MODULE_VERSION"),
     "kubeconform": ("github.com/yannh/kubeconform/cmd/kubeconform", "KUBECONFORM_VERSION"),
     "kube-score": ("github.com/zegl/kube-score/cmd/kube-score", "KUBE_SCORE_VERSION"),
+    # kind, and what its node image needs that Debian does not package (hack/localcluster/kind.py).
+    "kind": ("sigs.k8s.io/kind", "KIND_VERSION"),
+    "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", "KIND_CRICTL_VERSION"),
+    "coredns": ("github.com/coredns/coredns", "KIND_COREDNS_VERSION"),
 }
 
 

@@ -21,8 +21,9 @@ def test_kind_config_describes_the_daemonpool_cluster():
     cfg = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
     assert cfg["kind"] == "Cluster" and cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     assert cfg["name"] == "daemonpool"
-    assert [n["role"] for n in cfg["nodes"]] == ["control-plane"]
-    assert cfg["nodes"][0]["image"].startswith("kindest/node:v1.")
+    # One control plane and two workers: what needs several nodes (tests/cluster/test_multinode.py) has them.
+    assert [n["role"] for n in cfg["nodes"]] == ["control-plane", "worker", "worker"]
+    assert all(n["image"].startswith("kindest/node:v1.") for n in cfg["nodes"])
     # The README and kind-config.yaml tell the same load command for the images the tests use.
     for tag in ("daemonpool/operator:dev", "daemonpool/example-worker:dev"):
         assert tag in (ROOT / "kind-config.yaml").read_text()
