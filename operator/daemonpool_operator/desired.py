@@ -27,6 +27,7 @@ from worker_runtime import contract
 
 from . import model, rollout
 from .model import DaemonPoolSpec
+from .quantities import _canonical_quantities, _quantity
 
 RUN_DIR = contract.DEFAULT_RUN_DIR
 RUN_VOLUME = "daemonpool-run"
@@ -110,30 +111,6 @@ def _pod_defaults(pod_spec: dict) -> dict:
     if as_root:
         defaults.pop("runAsNonRoot")
     return _defaults(user, defaults)
-
-
-def _quantity_string(v):
-    """A quantity written as a YAML number (cpu: 1, memory: 1073741824) as the string Kubernetes expects."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return v
-    if isinstance(v, int) or float(v).is_integer():
-        return str(int(v))
-    return f"{v:.9f}".rstrip("0").rstrip(".")
-
-
-def _canonical_quantities(pod_spec: dict) -> None:
-    """Numbers to strings where Kubernetes wants quantities, in place; compared by value later (differences)."""
-    for key in ("containers", "initContainers", "ephemeralContainers"):
-        for c in pod_spec.get(key) or []:
-            res = c.get("resources") or {}
-            for part in ("requests", "limits"):
-                if isinstance(res.get(part), dict):
-                    res[part] = {k: _quantity_string(v) for k, v in res[part].items()}
-    if isinstance(pod_spec.get("overhead"), dict):
-        pod_spec["overhead"] = {k: _quantity_string(v) for k, v in pod_spec["overhead"].items()}
-    for v in pod_spec.get("volumes") or []:
-        if isinstance(v.get("emptyDir"), dict) and "sizeLimit" in v["emptyDir"]:
-            v["emptyDir"]["sizeLimit"] = _quantity_string(v["emptyDir"]["sizeLimit"])
 
 
 HTTP_PATHS = {"liveness": "/livez", "readiness": "/readyz", "startup": "/startupz"}
@@ -221,6 +198,8 @@ def build_pod_template(pool_name: str, spec: DaemonPoolSpec, drain_token: str | 
         {"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
     ]
     pod_spec["terminationGracePeriodSeconds"] = spec.grace_period_seconds
+    if "topologySpreadConstraints" not in pod_spec:
+        pod_spec["topologySpreadConstraints"] = [spread_over_nodes(pool_name)]
     if "automountServiceAccountToken" not in pod_spec and "serviceAccountName" not in pod_spec:
         # A worker that names no ServiceAccount does not talk to the API: no token to steal.
         pod_spec["automountServiceAccountToken"] = False
@@ -231,6 +210,19 @@ def build_pod_template(pool_name: str, spec: DaemonPoolSpec, drain_token: str | 
             **({"annotations": meta["annotations"]} if meta.get("annotations") else {}),
         },
         "spec": pod_spec,
+    }
+
+
+def spread_over_nodes(pool_name: str) -> dict:
+    """The default spread (unless the template has its own): a pool's workers on as many nodes as the scheduler
+    can, so one node lost takes few of them. Soft (ScheduleAnyway): a one-node cluster still runs them all;
+    per ReplicaSet (pod-template-hash), so a rollout's new workers spread among themselves too."""
+    return {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": selector_labels(pool_name)},
+        "matchLabelKeys": ["pod-template-hash"],
     }
 
 
@@ -276,40 +268,6 @@ def drain_token(deployment: dict | None) -> str | None:
 
 
 # -- comparing with what exists ----------------------------------------------------------
-
-_QUANTITY_SUFFIX = {
-    "": 1,
-    "m": 0.001,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-
-
-def _quantity(v):
-    """A Kubernetes quantity as a number, or None: the API server normalizes "0.5" to "500m"."""
-    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-        return None
-    s = str(v)
-    for suffix in sorted(_QUANTITY_SUFFIX, key=len, reverse=True):
-        if suffix and s.endswith(suffix):
-            num, mult = s[: -len(suffix)], _QUANTITY_SUFFIX[suffix]
-            break
-    else:
-        num, mult = s, 1
-    try:
-        return round(float(num) * mult, 9)
-    except ValueError:
-        return None
 
 
 def differences(want, have, path: str = "") -> list:

@@ -1,7 +1,8 @@
 """The `cluster` fixture: a real Kubernetes for every test in tests/cluster.
 
 - KUBECONFIG set (a kind cluster made with kind-config.yaml, or any other): use it.
-- DAEMONPOOL_KIND=1 on a machine with Docker: pytest-kind-ng makes a kind cluster.
+- DAEMONPOOL_KIND=1 (hack/test --kind): pytest-kind-ng makes a kind cluster from kind-config.yaml, on the
+  user's Docker, or as root on the harness's own dockerd and node image (hack/localcluster/kind.py).
 - otherwise: start the local single-node cluster (hack/local-cluster) and stop it at the end
   (leave it running with DAEMONPOOL_KEEP_CLUSTER=1; reuse one already up).
 Under CI=true a cluster test never skips: a cluster that cannot start fails the run with the reason.
@@ -10,6 +11,7 @@ Under CI=true a cluster test never skips: a cluster that cannot start fails the 
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import subprocess
 import uuid
@@ -34,17 +36,43 @@ def _unavailable(reason: str):
     unavailable(f"the cluster for tests/cluster could not start: {reason}")
 
 
+def _user_docker() -> bool:
+    return bool(shutil.which("docker")) and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
 def _kind_cluster():
-    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        _unavailable(
-            "DAEMONPOOL_KIND=1 needs a running Docker engine (none on this machine); unset it to use the local cluster"
-        )
+    """pytest-kind-ng's cluster from kind-config.yaml: on the user's Docker and kind when they run; else, as
+    root, on the harness's dockerd with the node image built here and the kind network's guard
+    (hack/localcluster/kind.py), put back afterwards."""
     try:
         from pytest_kind import KindCluster  # pytest-kind-ng
     except ImportError:
         _unavailable("DAEMONPOOL_KIND=1 needs pytest-kind-ng: pip install pytest-kind-ng")
-    kind = KindCluster("daemonpool")
+    if _user_docker() and shutil.which("kind"):
+        harness = False
+        kind_path, kubectl_path, kubeconfig = shutil.which("kind"), shutil.which("kubectl"), None
+    elif os.geteuid() == 0:
+        from localcluster import kind as K
+        from localcluster import kindnode, tools
+
+        harness = True
+        K.baseline()
+        kindnode.node_image()
+        K.net_up()  # the guard, before any node starts
+        os.environ.update(K.env())  # pytest-kind-ng's kind and docker calls reach the harness's dockerd
+        kind_path, kubectl_path = tools.ensure("kind"), str(C.BIN / "kubectl")
+        kubeconfig = K.RUN / "daemonpool.kubeconfig"
+    else:
+        _unavailable("DAEMONPOOL_KIND=1 needs Docker and kind running, or root (the harness then runs its own)")
+    kind = KindCluster(
+        "daemonpool",
+        kubeconfig=kubeconfig,
+        kind_path=pathlib.Path(kind_path) if kind_path else None,
+        kubectl_path=pathlib.Path(kubectl_path) if kubectl_path else None,
+    )
+    kind.harness = harness
     kind.create(config_file=ROOT / "kind-config.yaml")
+    kind.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
     return kind
 
 
@@ -64,6 +92,11 @@ def cluster():
         yield c
         if os.environ.get("DAEMONPOOL_KEEP_CLUSTER") != "1":
             kind.delete()
+            if kind.harness:
+                from localcluster import kind as K
+
+                left = K.down()
+                assert left == [], f"the host differs from its baseline after the kind cluster: {left}"
         return
     if os.environ.get("KUBECONFIG") and os.path.abspath(os.environ["KUBECONFIG"]) != str(C.KUBECONFIG):
         yield Cluster(os.environ["KUBECONFIG"], local=False, host_ip=os.environ.get("DAEMONPOOL_HOST_IP", ""))
@@ -97,9 +130,15 @@ def images(cluster):
     """The project's images, built from its Dockerfiles and loaded into the cluster. Returns tag by name."""
     tags = C.PROJECT_IMAGES
     if getattr(cluster, "kind", None) is not None:
-        # kind: the same Dockerfiles, built by the user's Docker on the public Python image, then loaded.
+        # kind: the same Dockerfiles, built by the user's Docker on the public Python image (or by the
+        # harness's dockerd on its local base), then loaded with `kind load docker-image`.
         for dockerfile, tag in tags.values():
-            subprocess.run(["docker", "build", "-f", str(ROOT / dockerfile), "-t", tag, str(ROOT)], check=True)
+            if cluster.kind.harness:
+                from localcluster import images as img
+
+                img.build(dockerfile, tag)
+            else:
+                subprocess.run(["docker", "build", "-f", str(ROOT / dockerfile), "-t", tag, str(ROOT)], check=True)
             cluster.kind.load_docker_image(tag)
         return {k: v[1] for k, v in tags.items()}
     if not cluster.local:

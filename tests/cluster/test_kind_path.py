@@ -1,20 +1,20 @@
-"""The kind path for machines with Docker: kind-config.yaml and pytest-kind-ng."""
+"""The kind path: kind-config.yaml, pytest-kind-ng, and the images loaded with `kind load docker-image`.
+
+Runs in the kind stage of `hack/test` (DAEMONPOOL_KIND=1), where the `cluster` fixture is pytest-kind-ng's.
+"""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import json
+import os
 
 import pytest
 import yaml
 
 from testkit.cluster import ROOT
+from testkit.skips import unavailable
 
 pytestmark = pytest.mark.timeout(900)
-
-
-def docker_running() -> bool:
-    return bool(shutil.which("docker")) and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
 
 
 def test_kind_config_describes_the_daemonpool_cluster():
@@ -29,17 +29,65 @@ def test_kind_config_describes_the_daemonpool_cluster():
         assert tag in (ROOT / "kind-config.yaml").read_text()
 
 
-@pytest.mark.skipif(
-    not docker_running(),
-    reason="the kind path needs a running Docker engine, and none runs on this "
-    "machine (no Docker daemon in these VMs); the local cluster covers the same tests here",
-)
-def test_kind_cluster_from_kind_config_starts():
-    from pytest_kind import KindCluster
+@pytest.fixture
+def kind_cluster(cluster):
+    if os.environ.get("DAEMONPOOL_KIND") != "1" or getattr(cluster, "kind", None) is None:
+        unavailable("the kind path runs in hack/test's kind stage (hack/test --kind, or DAEMONPOOL_KIND=1)")
+    return cluster
 
-    kind = KindCluster("daemonpool-smoke")
-    try:
-        kind.create(config_file=ROOT / "kind-config.yaml")
-        assert "Ready" in kind.kubectl("get", "nodes")
-    finally:
-        kind.delete()
+
+def test_kind_cluster_from_kind_config_has_its_three_nodes_ready(kind_cluster):
+    nodes = json.loads(kind_cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    names = sorted(n["metadata"]["name"] for n in nodes)
+    assert names == ["daemonpool-control-plane", "daemonpool-worker", "daemonpool-worker2"]
+    for n in nodes:
+        ready = {c["type"]: c["status"] for c in n["status"]["conditions"]}["Ready"]
+        assert ready == "True", n["metadata"]["name"]
+        assert n["status"]["nodeInfo"]["kubeletVersion"] == "v" + _versions()["K8S_VERSION"]
+    # The system pods kind and kubeadm start: the control plane, CoreDNS, kube-proxy and the pod network.
+    pods = json.loads(kind_cluster.kubectl("get", "pods", "-n", "kube-system", "-o", "json").stdout)["items"]
+    not_ready = [
+        p["metadata"]["name"]
+        for p in pods
+        if not any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]
+    assert not_ready == []
+    assert any(p["metadata"]["name"].startswith("coredns-") for p in pods)
+
+
+def test_images_loaded_with_kind_load_run_on_every_node(kind_cluster, images):
+    """`kind load docker-image` (the fixture's) put the project's images on all three nodes: a pod of the
+    example worker starts on each, with imagePullPolicy Never (nothing can be pulled here)."""
+    ns = kind_cluster.namespace("kind-load")
+    for node in ("daemonpool-control-plane", "daemonpool-worker", "daemonpool-worker2"):
+        kind_cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"on-{node}", "namespace": ns},
+                "spec": {
+                    "nodeName": node,
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [
+                        {
+                            "name": "w",
+                            "image": images["worker-base"],
+                            "imagePullPolicy": "Never",
+                            "command": ["python3", "-c", "import worker_runtime; print('ok')"],
+                        }
+                    ],
+                    "restartPolicy": "Never",
+                },
+            }
+        )
+    for node in ("daemonpool-control-plane", "daemonpool-worker", "daemonpool-worker2"):
+        kind_cluster.kubectl(
+            "wait", "-n", ns, f"pod/on-{node}", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s"
+        )
+        assert kind_cluster.kubectl("logs", "-n", ns, f"on-{node}").stdout.strip() == "ok"
+
+
+def _versions():
+    import re
+
+    return dict(re.findall(r"^([A-Z0-9_]+)=(\S+)", (ROOT / "hack" / "versions.env").read_text(), re.M))

@@ -442,27 +442,6 @@ def test_numbers_become_quantity_strings_everywhere_kubernetes_wants_quantities(
     assert ps["volumes"][0] == {"name": "scratch", "emptyDir": {"sizeLimit": "1048576"}}
 
 
-@pytest.mark.parametrize(
-    "number, text",
-    [(1, "1"), (2.0, "2"), (0.5, "0.5"), (0.25, "0.25"), (1.125, "1.125"), (0.001, "0.001"), (10.0, "10")],
-)
-def test_quantity_string(number, text):
-    assert desired._quantity_string(number) == text
-
-
-@pytest.mark.parametrize("value", [True, "1Gi", None, [1]])
-def test_quantity_string_leaves_what_is_not_a_number(value):
-    assert desired._quantity_string(value) == value
-
-
-@pytest.mark.parametrize(
-    "text, value",
-    [("500m", 0.5), ("1Gi", 2**30), ("1G", 1e9), ("2Ki", 2048), ("1.5", 1.5), ("0.1m", 0.0001), (3, 3)],
-)
-def test_quantity_values(text, value):
-    assert desired._quantity(text) == pytest.approx(value)
-
-
 def test_init_containers_get_the_restricted_defaults_too():
     ps = pod_spec_of(
         {
@@ -672,3 +651,24 @@ def test_recycle_limits_become_the_runtimes_variables_and_are_absent_otherwise()
     assert "DAEMONPOOL_MAX_ITEMS" not in _env(build()) and "DAEMONPOOL_MAX_RSS_MIB" not in _env(build())
     only_memory = _env(build(recycle={"maxRssMiB": 300}))
     assert only_memory["DAEMONPOOL_MAX_RSS_MIB"] == "300" and "DAEMONPOOL_MAX_ITEMS" not in only_memory
+
+
+def test_workers_spread_over_nodes_by_default_softly_and_per_replicaset():
+    d = build()
+    (spread,) = d["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["maxSkew"] == 1
+    # Soft: a one-node cluster (or kwok's fake nodes) still runs every worker.
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    # Over this pool's workers only: the Deployment's own selector.
+    assert spread["labelSelector"] == d["spec"]["selector"]
+    assert spread["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def test_a_template_with_its_own_spread_keeps_it_and_gets_no_default():
+    own = [{"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}]
+    ps = pod_spec_of({"containers": [{"name": "worker", "image": "i"}], "topologySpreadConstraints": own})
+    assert ps["topologySpreadConstraints"] == own
+    # An empty list is the template's explicit "no spread".
+    ps = pod_spec_of({"containers": [{"name": "worker", "image": "i"}], "topologySpreadConstraints": []})
+    assert ps["topologySpreadConstraints"] == []
