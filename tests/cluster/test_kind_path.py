@@ -91,3 +91,50 @@ def _versions():
     import re
 
     return dict(re.findall(r"^([A-Z0-9_]+)=(\S+)", (ROOT / "hack" / "versions.env").read_text(), re.M))
+
+
+def test_nothing_leaves_the_kind_network(kind_cluster, images):
+    """The guard (hack/localcluster/kind.py): a pod's packet for an address off this machine is rejected at the
+    kind bridge (EHOSTUNREACH at once), not sent out through the host's default route. 192.0.2.1 is TEST-NET-1."""
+    if not kind_cluster.kind.harness:
+        unavailable("the guard is the harness's; a user's Docker networks are the user's")
+    from localcluster import kind as K
+    from localcluster.procs import sh
+
+    assert K.guard_installed()
+    before = sh("nft", "list", "table", "inet", K.GUARD_TABLE).stdout
+    ns = kind_cluster.namespace("guard")
+    probe = (
+        "import errno, socket\n"
+        "s = socket.socket(); s.settimeout(10)\n"
+        "try:\n    s.connect(('192.0.2.1', 80)); print('connected')\n"
+        "except OSError as e:\n    print(errno.errorcode.get(e.errno, e))\n"
+    )
+    kind_cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "probe", "namespace": ns},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "p",
+                        "image": images["worker-base"],
+                        "imagePullPolicy": "Never",
+                        "command": ["python3", "-c", probe],
+                    }
+                ],
+                "restartPolicy": "Never",
+            },
+        }
+    )
+    kind_cluster.kubectl("wait", "-n", ns, "pod/probe", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s")
+    assert kind_cluster.kubectl("logs", "-n", ns, "probe").stdout.strip() == "EHOSTUNREACH"
+    after = sh("nft", "list", "table", "inet", K.GUARD_TABLE).stdout
+    assert _packets(after) > _packets(before)
+
+
+def _packets(ruleset: str) -> int:
+    import re
+
+    return sum(int(n) for n in re.findall(r"counter packets (\d+)", ruleset))
