@@ -30,6 +30,7 @@ import worker_runtime
 from . import autoscaler, cache, desired, kube, metrics, model, rollout
 from . import reasons as R
 from . import status as st
+from .budgets import Budgets
 from .census import CHECK_SECONDS, Census
 from .config import Config
 from .idlefirst import IdleFirst
@@ -116,6 +117,7 @@ class Controller:
             clock=clock,
             blind_seconds=self.config.blind_seconds,
         )
+        self.budgets = Budgets(api)  # spec.disruption's PodDisruptionBudgets (budgets.py)
         self.queue = WorkQueue(self.reconcile, threads=self.config.reconcile_threads, on_error=self._on_error)
         ns = list(self.config.namespaces)
         self.autoscaler = autoscaler.Autoscaler(  # sizes autoscaled pools while this replica leads (its queue runs)
@@ -241,6 +243,8 @@ class Controller:
                 verb = "create" if isinstance(action, desired.Create) else "update"
                 rejected = R.rejected_message(dname, verb, exc.status, exc.message)
                 self.rejected[key] = (fp, rejected)
+        if conflict is None:
+            events += self.budgets.sync(key, pool, spec)
         pods = world.pods(key) if conflict is None else []
         new = st.build_status(
             pool,
@@ -275,6 +279,7 @@ class Controller:
         for memory in (self.rejected, self.foreign, self.triggers):
             memory.pop(key, None)
         self.idle_first.forget(key)
+        self.budgets.forget(key)
         self.queue.discard(key)
         self.autoscaler.forget(key)
 
@@ -317,6 +322,7 @@ class Controller:
                 self.foreign.pop(key, None)
             else:
                 self.foreign[key] = have
+        self.budgets.recheck()
         for key in self.world.pool_keys():
             self.enqueue(key, "resync")
         self.resynced_at = self.clock()
@@ -352,12 +358,14 @@ class Controller:
 
     # -- start, lead, stop, health -----------------------------------------------------------
     def prefill(self) -> None:
-        """Deployments and pods of every pool, once at start (two LISTs), so the first reconciles see them."""
+        """Deployments, pods and budgets of every pool, once at start (three LISTs), so the first reconciles see
+        them."""
         ns = list(self.config.namespaces)
         for d in self.api.list_labelled("deployments", model.POOL_LABEL, ns):
             self.world.set_deployment(d)
         for p in self.api.list_labelled("pods", model.POOL_LABEL, ns):
             self.world.set_pod(p)
+        self.budgets.seed(self.api.list_labelled("poddisruptionbudgets", model.POOL_LABEL, ns))
 
     def lead(self) -> None:
         """Now the leader (or alone): reconcile everything once, then keep up."""

@@ -27,6 +27,7 @@ from worker_runtime import contract
 
 from . import model, rollout
 from .model import DaemonPoolSpec
+from .model_policies import RollingUpdate
 from .quantities import _canonical_quantities, _quantity
 
 RUN_DIR = contract.DEFAULT_RUN_DIR
@@ -229,7 +230,7 @@ def spread_over_nodes(pool_name: str) -> dict:
 def build_strategy(spec: DaemonPoolSpec) -> dict:
     if spec.strategy.type == "Recreate":
         return {"type": "Recreate"}
-    ru = spec.strategy.rolling_update or model.RollingUpdate()
+    ru = spec.strategy.rolling_update or RollingUpdate()
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": ru.max_surge, "maxUnavailable": ru.max_unavailable}}
 
 
@@ -256,6 +257,40 @@ def build_deployment(
             "template": build_pod_template(name, spec, drain_token),
         },
     }
+
+
+def build_budget(pool: dict, spec: DaemonPoolSpec) -> dict | None:
+    """The PodDisruptionBudget a pool should have (spec.disruption), or None: same name and selector as its
+    Deployment, owned by the pool. unhealthyPodEvictionPolicy AlwaysAllow: a worker that is not Ready (hung,
+    crash-looping) can be evicted even when the budget is spent, so a broken worker never blocks a drain."""
+    if spec.disruption is None:
+        return None
+    meta, name = pool["metadata"], pool["metadata"]["name"]
+    bmeta = {"name": deployment_name(name), "labels": labels(name)}
+    if meta.get("namespace"):
+        bmeta["namespace"] = meta["namespace"]
+    if meta.get("uid"):
+        bmeta["ownerReferences"] = [owner_reference(pool)]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": bmeta,
+        "spec": {
+            "maxUnavailable": spec.disruption.max_unavailable,
+            "selector": {"matchLabels": selector_labels(name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def budget_patch(want: dict, have: dict) -> dict | None:
+    """A merge patch taking ``have`` (ours: controller_uid matches) to ``want``, or None when nothing differs."""
+    patch: dict = {}
+    if differences(want["spec"], have.get("spec") or {}):
+        patch["spec"] = want["spec"]
+    if any((have["metadata"].get("labels") or {}).get(k) != v for k, v in want["metadata"]["labels"].items()):
+        patch.setdefault("metadata", {})["labels"] = want["metadata"]["labels"]
+    return patch or None
 
 
 def drain_token(deployment: dict | None) -> str | None:

@@ -20,14 +20,14 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from . import metrics, model
+from .apierrors import MAX_RETRY_AFTER as MAX_RETRY_AFTER
+from .apierrors import RETRY_DELAY, NamespaceTerminating, Rejected, Transient, retry_after
 
 _lock = threading.Lock()
 _api: client.ApiClient | None = None
 RETRYABLE = {409, 429, 500, 502, 503, 504}
 # The API server refuses the object itself: retrying the same body cannot help.
 REFUSED = {400, 403, 422}
-# Seconds before a write the API refused for a passing reason is tried again.
-RETRY_DELAY = 2
 MERGE = "application/merge-patch+json"  # the content type of a JSON merge patch
 FIELD_MANAGER = "daemonpool-operator"
 # (connect, read) seconds for every call: a hung connection must not hold a pool's lock
@@ -53,45 +53,6 @@ def api() -> client.ApiClient:
 
 def _raw(resp) -> dict:
     return json.loads(resp.data)
-
-
-class NamespaceTerminating(Exception):
-    """The namespace is being deleted: nothing may be created there, and the pool goes with it."""
-
-
-class Transient(Exception):
-    """A passing failure (an outage, 429, 5xx, a timeout): try again after ``delay`` seconds."""
-
-    def __init__(self, message: str, delay: float):
-        super().__init__(message)
-        self.delay = delay
-
-
-class Rejected(Exception):
-    """The API server (or the client's own validation) refused the object: ``status`` and the server's ``message``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(f"{status}: {message}")
-        self.status, self.message = status, message
-
-
-# The longest Retry-After we honour: a server asking for more is asked again after this many seconds.
-MAX_RETRY_AFTER = 300.0
-
-
-def retry_after(headers) -> float:
-    """Seconds to wait before trying again: the server's Retry-After (429, 503 under APF) when it sends a
-    number of seconds, else RETRY_DELAY; never less than RETRY_DELAY, never more than MAX_RETRY_AFTER."""
-    raw = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-    if raw is None:
-        return RETRY_DELAY
-    try:
-        seconds = float(raw)
-    except (TypeError, ValueError):
-        return RETRY_DELAY
-    if seconds != seconds:  # nan
-        return RETRY_DELAY
-    return max(RETRY_DELAY, min(MAX_RETRY_AFTER, seconds))
 
 
 def _server_message(exc: ApiException) -> str:
@@ -217,6 +178,21 @@ def patch_deployment(namespace: str, name: str, patch: dict) -> dict:
     return _call("patch", what, fn, name, namespace, patch, field_manager=FIELD_MANAGER, _content_type=MERGE)
 
 
+def budget(verb: str, namespace: str, name: str, body: dict | None = None) -> dict | None:
+    """get, create, patch (a merge patch) or delete a pool's PodDisruptionBudget (spec.disruption); None when
+    it is absent (get, delete) or when one of that name appeared meanwhile (create)."""
+    pol, what = client.PolicyV1Api(api()), f"{verb} PodDisruptionBudget {namespace}/{name}"
+    if verb == "get":
+        return _call("get", what, pol.read_namespaced_pod_disruption_budget, name, namespace, absent=(404,))
+    if verb == "create":
+        create = pol.create_namespaced_pod_disruption_budget
+        return _call("create", what, create, namespace, body, field_manager=FIELD_MANAGER, absent=(409,))
+    if verb == "patch":
+        patch = pol.patch_namespaced_pod_disruption_budget
+        return _call("patch", what, patch, name, namespace, body, field_manager=FIELD_MANAGER, _content_type=MERGE)
+    return _call("delete", what, pol.delete_namespaced_pod_disruption_budget, name, namespace, absent=(404,))
+
+
 # -- Pods and pools ------------------------------------------------------------------
 
 
@@ -254,8 +230,12 @@ def patch_pod_deletion_cost(namespace: str, name: str, cost: int) -> None:
 
 
 def list_labelled(kind: str, label: str, namespaces: list) -> list:
-    """Deployments or pods that carry ``label``, in the watched namespaces (once, at start)."""
-    fn = {"deployments": (_apps, "deployment"), "pods": (lambda: client.CoreV1Api(api()), "pod")}[kind]
+    """Deployments, pods or budgets that carry ``label``, in the watched namespaces (once, at start)."""
+    fn = {
+        "deployments": (_apps, "deployment"),
+        "pods": (lambda: client.CoreV1Api(api()), "pod"),
+        "poddisruptionbudgets": (lambda: client.PolicyV1Api(api()), "pod_disruption_budget"),
+    }[kind]
     api_, singular = fn[0](), fn[1]
     if not namespaces:
         return _call(

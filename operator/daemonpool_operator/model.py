@@ -10,12 +10,13 @@ it some other way. Imports neither kopf nor kubernetes.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from .model_autoscale import AUTOSCALE_RULES, Autoscale, AutoscaleStatus
+from .model_policies import Disruption, Recycle, Strategy
 
 GROUP = "daemonpool.dev"
 VERSION = "v1alpha1"
@@ -33,20 +34,6 @@ POOL_LABEL = f"{GROUP}/pool"
 RESERVED_LABELS = (POOL_LABEL,)
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-INT_OR_PERCENT = r"^(\d+|\d+%)$"
-
-IntOrString = Annotated[
-    Union[Annotated[int, Field(ge=0)], Annotated[str, StringConstraints(pattern=INT_OR_PERCENT)]],
-    # The form Kubernetes accepts for int-or-string; pattern applies to strings, minimum to numbers.
-    WithJsonSchema(
-        {
-            "x-kubernetes-int-or-string": True,
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": INT_OR_PERCENT,
-            "minimum": 0,
-        }
-    ),
-]
 
 
 class _Model(BaseModel):
@@ -107,49 +94,6 @@ class PodTemplate(_Model):
         default_factory=TemplateMetadata, description="Labels and annotations of the worker pods."
     )
     spec: PodSpec = Field(description="The worker pod's spec, as in a Deployment's template.")
-
-
-class RollingUpdate(_Model):
-    max_surge: IntOrString = Field(
-        1,
-        description="Extra workers allowed during a rollout (number or percent). Default 1: roll one at a time, never below peers.",
-    )
-    max_unavailable: IntOrString = Field(
-        0,
-        description="Workers that may be missing during a rollout (number or percent). Default 0: keep full capacity.",
-    )
-
-
-class Strategy(_Model):
-    type: Literal["RollingUpdate", "Recreate"] = Field(
-        "RollingUpdate",
-        description="RollingUpdate replaces workers gradually; Recreate stops all before starting new ones.",
-    )
-    rolling_update: Optional[RollingUpdate] = Field(
-        None, description="Settings for type RollingUpdate (defaults: maxSurge 1, maxUnavailable 0)."
-    )
-
-
-class Recycle(_Model):
-    max_items: Optional[int] = Field(
-        None,
-        ge=1,
-        le=1_000_000_000,
-        description=(
-            "After about this many items (up to 10 % more, at random, so workers started together do not all go "
-            "at once) a worker finishes its item and exits cleanly; the kubelet starts a fresh one. Default: never."
-        ),
-    )
-    max_rss_mib: Optional[int] = Field(
-        None,
-        alias="maxRssMiB",
-        ge=16,
-        le=1_048_576,
-        description=(
-            "Above this resident memory (MiB), checked after each item, a worker finishes and exits cleanly; set it "
-            "below the container's memory limit so a leak recycles the worker instead of an OOM kill. Default: never."
-        ),
-    )
 
 
 class DaemonPoolSpec(_Model):
@@ -232,6 +176,13 @@ class DaemonPoolSpec(_Model):
         description=(
             "Size the pool from its workers' busy state and its backlog, and remove only idle workers, drained first "
             "(needs probes http). spec.peers is then not used: `kubectl scale` changes nothing. Default: off."
+        ),
+    )
+    disruption: Optional[Disruption] = Field(
+        None,
+        description=(
+            "A PodDisruptionBudget for the workers (named as the Deployment, owned by the pool): at least peers - "
+            "maxUnavailable stay Ready through a drain. Default: none (a drain may take every worker on a node)."
         ),
     )
     template: PodTemplate = Field(description="Pod template of a worker, as in a Deployment.")

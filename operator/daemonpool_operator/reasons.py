@@ -39,6 +39,8 @@ IDLE_FIRST = "IdleFirst"  # a Normal Event: which workers a scale-in removes fir
 IDLE_FIRST_UNAVAILABLE = "IdleFirstUnavailable"  # a Warning Event, once per pool
 AUTOSCALED = "Autoscaled"  # a Normal Event: the autoscaler changed the worker count, and why
 AUTOSCALE_CONFLICT = "AutoscaleConflict"  # a Warning Event: an HPA (or KEDA's) also targets an autoscaled pool
+BUDGET_CONFLICT = "BudgetConflict"  # a Warning Event: a PodDisruptionBudget of the pool's name is not the pool's
+BUDGET_REJECTED = "BudgetRejected"  # a Warning Event: the API server refused the pool's PodDisruptionBudget
 
 # reason -> (where it shows, what it means and what to do)
 CATALOG: dict[str, tuple[str, str]] = {
@@ -101,6 +103,16 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Event, Warning; status.autoscale.conflict",
         "a HorizontalPodAutoscaler (KEDA makes keda-hpa-NAME) also targets this autoscaled pool; what it writes "
         "(spec.peers) is not used: delete it, or remove spec.autoscale to let it size the pool",
+    ),
+    BUDGET_CONFLICT: (
+        "Event, Warning",
+        "spec.disruption asks for a PodDisruptionBudget, and one of the pool's name exists that the pool does not "
+        "control; it is left alone: delete it to let the pool make its own",
+    ),
+    BUDGET_REJECTED: (
+        "Event, Warning",
+        "the API server refused the pool's PodDisruptionBudget (403: the operator's role lacks "
+        "poddisruptionbudgets; upgrade the chart); not sent again until spec.disruption changes",
     ),
     AUTOSCALED: (
         "Event, Normal",

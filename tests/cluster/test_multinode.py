@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import subprocess
+import threading
 import time
 
 import pytest
@@ -63,6 +64,124 @@ def test_workers_spread_over_nodes_and_the_operator_replicas_sit_apart(cluster, 
     # The chart's default anti-affinity puts its two replicas on different nodes.
     wait(lambda: len(operator.pods()) == 2 and all(p["spec"].get("nodeName") for p in operator.pods()), 120, "2 pods")
     assert len({p["spec"]["nodeName"] for p in operator.pods()}) == 2, [p["spec"]["nodeName"] for p in operator.pods()]
+
+
+class PodWatch:
+    """`kubectl get pods -w -o json` in the background: every state each pod was seen in, so the exit code of a
+    worker that is evicted (and gone a moment later) is not missed."""
+
+    def __init__(self, cluster, ns):
+        self.proc = subprocess.Popen(
+            [cluster.kubectl_bin, "get", "pods", "-n", ns, "-w", "-o", "json"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=cluster.env(),
+        )
+        self.exit_codes: dict = {}
+        self.min_ready: int | None = None
+        self.pods: dict = {}
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        decoder, buf = json.JSONDecoder(), ""
+        for line in self.proc.stdout:
+            buf += line
+            while buf.strip():
+                try:
+                    obj, end = decoder.raw_decode(buf.lstrip())
+                except ValueError:
+                    break
+                buf = buf.lstrip()[end:]
+                self._seen(obj)
+
+    def _seen(self, pod):
+        name = pod["metadata"]["name"]
+        self.pods[name] = pod
+        for c in pod["status"].get("containerStatuses") or []:
+            term = (c.get("state") or {}).get("terminated")
+            if term:
+                self.exit_codes[name] = term["exitCode"]
+
+    def ready_now(self) -> int:
+        return sum(1 for p in self.pods.values() if ready(p) and not p["metadata"].get("deletionTimestamp"))
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_kubectl_drain_keeps_peers_minus_max_unavailable_ready(cluster, nodes, operator, images):
+    """spec.disruption.maxUnavailable 1 of 4: the drain evicts one worker at a time, each after the last one's
+    replacement is Ready; the evicted ones finish and exit 0 on SIGTERM (not 137, a SIGKILL)."""
+    ns = cluster.namespace("drain")
+    cluster.apply(worker_pool("drained", ns, images["example-worker"], peers=4, disruption={"maxUnavailable": 1}))
+    wait(lambda: len([p for p in pods_of(cluster, ns, "drained") if ready(p)]) == 4, 180, "4 ready workers")
+    budget = wait(
+        lambda: (
+            (b := cluster.get("pdb", "drained", ns=ns, check=False))
+            and b.get("status", {}).get("currentHealthy") == 4
+            and b
+        ),
+        60,
+        "the pool's PodDisruptionBudget counting 4 healthy",
+    )
+    assert budget["spec"]["maxUnavailable"] == 1 and budget["status"]["disruptionsAllowed"] == 1
+    assert budget["metadata"]["ownerReferences"][0]["kind"] == "DaemonPool"
+    per_node = collections.Counter(p["spec"]["nodeName"] for p in pods_of(cluster, ns, "drained"))
+    node, on_node = per_node.most_common(1)[0]
+    assert on_node >= 2, per_node
+    watch = PodWatch(cluster, ns)
+    lowest = [4]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            if watch.pods:
+                lowest[0] = min(lowest[0], watch.ready_now())
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        wait(lambda: watch.ready_now() == 4, 30, "the watch seeing 4 ready workers")
+        sampler.start()
+        t0 = time.monotonic()
+        r = cluster.kubectl(
+            "drain",
+            node,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=300s",
+            "--pod-selector",
+            "daemonpool.dev/pool=drained",
+            check=False,
+            timeout=330,
+        )
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr + r.stdout
+        wait(lambda: watch.ready_now() == 4, 180, "4 ready workers after the drain")
+        done.set()
+        sampler.join(5)
+        evicted = [n for n, p in watch.pods.items() if p["spec"].get("nodeName") == node]
+        print(
+            json.dumps(
+                {
+                    "drained": node,
+                    "evicted": len(evicted),
+                    "took_s": round(took, 1),
+                    "lowest_ready": lowest[0],
+                    "exit_codes": {n: watch.exit_codes.get(n) for n in evicted},
+                }
+            )
+        )
+        assert lowest[0] >= 3, f"ready workers fell to {lowest[0]} during the drain (peers 4, maxUnavailable 1)"
+        assert len(evicted) == on_node
+        assert all(watch.exit_codes.get(n) == 0 for n in evicted), watch.exit_codes
+        assert all(p["spec"]["nodeName"] != node for p in pods_of(cluster, ns, "drained"))
+    finally:
+        done.set()
+        watch.stop()
+        cluster.kubectl("uncordon", node, check=False)
 
 
 def docker(cluster, *args) -> subprocess.CompletedProcess:

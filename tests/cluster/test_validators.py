@@ -46,8 +46,10 @@ KUBE_SCORE_EXCEPTIONS = {
     ("pod-networkpolicy", "operator"): "networkPolicy.enabled renders one; off by default (needs an enforcing CNI)",
     ("pod-networkpolicy", "example"): "a pool's network policy is its owner's, like any workload's",
     ("pod-probes-identical", "operator"): "liveness and readiness are both kopf's /healthz: a standby is ready to lead",
-    ("deployment-has-poddisruptionbudget", "example"): "a per-pool PDB is issue 27's (spec.disruption)",
-    ("deployment-has-host-podantiaffinity", "example"): "spreading workers by default is issue 27's",
+    ("deployment-has-poddisruptionbudget", "example"): "a pool's PDB is opt-in (spec.disruption); the example has none",
+    ("deployment-has-host-podantiaffinity", "example"): (
+        "workers spread by a soft topology spread (desired.spread_over_nodes), which this check does not read"
+    ),
 }
 CHECKOV_EXCEPTIONS = {
     ("CKV_K8S_11", "operator"): "no CPU limit on purpose: CFS throttling would stall Lease renewals",

@@ -71,6 +71,16 @@ class FakeKube:
         self._bump(pool)
         return copy.deepcopy(pool)
 
+    def budget(self, verb, ns, name, body=None):
+        self.budgets = getattr(self, "budgets", {})
+        (self.reads if verb == "get" else self.writes).append((f"budget-{verb}", (ns, name)))
+        if verb == "create":
+            self.budgets[(ns, name)] = copy.deepcopy(body)
+            return body
+        if verb == "delete":
+            return self.budgets.pop((ns, name), None)
+        return copy.deepcopy(self.budgets.get((ns, name)))
+
     def post_event(self, pool, type_, reason, message):
         self.writes.append(("event", reason))
         self.events.append((type_, reason, message))
@@ -729,3 +739,17 @@ def test_ten_thousand_pools_created_and_deleted_leave_nothing_behind(monkeypatch
     assert (len(q), ctl.triggers, ctl.world.sizes()["pools"]) == (0, {}, 0)
     # What stays on purpose: the deleted uids (bounded at 20,000) so a late event cannot bring a pool back.
     assert grown / 10_000 < 300, f"{grown / 10_000:.0f} bytes kept per pool created and deleted"
+
+
+def test_a_pool_with_spec_disruption_gets_its_budget_through_the_reconcile(fake):
+    add_pool(fake, disruption={"maxUnavailable": 1})
+    run()
+    assert ("budget-create", ("ns", desired.deployment_name("p"))) in fake.writes
+    assert ("Normal", "Created") in [e[:2] for e in fake.events if "PodDisruptionBudget" in e[2]]
+    fake.writes.clear()
+    run()
+    assert [w for w in fake.writes if w[0].startswith("budget")] == []
+    edit_pool(fake, disruption=None)
+    fake.pools[("ns", "p")]["spec"].pop("disruption")
+    run()
+    assert [w[0] for w in fake.writes if w[0].startswith("budget")] == ["budget-delete"]

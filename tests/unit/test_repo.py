@@ -99,10 +99,12 @@ def test_each_tier_and_the_helpers_are_packages():
 
 # Source modules with logic that have no test module of their own name, and where they are tested instead.
 TESTED_ELSEWHERE = {
+    "daemonpool_operator/apierrors.py": "unit/test_kube.py (the API's answers as our errors, Retry-After)",
     "daemonpool_operator/cli.py": "unit/test_config.py (flags over the environment over defaults)",
     "daemonpool_operator/handlers.py": "unit/test_controller.py (the kopf glue calls the controller)",
     "daemonpool_operator/idlefirst.py": "unit/test_controller.py (idle-first scale-in through a reconcile)",
     "daemonpool_operator/model_autoscale.py": "unit/test_autoscale.py (spec.autoscale with its decisions)",
+    "daemonpool_operator/model_policies.py": "unit/test_model.py (strategy, recycle and disruption in a spec)",
     "worker_runtime/_core.py": "unit/test_daemon.py (Daemon's own steps)",
     "worker_runtime/_files.py": "unit/test_daemon.py, unit/test_probe.py (the files the probes read)",
     "worker_runtime/_notify.py": "unit/test_http.py (sd_notify over a real AF_UNIX socket)",

@@ -69,6 +69,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch"]
+# The pools' PodDisruptionBudgets (spec.disruption): listed once at start, made, kept, and deleted when
+# spec.disruption is removed (garbage collection removes them with the pool).
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # HorizontalPodAutoscalers, listed every 30 s: one that targets an autoscaled pool is a conflict to report.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
