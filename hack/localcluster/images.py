@@ -140,12 +140,11 @@ def load_image(archive: str) -> str:
 # -- the Python base and dockerd -------------------------------------------------------
 
 
-def base_rootfs_tar() -> pathlib.Path:
-    out = C.IMAGES / "python-base-bookworm.tar"
-    if out.exists():
-        return out
+def debootstrap_tar(out: pathlib.Path, packages: list[str], what: str, trim: tuple = ()) -> pathlib.Path:
+    """A Debian bookworm root filesystem (minbase plus ``packages``, docs and apt lists trimmed, and ``trim``)
+    as a tar at ``out``; the caller decides whether a cached one will do."""
     C.IMAGES.mkdir(parents=True, exist_ok=True)
-    say("building the Python base root filesystem with debootstrap (about a minute)")
+    say(f"building the {what} root filesystem with debootstrap (about a minute, once)")
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(dir=C.CACHE) as tmp:
         root = pathlib.Path(tmp, "rootfs")
@@ -153,7 +152,7 @@ def base_rootfs_tar() -> pathlib.Path:
             [
                 "debootstrap",
                 "--variant=minbase",
-                "--include=python3,python3-pip,ca-certificates",
+                f"--include={','.join(packages)}",
                 "bookworm",
                 str(root),
                 "http://deb.debian.org/debian",
@@ -167,14 +166,21 @@ def base_rootfs_tar() -> pathlib.Path:
             "usr/share/info",
             "var/cache/apt/archives",
             "var/lib/apt/lists",
-            "usr/share/locale",
+            *trim,
         ):
             shutil.rmtree(root / junk, ignore_errors=True)
             (root / junk).mkdir(parents=True, exist_ok=True)
         subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(out) + ".tmp", "."], check=True)
         os.replace(str(out) + ".tmp", out)
-    say(f"base root filesystem ready in {time.monotonic() - t0:.0f}s ({out.stat().st_size >> 20} MiB)")
+    say(f"{what} root filesystem ready in {time.monotonic() - t0:.0f}s ({out.stat().st_size >> 20} MiB)")
     return out
+
+
+def base_rootfs_tar() -> pathlib.Path:
+    out = C.IMAGES / "python-base-bookworm.tar"
+    if out.exists():
+        return out
+    return debootstrap_tar(out, ["python3", "python3-pip", "ca-certificates"], "Python base", ("usr/share/locale",))
 
 
 def docker(*args, check=True, capture=True, timeout=1800, **kw):

@@ -97,32 +97,9 @@ def _rootfs(name: str, packages: list[str]) -> pathlib.Path:
     out = C.IMAGES / f"kind-{name}-rootfs-bookworm.tar"
     key = ",".join(packages)
     stamp = out.with_suffix(".packages")
-    if out.exists() and stamp.exists() and stamp.read_text() == key:
-        return out
-    C.IMAGES.mkdir(parents=True, exist_ok=True)
-    say(f"building the kind {name} root filesystem with debootstrap (a minute or two, once)")
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=C.CACHE) as tmp:
-        root = pathlib.Path(tmp, "rootfs")
-        subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={key}",
-                "bookworm",
-                str(root),
-                "http://deb.debian.org/debian",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        for junk in ("usr/share/doc", "usr/share/man", "usr/share/info", "var/cache/apt/archives", "var/lib/apt/lists"):
-            shutil.rmtree(root / junk, ignore_errors=True)
-            (root / junk).mkdir(parents=True, exist_ok=True)
-        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(out) + ".tmp", "."], check=True)
-        os.replace(str(out) + ".tmp", out)
-    stamp.write_text(key)
-    say(f"kind {name} root filesystem ready in {time.monotonic() - t0:.0f}s ({out.stat().st_size >> 20} MiB)")
+    if not (out.exists() and stamp.exists() and stamp.read_text() == key):
+        images.debootstrap_tar(out, packages, f"kind {name}")
+        stamp.write_text(key)
     return out
 
 

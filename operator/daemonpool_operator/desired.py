@@ -227,6 +227,17 @@ def spread_over_nodes(pool_name: str) -> dict:
     }
 
 
+def child_metadata(pool: dict) -> dict:
+    """Metadata of a pool's child (its Deployment, its budget): the pool's name, its labels, owned by the pool."""
+    meta, name = pool["metadata"], pool["metadata"]["name"]
+    out = {"name": deployment_name(name), "labels": labels(name)}
+    if meta.get("namespace"):
+        out["namespace"] = meta["namespace"]
+    if meta.get("uid"):
+        out["ownerReferences"] = [owner_reference(pool)]
+    return out
+
+
 def build_strategy(spec: DaemonPoolSpec) -> dict:
     if spec.strategy.type == "Recreate":
         return {"type": "Recreate"}
@@ -239,17 +250,12 @@ def build_deployment(
 ) -> dict:
     """The Deployment a pool (the DaemonPool object) should have; ``replicas``: the autoscaler's (default spec.peers);
     ``drain_token``: the secret only the operator and the workers know (autoscaled pools: see autoscaler.py)."""
-    meta, name = pool["metadata"], pool["metadata"]["name"]
+    name = pool["metadata"]["name"]
     spec = spec if spec is not None else model.parse_spec(pool.get("spec"))
-    dmeta = {"name": deployment_name(name), "labels": labels(name)}
-    if meta.get("namespace"):
-        dmeta["namespace"] = meta["namespace"]
-    if meta.get("uid"):
-        dmeta["ownerReferences"] = [owner_reference(pool)]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": dmeta,
+        "metadata": child_metadata(pool),
         "spec": {
             "replicas": spec.peers if replicas is None else replicas,
             "selector": {"matchLabels": selector_labels(name)},
@@ -265,16 +271,11 @@ def build_budget(pool: dict, spec: DaemonPoolSpec) -> dict | None:
     crash-looping) can be evicted even when the budget is spent, so a broken worker never blocks a drain."""
     if spec.disruption is None:
         return None
-    meta, name = pool["metadata"], pool["metadata"]["name"]
-    bmeta = {"name": deployment_name(name), "labels": labels(name)}
-    if meta.get("namespace"):
-        bmeta["namespace"] = meta["namespace"]
-    if meta.get("uid"):
-        bmeta["ownerReferences"] = [owner_reference(pool)]
+    name = pool["metadata"]["name"]
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": bmeta,
+        "metadata": child_metadata(pool),
         "spec": {
             "maxUnavailable": spec.disruption.max_unavailable,
             "selector": {"matchLabels": selector_labels(name)},
