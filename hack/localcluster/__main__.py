@@ -32,9 +32,13 @@ def main(argv=None) -> int:
     ad = sub.add_parser("addons", help="build (once) and install optional components: metrics-server, keda")
     ad.add_argument("names", nargs="+", choices=sorted(addons.ADDONS))
     ad.add_argument("--build-only", action="store_true", help="only build the binaries (no cluster needed)")
-    kd = sub.add_parser("kind", help="a kind cluster on a node image built here: node-image, up, down, env")
-    kd.add_argument("action", choices=["node-image", "up", "down", "env"])
-    kd.add_argument("name", nargs="?", help="the cluster's name (default: daemonpool)")
+    kd = sub.add_parser(
+        "kind", help="a kind cluster on a node image built here: node-image, up, down, env, build-image"
+    )
+    kd.add_argument("action", choices=["node-image", "up", "down", "env", "build-image"])
+    kd.add_argument(
+        "args", nargs="*", help="up/down: the cluster's name (default daemonpool); build-image: DOCKERFILE TAG"
+    )
     a = p.parse_args(argv)
     try:
         if a.cmd == "up":
@@ -72,7 +76,7 @@ def main(argv=None) -> int:
             for dockerfile, tag in config.PROJECT_IMAGES.values():
                 print(dockerfile, tag)
         elif a.cmd == "kind":
-            kind.main([a.action, *([a.name] if a.name else [])])
+            kind.main([a.action, *a.args])
         elif a.cmd == "build-image":
             images.build_image(a.dockerfile, a.tag)
     except cluster.ClusterError as exc:

@@ -5,6 +5,7 @@
                                            from kind-config.yaml; prints the kubeconfig's path
     hack/local-cluster kind down [NAME]    the cluster, the network, the guard and dockerd gone; host back to baseline
     hack/local-cluster kind env            DOCKER_HOST and PATH lines for a shell (`eval "$(... kind env)"`)
+    hack/local-cluster kind build-image DOCKERFILE TAG   docker build a project image here, `kind load` it
 
 The guard: the network `kind` is made here, before any node starts, on a bridge of a known name, and an
 nftables table rejects anything forwarded from it to another interface (as the local cluster's guard does).
@@ -169,8 +170,13 @@ def main(args: list[str]) -> None:
         if left:
             raise SystemExit(f"kind down: the host differs from its baseline: {left}")
         say("kind down: the host is back to its baseline")
+    elif cmd == "build-image":
+        if len(args) != 3:
+            raise SystemExit("usage: hack/local-cluster kind build-image DOCKERFILE TAG")
+        images.build(args[1], args[2])
+        kind("load", "docker-image", args[2], "--name", "daemonpool")
     elif cmd == "env":
         for k, v in env().items():
             print(f"export {k}={v}")
     else:
-        raise SystemExit(f"unknown kind command {cmd!r}; one of: node-image, up, down, env")
+        raise SystemExit(f"unknown kind command {cmd!r}; one of: node-image, up, down, env, build-image")
