@@ -365,7 +365,10 @@ class Controller:
             self.world.set_deployment(d)
         for p in self.api.list_labelled("pods", model.POOL_LABEL, ns):
             self.world.set_pod(p)
-        self.budgets.seed(self.api.list_labelled("poddisruptionbudgets", model.POOL_LABEL, ns))
+        try:
+            self.budgets.seed(self.api.list_labelled("poddisruptionbudgets", model.POOL_LABEL, ns))
+        except kube.Rejected as exc:  # a role from an older chart: pools without spec.disruption need none
+            log.warning("cannot list PodDisruptionBudgets (%s): upgrade the chart; spec.disruption waits", exc)
 
     def lead(self) -> None:
         """Now the leader (or alone): reconcile everything once, then keep up."""

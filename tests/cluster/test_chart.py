@@ -23,6 +23,7 @@ EXPECTED_RBAC = {
     ("pods", ("get", "list", "patch", "watch")),
     ("events", ("create",)),
     ("horizontalpodautoscalers.autoscaling", ("list",)),
+    ("poddisruptionbudgets.policy", ("create", "delete", "get", "list", "patch")),
 }
 
 

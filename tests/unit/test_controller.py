@@ -753,3 +753,19 @@ def test_a_pool_with_spec_disruption_gets_its_budget_through_the_reconcile(fake)
     fake.pools[("ns", "p")]["spec"].pop("disruption")
     run()
     assert [w[0] for w in fake.writes if w[0].startswith("budget")] == ["budget-delete"]
+
+
+def test_an_older_role_without_budgets_does_not_stop_the_start(fake):
+    """An operator upgraded before its chart (0.1's role has no poddisruptionbudgets): the start's LIST of
+    budgets is refused (403), and the deployments and pods are still read; the operator goes on."""
+    listed = []
+
+    def list_labelled(kind, label, namespaces):
+        listed.append(kind)
+        if kind == "poddisruptionbudgets":
+            raise kube.Rejected(403, "poddisruptionbudgets.policy is forbidden")
+        return []
+
+    fake.list_labelled = list_labelled
+    fake.ctl.prefill()
+    assert listed == ["deployments", "pods", "poddisruptionbudgets"]
