@@ -28,7 +28,8 @@ class Budgets:
     def __init__(self, api: Any) -> None:
         self.api = api
         # (namespace, name) -> the fingerprint of the budget made for the pool, None when it has none, "?" when
-        # one exists that the start's LIST found (its content unknown), "foreign" when not the pool's.
+        # one exists that the start's LIST found (its content unknown), "foreign" when not the pool's (said),
+        # "foreign?" when that is to be looked at again (a resync) without saying it again.
         self.known: dict = {}
 
     def seed(self, listed: list) -> None:
@@ -43,7 +44,7 @@ class Budgets:
         """Forget the budgets' content (a resync): ones that exist are looked at again on the next pass."""
         for key, value in self.known.items():
             if value is not None:
-                self.known[key] = "?"
+                self.known[key] = "foreign?" if value.startswith("foreign") else "?"
 
     def forget(self, key: tuple) -> None:
         self.known.pop(key, None)
@@ -66,7 +67,7 @@ class Budgets:
         bname = desired.deployment_name(name)
         have_known = self.known.get(key, _UNKNOWN)
         if want is None:
-            if have_known in (None, _UNKNOWN, "foreign"):
+            if have_known in (None, _UNKNOWN, "foreign", "foreign?"):
                 return []
             have = self.api.budget("get", namespace, bname)
             self.known[key] = None
@@ -88,7 +89,7 @@ class Budgets:
             return [("Normal", R.CREATED, f"created PodDisruptionBudget {bname} (maxUnavailable {mu})")]
         if desired.controller_uid(have) != pool["metadata"].get("uid"):
             was, self.known[key] = have_known, "foreign"
-            if was != "foreign":
+            if was not in ("foreign", "foreign?"):
                 why = f"a PodDisruptionBudget {bname} exists that this pool does not control; left alone"
                 log.warning("pool %s/%s: %s", namespace, name, why)
                 return [("Warning", R.BUDGET_CONFLICT, why)]

@@ -28,7 +28,7 @@ from worker_runtime import contract
 from . import model, rollout
 from .model import DaemonPoolSpec
 from .model_policies import RollingUpdate
-from .quantities import _canonical_quantities, _quantity
+from .quantities import canonical_quantities, quantity
 
 RUN_DIR = contract.DEFAULT_RUN_DIR
 RUN_VOLUME = "daemonpool-run"
@@ -188,7 +188,7 @@ def build_pod_template(pool_name: str, spec: DaemonPoolSpec, drain_token: str | 
     pod_spec["containers"] = [
         _worker(c, pool_name, spec, drain_token) if c["name"] == worker_name else c for c in pod_spec["containers"]
     ]
-    _canonical_quantities(pod_spec)
+    canonical_quantities(pod_spec)
     pod_spec["securityContext"] = _pod_defaults(pod_spec)
     for key in ("containers", "initContainers"):
         if key in pod_spec:
@@ -333,7 +333,7 @@ def differences(want, have, path: str = "") -> list:
         return []
     if want == have:
         return []
-    qw, qh = _quantity(want), _quantity(have)
+    qw, qh = quantity(want), quantity(have)
     if qw is not None and qw == qh and isinstance(want, str):
         return []
     return [path]

@@ -4,7 +4,7 @@ numbers, so a template compares equal to what the API server stored ("0.5" is st
 from __future__ import annotations
 
 
-def _quantity_string(v):
+def quantity_string(v):
     """A quantity written as a YAML number (cpu: 1, memory: 1073741824) as the string Kubernetes expects."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return v
@@ -13,22 +13,22 @@ def _quantity_string(v):
     return f"{v:.9f}".rstrip("0").rstrip(".")
 
 
-def _canonical_quantities(pod_spec: dict) -> None:
+def canonical_quantities(pod_spec: dict) -> None:
     """Numbers to strings where Kubernetes wants quantities, in place; compared by value later (differences)."""
     for key in ("containers", "initContainers", "ephemeralContainers"):
         for c in pod_spec.get(key) or []:
             res = c.get("resources") or {}
             for part in ("requests", "limits"):
                 if isinstance(res.get(part), dict):
-                    res[part] = {k: _quantity_string(v) for k, v in res[part].items()}
+                    res[part] = {k: quantity_string(v) for k, v in res[part].items()}
     if isinstance(pod_spec.get("overhead"), dict):
-        pod_spec["overhead"] = {k: _quantity_string(v) for k, v in pod_spec["overhead"].items()}
+        pod_spec["overhead"] = {k: quantity_string(v) for k, v in pod_spec["overhead"].items()}
     for v in pod_spec.get("volumes") or []:
         if isinstance(v.get("emptyDir"), dict) and "sizeLimit" in v["emptyDir"]:
-            v["emptyDir"]["sizeLimit"] = _quantity_string(v["emptyDir"]["sizeLimit"])
+            v["emptyDir"]["sizeLimit"] = quantity_string(v["emptyDir"]["sizeLimit"])
 
 
-_QUANTITY_SUFFIX = {
+QUANTITY_SUFFIX = {
     "": 1,
     "m": 0.001,
     "k": 1e3,
@@ -46,14 +46,14 @@ _QUANTITY_SUFFIX = {
 }
 
 
-def _quantity(v):
+def quantity(v):
     """A Kubernetes quantity as a number, or None: the API server normalizes "0.5" to "500m"."""
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         return None
     s = str(v)
-    for suffix in sorted(_QUANTITY_SUFFIX, key=len, reverse=True):
+    for suffix in sorted(QUANTITY_SUFFIX, key=len, reverse=True):
         if suffix and s.endswith(suffix):
-            num, mult = s[: -len(suffix)], _QUANTITY_SUFFIX[suffix]
+            num, mult = s[: -len(suffix)], QUANTITY_SUFFIX[suffix]
             break
     else:
         num, mult = s, 1

@@ -128,6 +128,19 @@ def test_a_budget_the_pool_does_not_control_is_left_alone_and_said_once(api):
     assert "delete" not in api.calls and "patch" not in api.calls
 
 
+def test_a_foreign_budget_is_looked_at_again_after_a_resync_but_said_once(api):
+    theirs = {"metadata": {"name": desired.deployment_name("mail"), "namespace": "ns"}, "spec": {"minAvailable": 9}}
+    api.objs[("ns", desired.deployment_name("mail"))] = copy.deepcopy(theirs)
+    b = budgets.Budgets(api)
+    assert [e[1] for e in sync(b, pool(1))] == ["BudgetConflict"]
+    b.recheck()
+    assert sync(b, pool(1)) == []
+    # Once its owner deletes it, the next resync makes the pool's own.
+    api.objs.clear()
+    b.recheck()
+    assert [e[1] for e in sync(b, pool(1))] == ["Created"]
+
+
 def test_a_refused_budget_is_said_and_not_sent_again_until_it_changes(api):
     api.refuse = 403
     b = budgets.Budgets(api)
