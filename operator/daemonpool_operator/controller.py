@@ -358,8 +358,7 @@ class Controller:
 
     # -- start, lead, stop, health -----------------------------------------------------------
     def prefill(self) -> None:
-        """Deployments, pods and budgets of every pool, once at start (three LISTs), so the first reconciles see
-        them."""
+        """Deployments, pods and budgets of every pool, once at start (three LISTs), for the first reconciles."""
         ns = list(self.config.namespaces)
         for d in self.api.list_labelled("deployments", model.POOL_LABEL, ns):
             self.world.set_deployment(d)
