@@ -13,14 +13,14 @@ from . import config as C
 from .procs import sh
 
 
-def _sysctl_read(key):
+def sysctl_read(key):
     try:
         return (pathlib.Path("/proc/sys") / key.replace(".", "/")).read_text().strip()
     except FileNotFoundError:
         return None
 
 
-def _sysctl_write(key, value):
+def sysctl_write(key, value):
     try:
         (pathlib.Path("/proc/sys") / key.replace(".", "/")).write_text(value)
     except (FileNotFoundError, PermissionError, OSError):
@@ -37,7 +37,7 @@ def take_baseline() -> dict:
     if path.exists():
         return json.loads(path.read_text())
     base = {
-        "sysctls": {k: _sysctl_read(k) for k in C.SYSCTLS},
+        "sysctls": {k: sysctl_read(k) for k in C.SYSCTLS},
         "nft_tables": nft_tables(),
         "links": sorted(os.listdir("/sys/class/net")),
         "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
@@ -111,8 +111,8 @@ def restore(base: dict | None) -> None:
             if table not in base["nft_tables"]:
                 sh("nft", "delete", "table", *table.split(), check=False)
         for key, value in base["sysctls"].items():
-            if value is not None and _sysctl_read(key) != value:
-                _sysctl_write(key, value)
+            if value is not None and sysctl_read(key) != value:
+                sysctl_write(key, value)
     else:
         sh("nft", "delete", "table", "inet", C.GUARD_TABLE, check=False)
     remove_kubepods_cgroups()

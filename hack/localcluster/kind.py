@@ -44,7 +44,7 @@ def baseline() -> dict:
     if path.exists():
         return json.loads(path.read_text())
     base = {
-        "sysctls": {k: host._sysctl_read(k) for k in C.SYSCTLS},
+        "sysctls": {k: host.sysctl_read(k) for k in C.SYSCTLS},
         "nft_tables": host.nft_tables(),
         "links": sorted(os.listdir("/sys/class/net")),
         "lib_modules": os.path.exists("/lib/modules"),
@@ -121,8 +121,9 @@ def up(name: str = "daemonpool") -> pathlib.Path:
             "--wait",
             "180s",
         )
-    else:
-        kind("get", "kubeconfig", "--name", name, capture=True)
+    else:  # made before (by pytest-kind-ng, or by hand): its kubeconfig from kind
+        kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        kubeconfig.write_text(kind("get", "kubeconfig", "--name", name, capture=True).stdout)
     say(f"kind cluster {name} up in {time.monotonic() - t0:.0f}s; KUBECONFIG={kubeconfig}")
     return kubeconfig
 
@@ -141,8 +142,8 @@ def down(name: str | None = None) -> list[str]:
     diffs = []
     if base:
         for key, value in base["sysctls"].items():
-            if value is not None and host._sysctl_read(key) != value:
-                host._sysctl_write(key, value)
+            if value is not None and host.sysctl_read(key) != value:
+                host.sysctl_write(key, value)
         for table in host.nft_tables():
             if table not in base["nft_tables"]:
                 diffs.append(f"nft table {table}")
@@ -154,7 +155,7 @@ def down(name: str | None = None) -> list[str]:
                     diffs.append(f"link {link}")
         if not base["lib_modules"] and os.path.isdir("/lib/modules") and not os.listdir("/lib/modules"):
             os.rmdir("/lib/modules")  # docker made it for kind's read-only mount of the host's modules
-        diffs += [f"sysctl {k}" for k, v in base["sysctls"].items() if v is not None and host._sysctl_read(k) != v]
+        diffs += [f"sysctl {k}" for k, v in base["sysctls"].items() if v is not None and host.sysctl_read(k) != v]
         (RUN / "baseline.json").unlink()
     return diffs
 

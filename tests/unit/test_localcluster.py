@@ -29,3 +29,25 @@ def test_containerd_that_does_not_answer_is_not_ready(tmp_path, monkeypatch):
     monkeypatch.setattr(cluster.C, "LOGS", tmp_path)
     (tmp_path / "containerd.log").write_text('msg="Start streaming server"\n')
     assert cluster._containerd_ready() is False
+
+
+def test_kind_up_on_a_cluster_made_before_writes_its_kubeconfig(tmp_path, monkeypatch):
+    """A kind cluster pytest-kind-ng (or a user) made: `kind up` still leaves the kubeconfig it prints."""
+    from localcluster import kind as K
+    from localcluster import kindnode
+
+    calls = []
+
+    def fake_kind(*args, check=True, capture=False):
+        calls.append(args)
+        out = "daemonpool\n" if args[:2] == ("get", "clusters") else "apiVersion: v1\nkind: Config\n"
+        return subprocess.CompletedProcess(args, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(K, "RUN", tmp_path / "kind")
+    monkeypatch.setattr(K, "kind", fake_kind)
+    monkeypatch.setattr(K, "baseline", lambda: {})
+    monkeypatch.setattr(K, "net_up", lambda: None)
+    monkeypatch.setattr(kindnode, "node_image", lambda: kindnode.NODE_IMAGE)
+    path = K.up("daemonpool")
+    assert path.read_text() == "apiVersion: v1\nkind: Config\n"
+    assert ("create",) not in [c[:1] for c in calls]
