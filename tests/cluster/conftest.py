@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from testkit import kind as kindconfig
 from testkit import services
 from testkit.cluster import ROOT, C, Cluster
 from testkit.skips import unavailable
@@ -71,7 +72,13 @@ def _kind_cluster():
         kubectl_path=pathlib.Path(kubectl_path) if kubectl_path else None,
     )
     kind.harness = harness
-    kind.create(config_file=ROOT / "kind-config.yaml")
+    # kind-config.yaml plus the API audit log (testkit/kind.py); a fixed directory, which a cluster kept from an
+    # earlier session (DAEMONPOOL_KEEP_CLUSTER=1) still mounts.
+    kind.workdir = C.CACHE / "kind-tests"
+    config, kind.audit_log = kindconfig.audited_config(
+        ROOT / "kind-config.yaml", ROOT / "hack" / "localcluster" / "templates" / "audit-policy.yaml", kind.workdir
+    )
+    kind.create(config_file=config)
     kind.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
     return kind
 
@@ -87,11 +94,17 @@ def cluster():
             capture_output=True,
             text=True,
         ).stdout.strip()
-        c = Cluster(str(kind.kubeconfig_path), local=False, host_ip=os.environ.get("DAEMONPOOL_HOST_IP", gateway))
+        c = Cluster(
+            str(kind.kubeconfig_path),
+            local=False,
+            host_ip=os.environ.get("DAEMONPOOL_HOST_IP", gateway),
+            audit_log=kind.audit_log,
+        )
         c.kind = kind
         yield c
         if os.environ.get("DAEMONPOOL_KEEP_CLUSTER") != "1":
             kind.delete()
+            shutil.rmtree(kind.workdir, ignore_errors=True)
             if kind.harness:
                 from localcluster import kind as K
 

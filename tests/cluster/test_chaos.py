@@ -24,9 +24,16 @@ import time
 
 import pytest
 
-from localcluster.procs import ctr
-
-from testkit.cluster import holder, leader_pod, record, wait, worker_pool, writer_pods, writes_outside_terms
+from testkit.cluster import (
+    holder,
+    kill_leader,
+    leader_pod,
+    record,
+    wait,
+    worker_pool,
+    writer_pods,
+    writes_outside_terms,
+)
 from testkit.skips import unavailable
 
 FULL = os.environ.get("DAEMONPOOL_CHAOS_FULL") == "1"
@@ -130,23 +137,6 @@ def converged(cluster, ns, last: dict) -> bool:
     return True
 
 
-def kill(cluster, operator, leader: dict, i: int) -> None:
-    if i % 2 == 0:  # SIGKILL of the container from the node (PID 1 ignores it from inside)
-        cid = leader["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
-        ctr("tasks", "kill", "-s", "SIGKILL", cid, check=False, timeout=30)
-    else:
-        cluster.kubectl(
-            "delete",
-            "pod",
-            "-n",
-            operator.namespace,
-            leader["metadata"]["name"],
-            "--grace-period=0",
-            "--force",
-            check=False,
-        )
-
-
 def test_pools_converge_while_the_leader_is_killed_again_and_again(cluster, operator, images, fake_nodes):
     if cluster.audit_log is None:
         unavailable("needs the local cluster's audit log (who wrote) and its node (to kill containers)")
@@ -166,7 +156,7 @@ def test_pools_converge_while_the_leader_is_killed_again_and_again(cluster, oper
             leaders.add(old["metadata"]["name"])
             time.sleep(3)  # some churn under this leader
             t0 = time.monotonic()
-            kill(cluster, operator, old, i)
+            kill_leader(cluster, operator, old, i)
             wait(lambda h=old_holder: holder(cluster, operator) not in (None, h), 90, "the Lease taken over")
             takeovers.append(round(time.monotonic() - t0, 1))
         leaders.add(wait(lambda: leader_pod(cluster, operator), 90, "a leader")["metadata"]["name"])

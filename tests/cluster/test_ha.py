@@ -7,9 +7,7 @@ import time
 
 import pytest
 
-from localcluster.procs import ctr
-
-from testkit.cluster import holder, leader_pod, record, wait, worker_pool, writer_pods
+from testkit.cluster import holder, kill_leader, leader_pod, record, wait, worker_pool, writer_pods
 from testkit.skips import unavailable
 
 pytestmark = pytest.mark.timeout(900)
@@ -85,20 +83,7 @@ def test_one_leader_failover_metrics_and_no_writes_by_a_standby(cluster, operato
             old_holder = holder(cluster, operator)
             leaders.add(old["metadata"]["name"])
             t0 = time.monotonic()
-            if i % 2 == 0:  # SIGKILL of the container from the node (PID 1 ignores it from inside)
-                cid = old["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
-                ctr("tasks", "kill", "-s", "SIGKILL", cid, check=False, timeout=30)
-            else:  # the pod deleted at once
-                cluster.kubectl(
-                    "delete",
-                    "pod",
-                    "-n",
-                    operator.namespace,
-                    old["metadata"]["name"],
-                    "--grace-period=0",
-                    "--force",
-                    check=False,
-                )
+            kill_leader(cluster, operator, old, i)
             wait(lambda h=old_holder: holder(cluster, operator) not in (None, h), 90, "the Lease taken over")
             takeovers.append(round(time.monotonic() - t0, 1))
             name = f"after-{i}"

@@ -12,9 +12,11 @@ import subprocess
 import threading
 import time
 
+import psycopg
 import pytest
 
-from testkit.cluster import holder, leader_pod, wait, worker_pool
+from testkit.cluster import holder, leader_pod, wait, worker_pool, writer_pods, writes_outside_terms
+from testkit.mail import fate, mailer_pool, outbox
 from testkit.skips import unavailable
 
 pytestmark = pytest.mark.timeout(900)
@@ -111,77 +113,110 @@ class PodWatch:
         self.proc.wait(10)
 
 
-def test_kubectl_drain_keeps_peers_minus_max_unavailable_ready(cluster, nodes, operator, images):
-    """spec.disruption.maxUnavailable 1 of 4: the drain evicts one worker at a time, each after the last one's
-    replacement is Ready; the evicted ones finish and exit 0 on SIGTERM (not 137, a SIGKILL)."""
-    ns = cluster.namespace("drain")
-    cluster.apply(worker_pool("drained", ns, images["example-worker"], peers=4, disruption={"maxUnavailable": 1}))
-    wait(lambda: len([p for p in pods_of(cluster, ns, "drained") if ready(p)]) == 4, 180, "4 ready workers")
-    budget = wait(
-        lambda: (
-            (b := cluster.get("pdb", "drained", ns=ns, check=False))
-            and b.get("status", {}).get("currentHealthy") == 4
-            and b
-        ),
-        60,
-        "the pool's PodDisruptionBudget counting 4 healthy",
-    )
-    assert budget["spec"]["maxUnavailable"] == 1 and budget["status"]["disruptionsAllowed"] == 1
-    assert budget["metadata"]["ownerReferences"][0]["kind"] == "DaemonPool"
-    per_node = collections.Counter(p["spec"]["nodeName"] for p in pods_of(cluster, ns, "drained"))
-    node, on_node = per_node.most_common(1)[0]
-    assert on_node >= 2, per_node
-    watch = PodWatch(cluster, ns)
-    lowest = [4]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            if watch.pods:
-                lowest[0] = min(lowest[0], watch.ready_now())
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    try:
-        wait(lambda: watch.ready_now() == 4, 30, "the watch seeing 4 ready workers")
-        sampler.start()
-        t0 = time.monotonic()
-        r = cluster.kubectl(
-            "drain",
-            node,
-            "--ignore-daemonsets",
-            "--delete-emptydir-data",
-            "--timeout=300s",
-            "--pod-selector",
-            "daemonpool.dev/pool=drained",
-            check=False,
-            timeout=330,
+def test_kubectl_drain_keeps_peers_minus_max_unavailable_ready_and_loses_no_mail(
+    cluster, nodes, operator, images, backing
+):
+    """A pool of 4 mailers with spec.disruption.maxUnavailable 1, draining a real outbox, and one node drained
+    under it: the drain evicts one worker at a time, each after the last one's replacement is Ready; the evicted
+    ones finish the mail they hold and exit 0 on SIGTERM (not 137, a SIGKILL); every mail is sent once."""
+    pg, smtp = backing
+    n = 400  # at 10 a second for the pool: the drain (seconds) happens while most of them are still due
+    with psycopg.connect(pg.dsn(), autocommit=True) as db:
+        outbox.migrate(db)
+        db.execute("TRUNCATE mailer_outbox RESTART IDENTITY")
+        ns = cluster.namespace("drain", labels={"pod-security.kubernetes.io/enforce": "restricted"})
+        pool = mailer_pool(
+            "drained",
+            ns,
+            images["mailer"],
+            pg.dsn(cluster.host_ip),
+            f"{cluster.host_ip}:{smtp.port}",
+            peers=4,
+            rate="10/s",
+            disruption={"maxUnavailable": 1},
         )
-        took = time.monotonic() - t0
-        assert r.returncode == 0, r.stderr + r.stdout
-        wait(lambda: watch.ready_now() == 4, 180, "4 ready workers after the drain")
-        done.set()
-        sampler.join(5)
-        evicted = [n for n, p in watch.pods.items() if p["spec"].get("nodeName") == node]
-        print(
-            json.dumps(
-                {
-                    "drained": node,
-                    "evicted": len(evicted),
-                    "took_s": round(took, 1),
-                    "lowest_ready": lowest[0],
-                    "exit_codes": {n: watch.exit_codes.get(n) for n in evicted},
-                }
+        cluster.apply(pool)
+        wait(lambda: len([p for p in pods_of(cluster, ns, "drained") if ready(p)]) == 4, 180, "4 ready workers")
+        budget = wait(
+            lambda: (
+                (b := cluster.get("pdb", "drained", ns=ns, check=False))
+                and b.get("status", {}).get("currentHealthy") == 4
+                and b
+            ),
+            60,
+            "the pool's PodDisruptionBudget counting 4 healthy",
+        )
+        assert budget["spec"]["maxUnavailable"] == 1 and budget["status"]["disruptionsAllowed"] == 1
+        assert budget["metadata"]["ownerReferences"][0]["kind"] == "DaemonPool"
+        per_node = collections.Counter(p["spec"]["nodeName"] for p in pods_of(cluster, ns, "drained"))
+        node, on_node = per_node.most_common(1)[0]
+        assert on_node >= 2, per_node
+        watch = PodWatch(cluster, ns)
+        lowest = [4]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                if watch.pods:
+                    lowest[0] = min(lowest[0], watch.ready_now())
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        try:
+            wait(lambda: watch.ready_now() == 4, 30, "the watch seeing 4 ready workers")
+            outbox.enqueue_many(db, [(f"drain{i}@example.com", f"Order {i}", "Thanks.") for i in range(n)])
+            wait(lambda: outbox.stats(db)["sent"] >= 20, 60, "the pool sending")
+            sampler.start()
+            t0 = time.monotonic()
+            r = cluster.kubectl(
+                "drain",
+                node,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--timeout=300s",
+                "--pod-selector",
+                "daemonpool.dev/pool=drained",
+                check=False,
+                timeout=330,
             )
-        )
-        assert lowest[0] >= 3, f"ready workers fell to {lowest[0]} during the drain (peers 4, maxUnavailable 1)"
-        assert len(evicted) == on_node
-        assert all(watch.exit_codes.get(n) == 0 for n in evicted), watch.exit_codes
-        assert all(p["spec"]["nodeName"] != node for p in pods_of(cluster, ns, "drained"))
-    finally:
-        done.set()
-        watch.stop()
-        cluster.kubectl("uncordon", node, check=False)
+            took = time.monotonic() - t0
+            sent_by_then = outbox.stats(db)["sent"]
+            assert r.returncode == 0, r.stderr + r.stdout
+            wait(lambda: watch.ready_now() == 4, 180, "4 ready workers after the drain")
+            done.set()
+            sampler.join(5)
+
+            def drained():
+                s = outbox.stats(db)
+                return s["pending"] == 0 and s["sending"] == 0 and s
+
+            wait(drained, 240, "the outbox to drain")
+            result = fate(db, smtp)
+            evicted = [name for name, p in watch.pods.items() if p["spec"].get("nodeName") == node]
+            print(
+                json.dumps(
+                    {
+                        "drained": node,
+                        "evicted": len(evicted),
+                        "took_s": round(took, 1),
+                        "lowest_ready": lowest[0],
+                        "exit_codes": {name: watch.exit_codes.get(name) for name in evicted},
+                        "sent_when_the_drain_ended": sent_by_then,
+                        **result,
+                    }
+                )
+            )
+            assert sent_by_then < n, "the outbox was empty before the drain ended: nothing was in flight"
+            assert lowest[0] >= 3, f"ready workers fell to {lowest[0]} during the drain (peers 4, maxUnavailable 1)"
+            assert len(evicted) == on_node
+            assert all(watch.exit_codes.get(name) == 0 for name in evicted), watch.exit_codes
+            assert all(p["spec"]["nodeName"] != node for p in pods_of(cluster, ns, "drained"))
+            assert result["messages"] == n
+            assert (result["lost"], result["dead"], result["duplicates"]) == ([], [], 0), result
+        finally:
+            done.set()
+            watch.stop()
+            cluster.kubectl("uncordon", node, check=False)
 
 
 def docker(cluster, *args) -> subprocess.CompletedProcess:
@@ -191,8 +226,11 @@ def docker(cluster, *args) -> subprocess.CompletedProcess:
 def test_a_node_that_disappears_with_the_leader_on_it(cluster, nodes, operator, images):
     """The node holding the leader and some workers is killed (its container, as a VM that dies): the standby on
     the other node takes the Lease within its term, the pool's status says workers are missing while they are,
-    and the pool is whole again on the node left. Tolerations of 5 s (the template's) instead of the default
-    300 s keep the test short; the operator adds none of its own."""
+    and the pool is whole again on the node left, with no write by either replica outside its term (the API
+    server's audit log, testkit/kind.py). Tolerations of 5 s (the template's) instead of the default 300 s keep
+    the test short; the operator adds none of its own."""
+    if cluster.audit_log is None:
+        unavailable("needs the kind cluster's audit log (who wrote when), which the tests' kind config adds")
     ns = cluster.namespace("lost-node")
     tolerations = [
         {"key": f"node.kubernetes.io/{t}", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
@@ -209,6 +247,7 @@ def test_a_node_that_disappears_with_the_leader_on_it(cluster, nodes, operator, 
     assert standby["spec"]["nodeName"] != victim
     on_victim = [p["metadata"]["name"] for p in pods_of(cluster, ns, "lost") if p["spec"]["nodeName"] == victim]
     assert on_victim, "the spread put no worker on the leader's node"
+    start = len(cluster.audit_log.read_text().splitlines())
     t0 = time.monotonic()
     docker(cluster, "kill", victim)
     try:
@@ -234,6 +273,9 @@ def test_a_node_that_disappears_with_the_leader_on_it(cluster, nodes, operator, 
         )
         wait(lambda: conditions(cluster, ns, "lost").get("Ready", {}).get("status") == "True", 60, "pool Ready again")
         whole = time.monotonic() - t0
+        # Writes by a replica that did not hold the Lease when the API server received or answered them.
+        outside = writes_outside_terms(cluster, operator, start)
+        writers = sorted(writer_pods(cluster, operator.username, start))
         print(
             json.dumps(
                 {
@@ -242,10 +284,15 @@ def test_a_node_that_disappears_with_the_leader_on_it(cluster, nodes, operator, 
                     "whole_again_s": round(whole, 1),
                     "holder": new,
                     "not_ready": {k: not_ready[k] for k in ("reason", "message")},
+                    "writer_pods": writers,
+                    "writes_outside_terms": len(outside),
                 }
             )
         )
         assert not_ready["message"], not_ready
+        assert outside == [], outside[:10]
+        # The standby wrote once it led (status, the replacement workers): the check above saw its writes.
+        assert standby["metadata"]["name"] in writers, writers
     finally:
         docker(cluster, "start", victim)
         wait(

@@ -22,9 +22,12 @@ from testkit.measure import record  # noqa: E402,F401  (re-exported for the clus
 class Cluster:
     """The cluster the tests run against: the local one, or the one in KUBECONFIG."""
 
-    def __init__(self, kubeconfig: str, local: bool, host_ip: str):
+    def __init__(self, kubeconfig: str, local: bool, host_ip: str, audit_log: pathlib.Path | None = None):
         self.kubeconfig = kubeconfig
         self.local = local
+        # The API server's audit log (who wrote what, when), where this machine can read it: the local cluster's,
+        # or the tests' kind cluster's (testkit/kind.py); None on any other cluster.
+        self._audit_log = C.RUN / "audit" / "audit.log" if local else audit_log
         # Where pods reach servers the tests start on this machine (PostgreSQL, SMTP).
         self.host_ip = host_ip
         self.kind = None  # a pytest-kind-ng KindCluster when the tests made one
@@ -33,7 +36,8 @@ class Cluster:
 
     @property
     def audit_log(self) -> pathlib.Path | None:
-        return C.RUN / "audit" / "audit.log" if self.local else None
+        p = self._audit_log
+        return p if p is not None and os.access(p, os.R_OK) else None
 
     def env(self) -> dict:
         return dict(os.environ, KUBECONFIG=self.kubeconfig, PATH=f"{C.BIN}:{C.TOOLS}:{os.environ.get('PATH', '')}")
@@ -252,6 +256,32 @@ def writes_outside_terms(cluster, operator, since_line: int) -> list:
         for pod, t0, t1, verb_uri in writes
         if holder_at(t0) != pod or holder_at(t1) != pod
     ]
+
+
+def kill_container(cluster, pod: dict) -> None:
+    """SIGKILL a pod's first container from its node (PID 1 ignores a SIGKILL sent from inside): through the
+    local cluster's containerd, or the kind node's own (`docker exec`); not on other clusters."""
+    cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    kill = ["tasks", "kill", "-s", "SIGKILL", cid]
+    if cluster.local:
+        from localcluster.procs import ctr
+
+        ctr(*kill, check=False, timeout=30)
+    elif cluster.kind is not None:
+        node = pod["spec"]["nodeName"]
+        subprocess.run(["docker", "exec", node, "ctr", "-n", "k8s.io", *kill], capture_output=True, timeout=30)
+    else:
+        raise AssertionError("killing a container needs its node: the local cluster's, or a kind node")
+
+
+def kill_leader(cluster, operator, leader: dict, i: int) -> None:
+    """The i-th of a series of leader kills: its container SIGKILLed from the node (even i), or its pod deleted
+    at once (odd i), the two ways a leader vanishes without stepping down."""
+    if i % 2 == 0:
+        kill_container(cluster, leader)
+    else:
+        name = leader["metadata"]["name"]
+        cluster.kubectl("delete", "pod", "-n", operator.namespace, name, "--grace-period=0", "--force", check=False)
 
 
 def operator_metric(cluster, operator, pod_name: str, name: str, labels: str = "") -> float:
