@@ -33,6 +33,8 @@ sys.path[:0] = [os.path.join(ROOT, "examples", "mailer"), os.path.join(ROOT, "te
 from daemonpool_operator import desired  # noqa: E402
 from mailer import jobs  # noqa: E402
 
+from testkit import keda  # noqa: E402
+
 SYSTEMS = ("daemonpool", "keda-default", "keda-tuned", "keda-on-pool", "hpa-cpu")
 MAX = 10
 PER_WORKER = 5
@@ -104,30 +106,9 @@ def plain_deployment(ns: str, name: str, dsn: str, table: str, replicas: int) ->
 
 
 def scaled_object(ns: str, name: str, target: dict, query: str, tuned: bool) -> dict:
-    spec: dict = {
-        "scaleTargetRef": target,
-        "minReplicaCount": 0,
-        "maxReplicaCount": MAX,
-        "triggers": [
-            {
-                "type": "postgresql",
-                "metadata": {"query": query, "targetQueryValue": str(PER_WORKER), "activationTargetQueryValue": "0"},
-                "authenticationRef": {"name": "jobs"},
-            }
-        ],
-    }
-    if tuned:
-        spec["pollingInterval"] = 5
-        spec["cooldownPeriod"] = 30
-        spec["advanced"] = {
-            "horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}}
-        }
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }
+    """KEDA's defaults, or tuned: 5 s polling, a 30 s cooldown and a 30 s scale-down window."""
+    timings = {"polling_seconds": 5, "cooldown_seconds": 30, "scale_down_window": 30} if tuned else {}
+    return keda.scaled_object(ns, name, target, query, PER_WORKER, "jobs", MAX, **timings)
 
 
 def hpa(ns: str, name: str) -> dict:
@@ -208,34 +189,55 @@ def cpu_seconds(names: tuple) -> float:
     return total
 
 
-class Sampler(threading.Thread):
-    def __init__(self, core, apps, ns, selector, deployment, dsn, table, t0):
+class DeploymentSampler(threading.Thread):
+    """Every 0.5 s, until ``stopped``: (seconds since ``t0`` on ``clock``, the Deployment's replicas, its pods,
+    those Ready and not being deleted, *``extra()``). A sample that fails is a gap, not an error."""
+
+    def __init__(self, apps, core, ns, deployment, selector, t0, clock=time.monotonic):
         super().__init__(daemon=True)
-        self.core, self.apps, self.ns, self.sel, self.dep = core, apps, ns, selector, deployment
-        self.dsn, self.table, self.t0 = dsn, table, t0
-        self.samples: list = []  # (t, replicas, alive, ready, queued, inflight)
+        self.apps, self.core, self.ns, self.dep, self.sel = apps, core, ns, deployment, selector
+        self.t0, self.clock = t0, clock
+        self.samples: list = []
         self.stopped = False
 
+    def extra(self) -> tuple:
+        return ()
+
+    def sample(self) -> tuple:
+        d = self.apps.read_namespaced_deployment(self.dep, self.ns)
+        pods = self.core.list_namespaced_pod(self.ns, label_selector=self.sel).items
+        ready = sum(
+            1
+            for p in pods
+            if not p.metadata.deletion_timestamp
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        )
+        return (self.clock() - self.t0, d.spec.replicas or 0, len(pods), ready, *self.extra())
+
     def run(self):
-        with psycopg.connect(self.dsn, autocommit=True) as db:
-            while not self.stopped:
-                try:
-                    d = self.apps.read_namespaced_deployment(self.dep, self.ns)
-                    pods = self.core.list_namespaced_pod(self.ns, label_selector=self.sel).items
-                    ready = sum(
-                        1
-                        for p in pods
-                        if not p.metadata.deletion_timestamp
-                        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-                    )
-                    queued = db.execute(jobs.backlog_sql(self.table)).fetchone()[0]
-                    inflight = db.execute(jobs.busy_sql(self.table)).fetchone()[0]
-                    self.samples.append(
-                        (time.time() - self.t0, d.spec.replicas or 0, len(pods), ready, queued, inflight)
-                    )
-                except Exception:  # noqa: BLE001 - a missed sample is a gap, not an error
-                    pass
-                time.sleep(0.5)
+        while not self.stopped:
+            try:
+                self.samples.append(self.sample())
+            except Exception:  # noqa: BLE001 - a missed sample is a gap, not an error
+                pass
+            time.sleep(0.5)
+
+
+class Sampler(DeploymentSampler):
+    """The peers' run: a DeploymentSampler (on wall time, as the jobs table's times are) with the queue's depth
+    and the jobs in flight: (t, replicas, pods, ready, queued, inflight)."""
+
+    def __init__(self, core, apps, ns, selector, deployment, dsn, table, t0):
+        super().__init__(apps, core, ns, deployment, selector, t0, clock=time.time)
+        self.dsn, self.table, self.db = dsn, table, None
+
+    def extra(self) -> tuple:
+        queued = self.db.execute(jobs.backlog_sql(self.table)).fetchone()[0]
+        return queued, self.db.execute(jobs.busy_sql(self.table)).fetchone()[0]
+
+    def run(self):
+        with psycopg.connect(self.dsn, autocommit=True) as self.db:
+            super().run()
 
 
 def pct(xs, p):

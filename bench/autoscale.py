@@ -39,7 +39,6 @@ import random
 import signal as _signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -131,29 +130,6 @@ def stats(url):
         return json.loads(r.read())
 
 
-class Watch(threading.Thread):
-    """Samples a pool every 0.5 s: replicas, pods alive, pods ready."""
-
-    def __init__(self, apps, core, ns, name, t0):
-        super().__init__(daemon=True)
-        self.apps, self.core, self.ns, self.name, self.t0 = apps, core, ns, name, t0
-        self.samples, self.stopped = [], False
-
-    def run(self):
-        while not self.stopped:
-            try:
-                d = self.apps.read_namespaced_deployment(self.name, self.ns)
-                pods = self.core.list_namespaced_pod(self.ns, label_selector=f"daemonpool.dev/pool={self.name}").items
-                alive = [p for p in pods if not p.metadata.deletion_timestamp]
-                ready = sum(
-                    1 for p in alive if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-                )
-                self.samples.append((time.monotonic() - self.t0, d.spec.replicas or 0, len(pods), ready))
-            except Exception:  # noqa: BLE001 - a missed sample is a gap, not an error
-                pass
-            time.sleep(0.5)
-
-
 def pct(xs, p):
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))], 2) if xs else None
@@ -220,7 +196,9 @@ def workload(api, bursts: int = 4, steps: tuple = (25, 35, 50)):
         rnd = random.Random(24)
         t0 = time.monotonic()
         wall0 = time.time()
-        watches = [Watch(apps, core, ns, n, t0) for n in ("auto", "manual")]
+        watches = [
+            _peers.DeploymentSampler(apps, core, ns, n, f"daemonpool.dev/pool={n}", t0) for n in ("auto", "manual")
+        ]
         for w in watches:
             w.start()
         schedule = [(b, items(40, rnd)) for b in bursts_at]
@@ -350,12 +328,14 @@ def main(argv=None) -> int:
     config.load_kube_config(str(C.KUBECONFIG))
     api = client.ApiClient()
     restore = pause_other_operators(client.AppsV1Api(api))
-    peers_ns = f"bench-peers-{uuid.uuid4().hex[:4]}"
-    op = Operator(args.operator, sets=(f"autoscale.secretNamespaces={{{peers_ns}}}",))
+    # The peers phase's namespace, where the operator may read the pools' Secrets (the DSN); made for it only.
+    peers_ns = f"bench-peers-{uuid.uuid4().hex[:4]}" if "peers" in phases else None
+    op = Operator(args.operator, sets=(f"autoscale.secretNamespaces={{{peers_ns}}}",) if peers_ns else ())
     result: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine_cores": os.cpu_count()}
     pg = None
     try:
-        kubectl("create", "namespace", peers_ns)
+        if peers_ns:
+            kubectl("create", "namespace", peers_ns)
         op.start()
         images.docker_down()
         sampler = Sampler(op)
@@ -390,7 +370,8 @@ def main(argv=None) -> int:
     finally:
         op.stop()
         restore()
-        kubectl("delete", "namespace", peers_ns, "--wait=false", check=False)
+        if peers_ns:
+            kubectl("delete", "namespace", peers_ns, "--wait=false", check=False)
         if pg is not None:
             pg.stop()
     if result.get("peers"):

@@ -124,32 +124,16 @@ class StateWatch:
         c.buf, c.busy, c.first, c.sent_at = b"", True, not long_poll, self.clock()
 
     def _step(self, c: _Conn, events: int) -> None:
-        sock = c.sock
-        assert sock is not None
-        try:
-            if events & selectors.EVENT_WRITE:
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    raise ConnectionError
-                sent = sock.send(c.out)
-                c.out = c.out[sent:]
-                if not c.out:
-                    self._sel.modify(sock, selectors.EVENT_READ, c)
-                return
-            chunk = sock.recv(workers.MAX_ANSWER + 1024)
-        except OSError:
-            self._fail(c)
-            return
-        if not chunk:
-            if c.buf and workers._complete(c.buf, closed=True):
-                self._answered(c, keep=False)
-            else:
-                self._fail(c)
-            return
-        c.buf += chunk
-        if len(c.buf) > workers.MAX_ANSWER + 1024:
-            self._fail(c)
-        elif workers._complete(c.buf, closed=False):
+        assert c.sock is not None
+        what, c.out, c.buf = workers.exchange(c.sock, events, c.out, c.buf)
+        if what == workers.SENT:
+            self._sel.modify(c.sock, selectors.EVENT_READ, c)
+        elif what == workers.ANSWER:
             self._answered(c, keep=workers._keeps(c.buf))
+        elif what == workers.ANSWER_CLOSED:
+            self._answered(c, keep=False)
+        elif what in (workers.FAILED, workers.NOTHING):
+            self._fail(c)
 
     def _answered(self, c: _Conn, keep: bool) -> None:
         self.answers += 1

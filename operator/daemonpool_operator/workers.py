@@ -119,27 +119,14 @@ class Asker:
     @staticmethod
     def _step(sock, entry, events, sel):
         """(done, answer) after one readiness event; answer None (failed) or _AGAIN (a stale kept connection)."""
-        reused = entry[4]
-        try:
-            if events & selectors.EVENT_WRITE:
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    raise ConnectionError
-                sent = sock.send(entry[2])
-                entry[2] = entry[2][sent:]
-                if not entry[2]:
-                    sel.modify(sock, selectors.EVENT_READ, entry)
-                return False, None
-            chunk = sock.recv(MAX_ANSWER + 1024)
-        except (OSError, ValueError):
-            return True, (_AGAIN if reused and not entry[3] else None)
-        if not chunk:  # closed by the worker: the whole answer if it said Connection: close
-            if not entry[3]:
-                return True, (_AGAIN if reused else None)
-            return True, (entry[3] if _complete(entry[3], closed=True) else None)
-        entry[3] += chunk
-        if len(entry[3]) > MAX_ANSWER + 1024:
-            return True, None
-        return (True, entry[3]) if _complete(entry[3], closed=False) else (False, None)
+        what, entry[2], entry[3] = exchange(sock, events, entry[2], entry[3])
+        if what == SENT:
+            sel.modify(sock, selectors.EVENT_READ, entry)
+        if what in (SENDING, SENT, MORE):
+            return False, None
+        if what == NOTHING:  # a kept connection the worker closed meanwhile: once more on a new one
+            return True, (_AGAIN if entry[4] else None)
+        return True, (entry[3] if what in (ANSWER, ANSWER_CLOSED) else None)
 
     def _prune(self) -> None:
         now = time.monotonic()
@@ -164,6 +151,43 @@ class Asker:
 
 
 _AGAIN = object()
+
+# What one readiness event did to an exchange (a request sent, then its answer read): see exchange().
+SENDING, SENT, MORE, ANSWER, ANSWER_CLOSED, FAILED, NOTHING = (
+    "sending",
+    "sent",
+    "more",
+    "answer",
+    "answer-closed",
+    "failed",
+    "nothing",
+)
+
+
+def exchange(sock: socket.socket, events: int, out: bytes, buf: bytes) -> tuple[str, bytes, bytes]:
+    """One readiness event of one request and its answer on a non-blocking socket, for ``Asker`` and
+    ``statewatch.StateWatch`` alike: writable, the rest of ``out`` is sent (SENT once all of it is, the caller
+    then waits to read); readable, an answer is read into ``buf``. Returns (what, out, buf), what one of
+    SENDING, SENT, MORE (no whole answer yet), ANSWER (whole, the connection open), ANSWER_CLOSED (whole, then
+    closed), FAILED (an error, too big, closed part-way) or NOTHING (an error or a close before any byte: on a
+    kept connection, the worker closed it meanwhile)."""
+    try:
+        if events & selectors.EVENT_WRITE:
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                raise ConnectionError
+            out = out[sock.send(out) :]
+            return (SENDING if out else SENT), out, buf
+        chunk = sock.recv(MAX_ANSWER + 1024)
+    except (OSError, ValueError):
+        return (FAILED if buf else NOTHING), out, buf
+    if not chunk:  # closed by the worker: the whole answer if it said Connection: close
+        if not buf:
+            return NOTHING, out, buf
+        return (ANSWER_CLOSED if _complete(buf, closed=True) else FAILED), out, buf
+    buf += chunk
+    if len(buf) > MAX_ANSWER + 1024:
+        return FAILED, out, buf
+    return (ANSWER if _complete(buf, closed=False) else MORE), out, buf
 
 
 def keep_cap() -> int:

@@ -12,21 +12,17 @@ import json
 import pathlib
 import re
 import shlex
-import sys
 import time
 
+import psycopg  # a test dependency: never skipped
 import pytest
 
-from testkit.cluster import ROOT, live_pods, record, wait, worker_spec
+from .test_autoscaled_pools import RESTRICTED, q, start_queue
+from testkit.cluster import ROOT, daemonpool, live_pods, record, wait, worker_spec
 from testkit.cluster import worker_state as state
-
-sys.path.insert(0, str(ROOT / "examples" / "mailer"))
-import psycopg  # noqa: E402  (a test dependency: never skipped)
-
-from mailer import outbox  # noqa: E402
-
-from .test_autoscaled_pools import RESTRICTED, q, start_queue  # noqa: E402
-from testkit.skips import unavailable  # noqa: E402
+from testkit.keda import scaled_object
+from testkit.mail import outbox
+from testkit.skips import unavailable
 
 # The first test on a fresh machine builds KEDA and metrics-server (about 10 minutes on 2 cores, once).
 pytestmark = pytest.mark.timeout(1800)
@@ -226,48 +222,12 @@ def test_a_keda_scaled_object_scales_a_pool_from_zero_on_a_postgres_backlog_and_
             "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}},
             "securityContext": RESTRICTED,
         }
-        cluster.apply(
-            {
-                "apiVersion": "daemonpool.dev/v1alpha1",
-                "kind": "DaemonPool",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {
-                    "peers": 0,
-                    "timeoutSeconds": 10,
-                    "gracePeriodSeconds": 20,
-                    "template": {"spec": {"containers": [container]}},
-                },
-            }
-        )
+        spec = {"peers": 0, "timeoutSeconds": 10, "gracePeriodSeconds": 20}
+        cluster.apply(daemonpool(name, ns, {**spec, "template": {"spec": {"containers": [container]}}}))
         # What a KEDA user writes, with the pool as the target (pollingInterval and cooldown short for a test).
-        cluster.apply(
-            {
-                "apiVersion": "keda.sh/v1alpha1",
-                "kind": "ScaledObject",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {
-                    "scaleTargetRef": {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool", "name": name},
-                    "minReplicaCount": 0,
-                    "maxReplicaCount": 3,
-                    "pollingInterval": 5,
-                    "cooldownPeriod": 20,
-                    "advanced": {
-                        "horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 10}}}
-                    },
-                    "triggers": [
-                        {
-                            "type": "postgresql",
-                            "metadata": {
-                                "query": outbox.BACKLOG_SQL,
-                                "targetQueryValue": "40",
-                                "activationTargetQueryValue": "0",
-                            },
-                            "authenticationRef": {"name": "outbox"},
-                        }
-                    ],
-                },
-            }
-        )
+        target = {"apiVersion": "daemonpool.dev/v1alpha1", "kind": "DaemonPool", "name": name}
+        timings = {"polling_seconds": 5, "cooldown_seconds": 20, "scale_down_window": 10}
+        cluster.apply(scaled_object(ns, name, target, outbox.BACKLOG_SQL, 40, "outbox", 3, **timings))
         wait(
             lambda: any(
                 c["type"] == "Ready" and c["status"] == "True"

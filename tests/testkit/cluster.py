@@ -123,13 +123,18 @@ def worker_spec(image, peers=2, timeout=10, work_seconds="0.5", **spec):
     return {"peers": peers, "timeoutSeconds": timeout, **spec, "template": {"spec": {"containers": [container]}}}
 
 
-def worker_pool(name, ns, image, **kw):
+def daemonpool(name: str, ns: str, spec: dict) -> dict:
+    """A DaemonPool object around ``spec``."""
     return {
         "apiVersion": "daemonpool.dev/v1alpha1",
         "kind": "DaemonPool",
         "metadata": {"name": name, "namespace": ns},
-        "spec": worker_spec(image, **kw),
+        "spec": spec,
     }
+
+
+def worker_pool(name, ns, image, **kw):
+    return daemonpool(name, ns, worker_spec(image, **kw))
 
 
 def _is_write(ev: dict, username: str) -> bool:

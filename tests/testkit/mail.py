@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from testkit.cluster import ROOT
+from testkit.cluster import ROOT, daemonpool
 
 sys.path.insert(0, str(ROOT / "examples" / "mailer"))
 from mailer import outbox  # noqa: E402,F401  (re-exported for the tests)
@@ -26,18 +26,8 @@ def mailer_pool(name: str, ns: str, image: str, dsn: str, smtp: str, peers: int,
         ],
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}},
     }
-    return {
-        "apiVersion": "daemonpool.dev/v1alpha1",
-        "kind": "DaemonPool",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "peers": peers,
-            "timeoutSeconds": 6,
-            "gracePeriodSeconds": 20,
-            **spec,
-            "template": {"spec": {"containers": [container]}},
-        },
-    }
+    spec = {"peers": peers, "timeoutSeconds": 6, "gracePeriodSeconds": 20, **spec}
+    return daemonpool(name, ns, {**spec, "template": {"spec": {"containers": [container]}}})
 
 
 def fate(db, smtp) -> dict:

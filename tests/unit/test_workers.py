@@ -198,3 +198,46 @@ def test_an_asker_keeps_nothing_a_worker_does_not_offer_and_stays_bounded_by_hos
     assert got["endless"] is None and got["trickle"] is None and got["silent"] is None
     assert asker._idle == {}, "an answer without Connection: keep-alive is not kept"
     assert time.monotonic() - t0 < len(servers) * 1.0 + 2
+
+
+def _exchange_until_done(sock, request=b"GET /state HTTP/1.1\r\n\r\n"):
+    """Drive workers.exchange over a real socket as the Asker and the StateWatch do: write, then read."""
+    out, buf, seen = request, b"", []
+    while True:
+        events = workers.selectors.EVENT_WRITE if out else workers.selectors.EVENT_READ
+        what, out, buf = workers.exchange(sock, events, out, buf)
+        seen.append(what)
+        if what not in (workers.SENDING, workers.SENT, workers.MORE):
+            return what, buf, seen
+
+
+@pytest.mark.parametrize(
+    "reply, close, want",
+    [
+        (b"", True, workers.NOTHING),  # closed before a byte: a kept connection the worker had closed
+        (_answer(json.dumps(GOOD).encode()), False, workers.ANSWER),
+        (_answer(b"{}", extra=b"Connection: close\r\n")[:-1], True, workers.FAILED),  # closed part-way
+        (b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * (workers.MAX_ANSWER + 2048), True, workers.FAILED),  # too big
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{}",
+            True,
+            workers.ANSWER_CLOSED,
+        ),  # no length: the close ends it
+    ],
+)
+def test_one_exchange_sends_the_request_then_reads_one_answer(reply, close, want):
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        theirs.sendall(reply)
+        if close:
+            theirs.shutdown(socket.SHUT_WR)
+        what, buf, seen = _exchange_until_done(ours)
+        assert what == want, seen
+        assert seen[0] == workers.SENT  # the request went in one send
+        assert theirs.recv(100) == b"GET /state HTTP/1.1\r\n\r\n"
+        if want in (workers.ANSWER, workers.ANSWER_CLOSED):
+            assert buf == reply
+    finally:
+        ours.close()
+        theirs.close()
