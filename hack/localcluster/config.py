@@ -49,6 +49,9 @@ ETCD_CLIENT = "http://127.0.0.1:23790"
 ETCD_PEER = "http://127.0.0.1:23800"
 CONTAINERD_SOCK = RUN / "containerd" / "containerd.sock"
 GUARD_TABLE = "daemonpool_guard"
+# kind's network (kind.py): its bridge and guard, named here so that either cluster's teardown knows the other's.
+KIND_BRIDGE = "dpkind0"
+KIND_GUARD_TABLE = "daemonpool_kind_guard"
 PAUSE_IMAGE = "registry.k8s.io/pause:daemonpool"
 BASE_IMAGE = "daemonpool/python-base:bookworm"
 SYSCTLS = (

@@ -10,7 +10,7 @@ import signal
 import time
 
 from . import config as C
-from .procs import sh
+from .procs import say, sh
 
 
 def sysctl_read(key):
@@ -101,19 +101,14 @@ def restore(base: dict | None) -> None:
         for ns in os.listdir("/run/netns"):
             if ns.startswith("cni-") and ns not in keep:
                 sh("ip", "netns", "delete", ns, check=False)
-    if os.path.exists(f"/sys/class/net/{C.BRIDGE}"):
-        sh("ip", "link", "delete", C.BRIDGE, check=False)
     if base:
-        for link in sorted(os.listdir("/sys/class/net")):
-            if link not in base["links"] and link.startswith("veth"):
-                sh("ip", "link", "delete", link, check=False)
-        for table in nft_tables():
-            if table not in base["nft_tables"]:
-                sh("nft", "delete", "table", *table.split(), check=False)
-        for key, value in base["sysctls"].items():
-            if value is not None and sysctl_read(key) != value:
-                sysctl_write(key, value)
+        # kind's cluster may be up beside this one: its bridge, guard and sysctls stay.
+        left = put_back_network(base, (C.BRIDGE, C.GUARD_TABLE), (C.KIND_BRIDGE, C.KIND_GUARD_TABLE))
+        if left:
+            say(f"the host still differs from its baseline: {left}")
     else:
+        if os.path.exists(f"/sys/class/net/{C.BRIDGE}"):
+            sh("ip", "link", "delete", C.BRIDGE, check=False)
         sh("nft", "delete", "table", "inet", C.GUARD_TABLE, check=False)
     remove_kubepods_cgroups()
     # The kubelet links each container's log here; ours point into our pod-logs folder.
@@ -122,6 +117,51 @@ def restore(base: dict | None) -> None:
             link = os.path.join("/var/log/containers", entry)
             if os.path.islink(link) and os.readlink(link).startswith(str(C.RUN / "pod-logs")):
                 os.unlink(link)
+
+
+def master_of(link: str) -> str | None:
+    """The bridge ``link`` hangs on, or None."""
+    try:
+        return os.path.basename(os.readlink(f"/sys/class/net/{link}/master"))
+    except OSError:
+        return None
+
+
+def put_back_network(base: dict, own: tuple[str, str], other: tuple[str, str]) -> list[str]:
+    """The host's network after one of the harness's two clusters (the local one, kind's), back to ``base``:
+    ``own`` (bridge, guard table) gone, and the veths, nft tables and sysctls changed since ``base`` put back;
+    but never what the ``other`` cluster holds while it is up (its guard is there): its bridge and guard, the
+    veths on its bridge, the tables made since (they may be its own), the forwarding sysctls it needs.
+    Returns what still differs, the other's aside. (Before, the local cluster's teardown deleted kind's guard
+    while kind was up, and kind's deleted the local pods' veths.)"""
+    (bridge, guard), (other_bridge, other_guard) = own, other
+    other_up = f"inet {other_guard}" in nft_tables()
+    new_veths = {
+        link: master_of(link)
+        for link in os.listdir("/sys/class/net")
+        if link.startswith("veth") and link not in base["links"]
+    }
+    if os.path.exists(f"/sys/class/net/{bridge}"):
+        sh("ip", "link", "delete", bridge, check=False)
+    for link, master in new_veths.items():
+        if master in (bridge, None):  # ours, or left on no bridge at all
+            sh("ip", "link", "delete", link, check=False)
+    # While the other is up, a table made since may be its own (kube-proxy's): only ours goes then.
+    for table in nft_tables():
+        if table not in base["nft_tables"] and (table == f"inet {guard}" or not other_up):
+            sh("nft", "delete", "table", *table.split(), check=False)
+    diffs = [
+        f"link {link}"
+        for link in sorted(os.listdir("/sys/class/net"))
+        if link not in base["links"] and link != other_bridge and master_of(link) != other_bridge
+    ]
+    if other_up:
+        return diffs + [f"nft table inet {guard}"] * (f"inet {guard}" in nft_tables())
+    for key, value in base["sysctls"].items():
+        if value is not None and sysctl_read(key) != value:
+            sysctl_write(key, value)
+    diffs += [f"nft table {t}" for t in nft_tables() if t not in base["nft_tables"]]
+    return diffs + [f"sysctl {k}" for k, v in base["sysctls"].items() if v is not None and sysctl_read(k) != v]
 
 
 def remove_kubepods_cgroups():

@@ -26,10 +26,10 @@ from .procs import say, sh
 
 NODE_IMAGE = kindnode.NODE_IMAGE
 NETWORK = "kind"  # the name kind looks for (it reuses a network that exists)
-BRIDGE = "dpkind0"
+BRIDGE = C.KIND_BRIDGE
 SUBNET = "172.30.0.0/24"
 GATEWAY = "172.30.0.1"  # the host on the kind network: pods reach PostgreSQL and SMTP here
-GUARD_TABLE = "daemonpool_kind_guard"
+GUARD_TABLE = C.KIND_GUARD_TABLE
 RUN = C.CACHE / "kind"  # the baseline and the kubeconfig of the kind cluster
 
 
@@ -139,23 +139,12 @@ def down(name: str | None = None) -> list[str]:
     sh("nft", "delete", "table", "inet", GUARD_TABLE, check=False)
     images.docker_down()
     base = json.loads((RUN / "baseline.json").read_text()) if (RUN / "baseline.json").exists() else None
-    diffs = []
+    diffs: list[str] = []
     if base:
-        for key, value in base["sysctls"].items():
-            if value is not None and host.sysctl_read(key) != value:
-                host.sysctl_write(key, value)
-        for table in host.nft_tables():
-            if table not in base["nft_tables"]:
-                diffs.append(f"nft table {table}")
-        for link in sorted(os.listdir("/sys/class/net")):
-            if link not in base["links"]:
-                if link.startswith(("veth", BRIDGE)):
-                    sh("ip", "link", "delete", link, check=False)
-                if os.path.exists(f"/sys/class/net/{link}"):
-                    diffs.append(f"link {link}")
+        # The local cluster may be up beside this one: its bridge, guard and sysctls stay (host.py).
+        diffs = host.put_back_network(base, (BRIDGE, GUARD_TABLE), (C.BRIDGE, C.GUARD_TABLE))
         if not base["lib_modules"] and os.path.isdir("/lib/modules") and not os.listdir("/lib/modules"):
             os.rmdir("/lib/modules")  # docker made it for kind's read-only mount of the host's modules
-        diffs += [f"sysctl {k}" for k, v in base["sysctls"].items() if v is not None and host.sysctl_read(k) != v]
         (RUN / "baseline.json").unlink()
     return diffs
 

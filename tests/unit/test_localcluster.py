@@ -51,3 +51,75 @@ def test_kind_up_on_a_cluster_made_before_writes_its_kubeconfig(tmp_path, monkey
     path = K.up("daemonpool")
     assert path.read_text() == "apiVersion: v1\nkind: Config\n"
     assert ("create",) not in [c[:1] for c in calls]
+
+
+class FakeHost:
+    """The host's links (name -> the bridge it hangs on), nft tables and sysctls, changed by the `ip link
+    delete` and `nft delete table` calls put_back_network makes, as the kernel would."""
+
+    def __init__(self, links: dict, tables: list, sysctls: dict):
+        self.links, self.tables, self.sysctls = dict(links), list(tables), dict(sysctls)
+
+    def install(self, monkeypatch):
+        from localcluster import host
+
+        listdir = host.os.listdir
+        monkeypatch.setattr(host.os, "listdir", lambda p: sorted(self.links) if p == "/sys/class/net" else listdir(p))
+        exists = host.os.path.exists
+        monkeypatch.setattr(
+            host.os.path,
+            "exists",
+            lambda p: p[len("/sys/class/net/") :] in self.links if p.startswith("/sys/class/net/") else exists(p),
+        )
+        monkeypatch.setattr(host, "master_of", lambda link: self.links.get(link))
+        monkeypatch.setattr(host, "nft_tables", lambda: list(self.tables))
+        monkeypatch.setattr(host, "sysctl_read", lambda k: self.sysctls.get(k))
+        monkeypatch.setattr(host, "sysctl_write", lambda k, v: self.sysctls.__setitem__(k, v))
+        monkeypatch.setattr(host, "sh", self.sh)
+        return host
+
+    def sh(self, *args, check=True, **kw):
+        if args[:3] == ("ip", "link", "delete"):
+            self.links.pop(args[3], None)
+            for link, master in self.links.items():  # the kernel detaches what hung on a deleted bridge
+                if master == args[3]:
+                    self.links[link] = None
+        elif args[:3] == ("nft", "delete", "table"):
+            self.tables.remove(" ".join(args[3:]))
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+
+BASE = {"links": ["eth0", "lo"], "nft_tables": [], "sysctls": {"net.ipv4.ip_forward": "0"}}
+LOCAL = ("dpbr0", "daemonpool_guard")
+KIND = ("dpkind0", "daemonpool_kind_guard")
+
+
+def test_the_local_clusters_teardown_leaves_kinds_guard_and_veths_while_kind_is_up(monkeypatch):
+    """Both clusters up (the kind one made after the local one's baseline): the local teardown removes its
+    bridge, its veths, its guard and kube-proxy's table only when kind is gone too. Before: it deleted kind's
+    guard (nothing then stopped kind's pods' packets from leaving) and kind's veths."""
+    fake = FakeHost(
+        {"eth0": None, "lo": None, "dpbr0": None, "veth1": "dpbr0", "dpkind0": None, "veth9": "dpkind0"},
+        ["inet daemonpool_guard", "ip kube-proxy", "inet daemonpool_kind_guard"],
+        {"net.ipv4.ip_forward": "1"},
+    )
+    host = fake.install(monkeypatch)
+    left = host.put_back_network(BASE, LOCAL, KIND)
+    assert sorted(fake.links) == ["dpkind0", "eth0", "lo", "veth9"]
+    assert "inet daemonpool_kind_guard" in fake.tables and "inet daemonpool_guard" not in fake.tables
+    assert fake.sysctls["net.ipv4.ip_forward"] == "1", "kind still forwards"
+    assert left == []
+
+
+def test_with_the_other_cluster_gone_everything_goes_back_and_what_cannot_is_said(monkeypatch):
+    fake = FakeHost(
+        {"eth0": None, "lo": None, "dpkind0": None, "veth9": "dpkind0", "veth5": None, "docker0": None},
+        ["inet daemonpool_kind_guard", "ip stray"],
+        {"net.ipv4.ip_forward": "1"},
+    )
+    host = fake.install(monkeypatch)
+    fake.tables.remove("inet daemonpool_kind_guard")  # kind.down deletes its guard first
+    left = host.put_back_network(BASE, KIND, LOCAL)
+    assert sorted(fake.links) == ["docker0", "eth0", "lo"]  # veth5 hung on nothing: nobody's, removed
+    assert fake.tables == [] and fake.sysctls["net.ipv4.ip_forward"] == "0"
+    assert left == ["link docker0"]
