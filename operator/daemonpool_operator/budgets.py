@@ -12,7 +12,6 @@ A budget of the pool's name that the pool does not control is left alone and sai
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -57,7 +56,7 @@ class Budgets:
             return self._sync(key, pool, spec)
         except kube.Rejected as exc:
             want = desired.build_budget(pool, spec)
-            self.known[key] = json.dumps(want, sort_keys=True) if want else None
+            self.known[key] = desired.fingerprint(want) if want else None
             bname = desired.deployment_name(key[1])
             return [("Warning", R.BUDGET_REJECTED, f"PodDisruptionBudget {bname}: {exc.status}: {exc.message}")]
 
@@ -75,7 +74,7 @@ class Budgets:
                 self.api.budget("delete", namespace, bname)
                 return [("Normal", R.UPDATED, f"deleted PodDisruptionBudget {bname} (spec.disruption removed)")]
             return []
-        fp = json.dumps(want, sort_keys=True)
+        fp = desired.fingerprint(want)
         if have_known == fp:
             return []
         have = self.api.budget("get", namespace, bname)

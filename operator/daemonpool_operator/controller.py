@@ -14,9 +14,7 @@ net) and runs the watch census. Time is injected (``clock``, ``sleep``); so is t
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import json
 import logging
 import platform
 import secrets
@@ -44,10 +42,6 @@ STATUS_KEYS = frozenset(f.alias or n for n, f in model.DaemonPoolStatus.model_fi
 
 class Unhealthy(Exception):
     """The controller is stuck (its health check's words); the health endpoint fails with them."""
-
-
-def _fingerprint(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _conditions(status: dict | None) -> dict:
@@ -196,7 +190,7 @@ class Controller:
         action = desired.plan(pool, want, have)
         events: list = []
         rejected = conflict = None
-        fp = _fingerprint(want)
+        fp = desired.fingerprint(want)
         if isinstance(action, (desired.Create, desired.Update)) and self.rejected.get(key, ("",))[0] == fp:
             rejected = self.rejected[key][1]  # refused before, unchanged since: do not send it again
         else:

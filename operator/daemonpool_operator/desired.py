@@ -9,9 +9,8 @@ Probe timing (T = timeoutSeconds, P = the probe period):
   comes within P after its beat turns T - P old, the second P later: the kill
   happens between T and T + P after the last beat, never before T. One slow
   or timed-out probe on a busy node is forgiven by the second.
-- A liveness kill gives the worker 2 s (probe-level
-  terminationGracePeriodSeconds) instead of the pool's grace period: a hung
-  worker will not finish anything, so it is restarted within T + P + 2 s.
+- A liveness kill gives the worker 2 s (probe-level terminationGracePeriodSeconds) instead of the pool's
+  grace period: a hung worker will not finish anything, so it is restarted within T + P + 2 s.
 - Readiness uses the same limit, runs every min(P, 2) s and fails at once
   (threshold 1), so an unready worker shows promptly; startup probes every
   second for startupTimeoutSeconds, so a new worker is Ready within a few
@@ -21,6 +20,8 @@ Probe timing (T = timeoutSeconds, P = the probe period):
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass
 
 from worker_runtime import contract
@@ -225,6 +226,11 @@ def spread_over_nodes(pool_name: str) -> dict:
         "labelSelector": {"matchLabels": selector_labels(pool_name)},
         "matchLabelKeys": ["pod-template-hash"],
     }
+
+
+def fingerprint(body: dict) -> str:
+    """What a child written from ``body`` is known by: a child is written again only when this changes."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def child_metadata(pool: dict) -> dict:
