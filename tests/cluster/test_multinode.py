@@ -120,7 +120,7 @@ def test_kubectl_drain_keeps_peers_minus_max_unavailable_ready_and_loses_no_mail
     under it: the drain evicts one worker at a time, each after the last one's replacement is Ready; the evicted
     ones finish the mail they hold and exit 0 on SIGTERM (not 137, a SIGKILL); every mail is sent once."""
     pg, smtp = backing
-    n = 400  # at 10 a second for the pool: the drain (seconds) happens while most of them are still due
+    n = 600  # 60 s at 10 a second for the pool: the drain (seconds) happens while most are still due
     with psycopg.connect(pg.dsn(), autocommit=True) as db:
         outbox.migrate(db)
         db.execute("TRUNCATE mailer_outbox RESTART IDENTITY")
