@@ -263,7 +263,8 @@ def wheelhouse() -> pathlib.Path:
     if not (stamp.exists() and stamp.read_text() == key):
         say("filling the wheelhouse (.wheels/) for offline image builds")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELS), "setuptools>=68", "wheel"], check=True
+            [sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELS), *build_requirements(), "wheel"],
+            check=True,
         )
         subprocess.run(
             [
@@ -281,6 +282,13 @@ def wheelhouse() -> pathlib.Path:
         )
         stamp.write_text(key)
     return WHEELS
+
+
+def build_requirements() -> list:
+    """What pip needs to build the project in an image (pyproject.toml's build-system; the one place that pins)."""
+    import tomllib  # noqa: PLC0415 - Python 3.11+, only needed when building images
+
+    return list(tomllib.loads((C.ROOT / "pyproject.toml").read_text())["build-system"]["requires"])
 
 
 def image_requirements() -> list:
