@@ -1,6 +1,6 @@
 """Scale: pools on fake nodes against the same number of plain Deployments, in one run on one cluster.
 
-    python bench/scale.py --pools 100,300,1000 --peers 10 [--operator in-cluster|dev] [--idle 60]
+    python bench/scale.py --pools 100,300,1000 --peers 10 [--operator in-cluster|dev] [--idle 60] [--set K=V]
 
 For each size: `apply` (create everything at once, seconds until every pool is Ready / every Deployment
 Available, and the ratio), `scale` (every pool x2 and back, the same for the Deployments), `idle` (the
@@ -428,6 +428,13 @@ def main(argv=None) -> int:
         help="the chart's operator as users run it (default), or --dev from this machine",
     )
     p.add_argument("--idle", type=int, default=60, help="seconds of the idle phase (default 60)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a chart value of the in-cluster operator, e.g. controller.reconcileThreads=8 (repeatable)",
+    )
     a = p.parse_args(argv)
     sizes = [int(x) for x in a.pools.split(",")]
     os.makedirs(os.path.join(ROOT, "_out"), exist_ok=True)
@@ -448,7 +455,7 @@ def main(argv=None) -> int:
     wait_until(lambda: deployments_ready(apps, warm, 1, 20), 300, "the warm-up Deployment")
     core.delete_namespace(warm)
     restore = pause_other_operators(apps)
-    op = Operator(a.operator)
+    op = Operator(a.operator, tuple(a.set))
     op.start()
     sampler = Sampler(op)
     sampler.start()
@@ -466,8 +473,9 @@ def main(argv=None) -> int:
         "sizes": results,
         "flags": {
             "kube-controller-manager": "--kube-api-qps=200 --kube-api-burst=300",
-            "operator_reconcile_threads": os.environ.get("DAEMONPOOL_RECONCILE_THREADS")
-            or os.environ.get("DAEMONPOOL_WORKERS", "4"),
+            # in-cluster: the chart's defaults but these; --dev: the operator's settings from this environment
+            "chart_values": a.set,
+            "operator_environment": {k: v for k, v in os.environ.items() if k.startswith("DAEMONPOOL_")},
         },
     }
     print(
