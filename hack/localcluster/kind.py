@@ -30,6 +30,11 @@ BRIDGE = C.KIND_BRIDGE
 SUBNET = "172.30.0.0/24"
 GATEWAY = "172.30.0.1"  # the host on the kind network: pods reach PostgreSQL and SMTP here
 GUARD_TABLE = C.KIND_GUARD_TABLE
+# kind's pod and service subnets (kind-config.yaml sets neither): the host reaches pods through their nodes
+# (route_pods), and nothing for either subnet may leave by another interface (the guard's output chain; before
+# the routes, the host's default route sent a test's packets for a pod out of eth0).
+POD_SUBNET = "10.244.0.0/16"
+SERVICE_SUBNET = "10.96.0.0/16"
 RUN = C.CACHE / "kind"  # the baseline and the kubeconfig of the kind cluster
 
 
@@ -84,10 +89,38 @@ def net_up() -> None:
     type filter hook forward priority -200; policy accept;
     iifname "{BRIDGE}" oifname != "{BRIDGE}" counter reject with icmpx admin-prohibited
   }}
+  chain output {{
+    type filter hook output priority -200; policy accept;
+    ip daddr {{ {POD_SUBNET}, {SERVICE_SUBNET} }} oifname != "{BRIDGE}" counter reject with icmpx admin-prohibited
+  }}
 }}
 """
     sh("nft", "delete", "table", "inet", GUARD_TABLE, check=False)
     sh("nft", "-f", "-", input=guard)
+
+
+def route_pods(kubeconfig: pathlib.Path | str) -> dict[str, str]:
+    """Routes from the host to each node's pod CIDR through that node on the kind network, as the local cluster
+    has to its pods: the tests ask workers and queue servers by pod IP. Gone with the bridge at ``down``.
+    Returns {podCIDR: node IP}."""
+    out = sh(
+        str(C.BIN / "kubectl"),
+        "--kubeconfig",
+        str(kubeconfig),
+        "get",
+        "nodes",
+        "-o",
+        "json",
+        capture=True,
+    ).stdout
+    routes = {}
+    for node in json.loads(out)["items"]:
+        cidr = node["spec"].get("podCIDR")
+        ips = [a["address"] for a in node["status"].get("addresses", []) if a["type"] == "InternalIP"]
+        if cidr and ips:
+            sh("ip", "route", "replace", cidr, "via", ips[0], "dev", BRIDGE)
+            routes[cidr] = ips[0]
+    return routes
 
 
 def guard_installed() -> bool:
@@ -124,6 +157,7 @@ def up(name: str = "daemonpool") -> pathlib.Path:
     else:  # made before (by pytest-kind-ng, or by hand): its kubeconfig from kind
         kubeconfig.parent.mkdir(parents=True, exist_ok=True)
         kubeconfig.write_text(kind("get", "kubeconfig", "--name", name, capture=True).stdout)
+    route_pods(kubeconfig)
     say(f"kind cluster {name} up in {time.monotonic() - t0:.0f}s; KUBECONFIG={kubeconfig}")
     return kubeconfig
 

@@ -80,6 +80,8 @@ def _kind_cluster():
     )
     kind.create(config_file=config)
     kind.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
+    if harness:
+        K.route_pods(kind.kubeconfig_path)  # the host asks pods by IP, as on the local cluster
     return kind
 
 

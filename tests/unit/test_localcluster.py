@@ -1,5 +1,6 @@
 """The local cluster harness's readiness checks (hack/localcluster/cluster.py), without starting anything."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -47,10 +48,55 @@ def test_kind_up_on_a_cluster_made_before_writes_its_kubeconfig(tmp_path, monkey
     monkeypatch.setattr(K, "kind", fake_kind)
     monkeypatch.setattr(K, "baseline", lambda: {})
     monkeypatch.setattr(K, "net_up", lambda: None)
+    monkeypatch.setattr(K, "route_pods", lambda kubeconfig: {})
     monkeypatch.setattr(kindnode, "node_image", lambda: kindnode.NODE_IMAGE)
     path = K.up("daemonpool")
     assert path.read_text() == "apiVersion: v1\nkind: Config\n"
     assert ("create",) not in [c[:1] for c in calls]
+
+
+def test_kind_routes_each_nodes_pod_cidr_through_that_node_on_the_kind_bridge(monkeypatch):
+    """The host reaches pods by IP (the tests ask workers and queue servers) through the node that holds them;
+    a node without a podCIDR yet gets no route."""
+    from localcluster import kind as K
+
+    def node(name, cidr, ip):
+        return {
+            "metadata": {"name": name},
+            "spec": {"podCIDR": cidr} if cidr else {},
+            "status": {"addresses": [{"type": "Hostname", "address": name}, {"type": "InternalIP", "address": ip}]},
+        }
+
+    nodes = [node("cp", "10.244.0.0/24", "172.30.0.4"), node("w", "10.244.1.0/24", "172.30.0.3"), node("n", None, "x")]
+    calls = []
+
+    def fake_sh(*args, **kw):
+        calls.append(args)
+        out = json.dumps({"items": nodes}) if "nodes" in args else ""
+        return subprocess.CompletedProcess(args, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(K, "sh", fake_sh)
+    assert K.route_pods("/kc") == {"10.244.0.0/24": "172.30.0.4", "10.244.1.0/24": "172.30.0.3"}
+    assert [c for c in calls if c[0] == "ip"] == [
+        ("ip", "route", "replace", "10.244.0.0/24", "via", "172.30.0.4", "dev", "dpkind0"),
+        ("ip", "route", "replace", "10.244.1.0/24", "via", "172.30.0.3", "dev", "dpkind0"),
+    ]
+
+
+def test_the_kind_guard_rejects_the_hosts_packets_for_the_clusters_subnets_off_its_bridge(monkeypatch):
+    """Without a route, a packet for a pod or a service of the kind cluster takes the default route out of the
+    machine: the guard's output chain rejects it unless it leaves by the kind bridge."""
+    from localcluster import images
+    from localcluster import kind as K
+
+    guards = []
+    monkeypatch.setattr(images, "docker", lambda *a, **kw: subprocess.CompletedProcess(a, 0, stdout="dpkind0\n"))
+    monkeypatch.setattr(K, "sh", lambda *a, input=None, **kw: guards.append(input) if input else None)
+    K.net_up()
+    (guard,) = guards
+    assert "hook output" in guard
+    assert 'ip daddr { 10.244.0.0/16, 10.96.0.0/16 } oifname != "dpkind0" counter reject' in guard
+    assert 'iifname "dpkind0" oifname != "dpkind0" counter reject' in guard
 
 
 class FakeHost:
