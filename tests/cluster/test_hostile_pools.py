@@ -25,6 +25,10 @@ from testkit.skips import unavailable
 pytestmark = pytest.mark.timeout(900)
 
 SETTLE_SECONDS = 60
+# On kind the same 348 pools took up to 62 s (2026-12-08; 26 s on the local cluster in the same session): three
+# nodes' kubelets and containerds, in containers, share the 2 cores with the API server, and the operator's
+# pool-to-Deployment lag was 8 s at the median against 2 s. The bound is the cluster's, not the operator's.
+KIND_SETTLE_SECONDS = 90
 
 
 def _conditions(obj):
@@ -90,6 +94,7 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     if cluster.audit_log is None:
         unavailable("needs the local cluster's audit log (idle writes)")
     ns = namespaces
+    settle = KIND_SETTLE_SECONDS if getattr(cluster, "kind", None) is not None else SETTLE_SECONDS
     cases = hand(ns["open"], ns["restricted"], ns["quota"], ns["limited"])
     gen = generated(ns["gen"], 300)
     pools = [p for p, _ in cases] + gen
@@ -99,7 +104,7 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     t0 = time.monotonic()
     # create, not apply: one request per pool, no read first (the contract is tested here, not kubectl).
     # kubectl sends them one by one (about 5 a second here: 70 s for 348), so the pools are watched while
-    # it runs: each is held to SETTLE_SECONDS from its own creation, not from the last one's.
+    # it runs: each is held to ``settle`` from its own creation, not from the last one's.
     docs = "\n---\n".join(json.dumps(p, ensure_ascii=False) for p in pools)
     created: list = []
     creator = threading.Thread(
@@ -127,12 +132,12 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     assert r.returncode == 0, f"every pool is CRD-valid and admitted:\n{r.stderr[-3000:]}"
     applied = time.monotonic() - t0
     try:
-        # Each pool is held to SETTLE_SECONDS from its own creation (below); the last was created at the end.
-        wait(all_settled, SETTLE_SECONDS + 30, "every pool Ready or Degraded with a documented reason", interval=2)
+        # Each pool is held to ``settle`` from its own creation (below); the last was created at the end.
+        wait(all_settled, settle + 30, "every pool Ready or Degraded with a documented reason", interval=2)
     except AssertionError:
         silent = [k for k in keys if k not in seen]
-        raise AssertionError(f"{len(silent)} pool(s) silent after {SETTLE_SECONDS}s: {silent[:20]}") from None
-    slow = {k: v for k, v in seen.items() if v > SETTLE_SECONDS + 1}
+        raise AssertionError(f"{len(silent)} pool(s) silent after {settle}s: {silent[:20]}") from None
+    slow = {k: v for k, v in seen.items() if v > settle + 1}
     # Where the time went: pool created -> its Deployment created is the operator's part.
     made = {
         (n, d["metadata"]["name"]): d["metadata"]["creationTimestamp"]
@@ -148,7 +153,7 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
             "slowest_verdicts_seconds": sorted(seen.values())[-5:],
         },
     )
-    assert slow == {}, f"pools that took over {SETTLE_SECONDS}s to say Ready or why: {slow}"
+    assert slow == {}, f"pools that took over {settle}s to say Ready or why: {slow}"
     # Let the last status patches and Events land (the churning pools aside), then watch the world stand still.
     churning = {f"/namespaces/{ns['open']}/daemonpools/{name}/" for name in CHURNING}
 
