@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(900)
 SETTLE_SECONDS = 60
 # On kind the same 348 pools took 56-62 s (2026-12-08; 26 s on the local cluster in the same session): three
 # nodes' kubelets and containerds, in containers, share the 2 cores with the API server, and the operator's
-# pool-to-Deployment lag was 8 s at the median against 2 s. The bound is the cluster's, not the operator's.
+# pool-to-Deployment lag was 3-8 s at the median against 2 s. The bound is the cluster's, not the operator's.
 KIND_SETTLE_SECONDS = 90
 
 
