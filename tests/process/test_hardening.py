@@ -276,11 +276,13 @@ def test_forked_child_does_not_keep_the_slot(run_dir, workers):
         d = Daemon("w", run_dir={str(run_dir)!r})
         assert d.start()
         child = os.fork()
+        # One write(2) a line: print() may write its parts one by one (stdout unbuffered), and the two
+        # processes' lines were seen interleaved ("CHILDPARENT 22186" then " False").
         if child == 0:
-            print("CHILD", d.heartbeat(), flush=True)  # the child is not the holder
+            os.write(1, f"CHILD {{d.heartbeat()}}\\n".encode())  # the child is not the holder
             time.sleep(120)
             os._exit(0)
-        print("PARENT", child, flush=True)
+        os.write(1, f"PARENT {{child}}\\n".encode())
         time.sleep(120)
     """)
     p = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True, env=child_env())
