@@ -103,16 +103,7 @@ def route_pods(kubeconfig: pathlib.Path | str) -> dict[str, str]:
     """Routes from the host to each node's pod CIDR through that node on the kind network, as the local cluster
     has to its pods: the tests ask workers and queue servers by pod IP. Gone with the bridge at ``down``.
     Returns {podCIDR: node IP}."""
-    out = sh(
-        str(C.BIN / "kubectl"),
-        "--kubeconfig",
-        str(kubeconfig),
-        "get",
-        "nodes",
-        "-o",
-        "json",
-        capture=True,
-    ).stdout
+    out = sh(C.BIN / "kubectl", "--kubeconfig", kubeconfig, "get", "nodes", "-o", "json").stdout
     routes = {}
     for node in json.loads(out)["items"]:
         cidr = node["spec"].get("podCIDR")

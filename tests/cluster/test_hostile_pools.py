@@ -94,7 +94,7 @@ def test_every_pool_runs_or_says_why(cluster, operator, images, namespaces):
     if cluster.audit_log is None:
         unavailable("needs the local cluster's audit log (idle writes)")
     ns = namespaces
-    settle = KIND_SETTLE_SECONDS if getattr(cluster, "kind", None) is not None else SETTLE_SECONDS
+    settle = KIND_SETTLE_SECONDS if cluster.kind is not None else SETTLE_SECONDS
     cases = hand(ns["open"], ns["restricted"], ns["quota"], ns["limited"])
     gen = generated(ns["gen"], 300)
     pools = [p for p, _ in cases] + gen
